@@ -1,0 +1,184 @@
+"""Configuration: the YAML file, validated, with the environment's overrides.
+
+Order of precedence: built-in defaults < the YAML file (``CORELANE_CONFIG`` or
+``config/default.yml``) < environment variables (``CORELANE_KAFKA``, ``CORELANE_HOME``,
+``CORELANE_DB``, ``CORELANE_API``). A wrong key, type or value raises ``ConfigError`` with
+one message that names the file, the key path and what was expected.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from config import DEFAULT_CONFIG
+
+
+class ConfigError(Exception):
+    """Configuration that cannot be used; the message is meant for a person."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _check_hostport(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port such as 127.0.0.1:9092, got {value!r}")
+    return value
+
+
+class BrokerSettings(_Section):
+    """The local single-node broker that `corelane kafka start` runs."""
+    heap_mb: int = Field(768, ge=256, le=8192)
+    start_timeout_s: float = Field(120.0, gt=0)
+    controller_port: int | None = Field(None, ge=1, lt=65536)
+
+
+class KafkaSettings(_Section):
+    bootstrap: str = "127.0.0.1:9092"
+    topic_prefix: str = "corelane."
+    partitions: int = Field(1, ge=1, le=1024)
+    compression: Literal["zstd", "lz4", "gzip", "none"] = "zstd"
+    chunk_rows: int = Field(250, ge=1, le=5000)
+    max_message_bytes: int = Field(1_000_000, ge=10_000)
+    broker: BrokerSettings = BrokerSettings()
+
+    @field_validator("bootstrap")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        for part in value.split(","):
+            _check_hostport(part.strip())
+        return value
+
+
+class CollectorSettings(_Section):
+    interval_s: float = Field(1.0, gt=0, le=3600)
+    # Multi-threaded processes have their per-thread switch and schedstat counters summed;
+    # "leader" reads only the leader thread (cheaper, blind to worker threads).
+    thread_detail: Literal["all", "leader"] = "all"
+    containers: bool = True
+    docker_host: str | None = None
+    proc_root: str = "/"
+
+
+class ApiSettings(_Section):
+    listen: str = "127.0.0.1:8710"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return _check_hostport(value)
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class TopologySettings(_Section):
+    profile: str | None = None               # a named profile instead of reading this host
+    sys_root: str = "/"                      # where sys/devices/... is read from
+
+
+class Settings(_Section):
+    host_id: str | None = None               # defaults to the hostname
+    home: str = "~/.local/share/corelane"
+    db: str | None = None                    # defaults to <home>/corelane.duckdb
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    kafka: KafkaSettings = KafkaSettings()
+    collector: CollectorSettings = CollectorSettings()
+    api: ApiSettings = ApiSettings()
+    topology: TopologySettings = TopologySettings()
+
+    source: str = Field("<defaults>", exclude=True)
+
+    @property
+    def host(self) -> str:
+        return self.host_id or socket.gethostname()
+
+    @property
+    def home_path(self) -> Path:
+        return Path(os.path.expanduser(self.home))
+
+    @property
+    def db_path(self) -> Path:
+        return Path(os.path.expanduser(self.db)) if self.db else self.home_path / "corelane.duckdb"
+
+    def topic(self, event_type: str) -> str:
+        from pipeline.events import topic_name
+        return topic_name(event_type, self.kafka.topic_prefix)
+
+
+ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "CORELANE_KAFKA": ("kafka", "bootstrap"),
+    "CORELANE_HOME": ("home",),
+    "CORELANE_DB": ("db",),
+    "CORELANE_API": ("api", "listen"),
+}
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    kind, msg = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        return "unknown key (check its spelling against config/default.yml)"
+    if kind == "missing":
+        return "required key is missing"
+    got = error.get("input")
+    shown = f", got {got!r}" if got is not None and not isinstance(got, (dict, list)) else ""
+    return f"expected {msg[0].lower() + msg[1:]}{shown}"
+
+
+def _format_errors(exc: ValidationError, origin: str) -> str:
+    lines = []
+    for error in exc.errors():
+        path = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        lines.append(f"{origin}: key '{path}': {_describe(error)}")
+    return "invalid configuration\n  " + "\n  ".join(lines)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None,
+                  env: Mapping[str, str] | None = None) -> Settings:
+    """Load, merge and validate; raises ConfigError with a person's message."""
+    env = os.environ if env is None else env
+    file = Path(path or env.get("CORELANE_CONFIG") or DEFAULT_CONFIG)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {file}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{file}: not valid YAML{where}: "
+                          f"{getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: expected a mapping of settings at the top level, "
+                          f"got {type(raw).__name__}")
+    try:
+        settings = Settings.model_validate({**raw, "source": str(file)})
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, str(file))) from None
+
+    for var, keys in ENV_OVERRIDES.items():
+        value = env.get(var)
+        if not value:
+            continue
+        section: Any = settings
+        for key in keys[:-1]:
+            section = getattr(section, key)
+        try:
+            setattr(section, keys[-1], value)
+        except ValidationError as exc:
+            raise ConfigError(_format_errors(exc, f"environment variable {var}")
+                              .replace(f"key '{keys[-1]}'", f"key '{'.'.join(keys)}'")) from None
+    return settings
