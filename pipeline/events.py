@@ -19,6 +19,8 @@ from typing import Any, TypeVar, Union
 import msgspec
 
 SCHEMA_VERSION = 1
+# Bytes the envelope adds around its data, with room to spare (ids, host, type, numbers).
+ENVELOPE_OVERHEAD = 512
 
 
 # --- payloads ------------------------------------------------------------------------------
@@ -303,12 +305,27 @@ def chunks(rows: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield rows[start:start + size]
 
 
-def batched(make: type[B], rows: Sequence[Any], size: int, field: str, **fields: Any) -> list[B]:
+def batched(make: type[B], rows: Sequence[Any], size: int, field: str,
+            max_bytes: int | None = None, **fields: Any) -> list[B]:
     """Split one sweep/cycle/plan into chunk payloads sharing one batch id.
 
-    An empty batch is still one chunk, so a reader sees that the sweep happened.
+    Chunks hold at most ``size`` rows; with ``max_bytes``, a chunk whose JSON is larger is
+    halved until it fits, since rows vary in size (a long command line) and a row count alone
+    cannot promise the broker's message limit. An empty batch is still one chunk, so a reader
+    sees that the sweep happened.
     """
-    parts = list(chunks(rows, size))
     batch_id = new_id()
-    return [make(batch=batch_id, chunk=i, chunks=len(parts), **{field: list(part)}, **fields)
-            for i, part in enumerate(parts)]
+    pending: list[list[Any]] = [list(part) for part in chunks(rows, size)]
+    parts: list[B] = []
+    while pending:
+        part_rows = pending.pop(0)
+        part = make(batch=batch_id, **{field: part_rows}, **fields)
+        if max_bytes is not None and len(part_rows) > 1 \
+                and len(_encoder.encode(part)) > max_bytes - ENVELOPE_OVERHEAD:
+            half = len(part_rows) // 2
+            pending[:0] = [part_rows[:half], part_rows[half:]]
+            continue
+        parts.append(part)
+    for i, part in enumerate(parts):
+        part.chunk, part.chunks = i, len(parts)
+    return parts

@@ -132,9 +132,17 @@ def _describe(error: Mapping[str, Any]) -> str:
         return "unknown key (check its spelling against config/default.yml)"
     if kind == "missing":
         return "required key is missing"
+    if kind in ("model_type", "dict_type"):
+        what = "a mapping of settings"
+    elif msg.startswith("Input should be "):
+        what = msg[len("Input should be "):]
+        if what.startswith(("greater", "less")):
+            what = "a value " + what
+    else:
+        what = msg[0].lower() + msg[1:]
     got = error.get("input")
     shown = f", got {got!r}" if got is not None and not isinstance(got, (dict, list)) else ""
-    return f"expected {msg[0].lower() + msg[1:]}{shown}"
+    return f"expected {what}{shown}"
 
 
 def _format_errors(exc: ValidationError, origin: str) -> str:
