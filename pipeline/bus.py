@@ -1,0 +1,200 @@
+"""The Kafka transport: topic creation, a batching publisher, and a reader that dead-letters.
+
+Samples are produced with aiokafka directly (one message per chunk of a sweep): faust's
+per-event cost is the limit at these rates (STACK.md), while its agents consume.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from pipeline.events import (EVENT_TYPES, Batch, DeadLetter, Envelope, EventDecodeError,
+                             Payload, batched, decode, encode, envelope, new_id)
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Stamper:
+    """Wraps payloads in envelopes for one host, numbering each event type's stream."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self._seq: dict[type, int] = {}
+
+    def stamp(self, data: Payload, ts: float | None = None) -> Envelope:
+        seq = self._seq.get(type(data), 0) + 1
+        self._seq[type(data)] = seq
+        return envelope(data, host=self.host, seq=seq, ts=ts)
+
+
+async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Create every corelane topic that does not exist yet; returns the ones created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap,
+                                request_timeout_ms=int(timeout_s * 1000))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [settings.topic(name) for name in EVENT_TYPES]
+        missing = [t for t in wanted if t not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(t, num_partitions=settings.kafka.partitions, replication_factor=1)
+                     for t in missing])
+            except TopicAlreadyExistsError:
+                pass  # another instance won the race; the topics are there either way
+        return missing
+    finally:
+        await admin.close()
+
+
+class MessageTooLarge(ValueError):
+    pass
+
+
+class Publisher:
+    """Publishes envelopes keyed by host, splitting batches until each fits a message."""
+
+    def __init__(self, settings: Settings, stamper: Stamper | None = None) -> None:
+        self.settings = settings
+        self.stamper = stamper or Stamper(settings.host)
+        kafka = settings.kafka
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=kafka.bootstrap,
+            compression_type=None if kafka.compression == "none" else kafka.compression,
+            max_request_size=kafka.max_message_bytes,
+            linger_ms=5,
+            acks="all",
+        )
+        self._key = self.stamper.host.encode()
+        self.sent = 0
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def __aenter__(self) -> "Publisher":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def send(self, event: Envelope) -> None:
+        """Send one envelope and wait until the broker has it."""
+        raw = encode(event)
+        if len(raw) > self.settings.kafka.max_message_bytes:
+            raise MessageTooLarge(f"{event.type} event {event.id} is {len(raw)} bytes, over "
+                                  f"kafka.max_message_bytes={self.settings.kafka.max_message_bytes}")
+        await self._producer.send_and_wait(self.settings.topic(event.type), raw, key=self._key)
+        self.sent += 1
+
+    async def publish(self, data: Payload, ts: float | None = None) -> Envelope:
+        event = self.stamper.stamp(data, ts)
+        await self.send(event)
+        return event
+
+    def batch(self, make: type[Batch], rows: list[Any], field: str, **fields: Any) -> list[Batch]:
+        """One sweep/cycle/plan as chunk payloads that each fit in a message."""
+        kafka = self.settings.kafka
+        return batched(make, rows, kafka.chunk_rows, field, max_bytes=kafka.max_message_bytes,
+                       **fields)
+
+    async def publish_many(self, events: Iterable[Envelope]) -> int:
+        """Send several envelopes concurrently (one produce round trip where they fit)."""
+        futures = []
+        for event in events:
+            raw = encode(event)
+            if len(raw) > self.settings.kafka.max_message_bytes:
+                raise MessageTooLarge(f"{event.type} event {event.id} is {len(raw)} bytes")
+            futures.append(await self._producer.send(self.settings.topic(event.type), raw,
+                                                     key=self._key))
+        await asyncio.gather(*futures)
+        self.sent += len(futures)
+        return len(futures)
+
+
+@dataclass
+class Received:
+    """One readable message and where it came from."""
+    record: ConsumerRecord
+    event: Envelope
+
+
+class EventReader:
+    """Reads corelane topics; what it cannot read goes to the dead-letter topic.
+
+    A bad message never stops the reader: it is published whole to ``deadletter`` with the
+    reason and skipped.
+    """
+
+    def __init__(self, settings: Settings, event_types: Iterable[str], group_id: str | None,
+                 publisher: Publisher, from_beginning: bool = True,
+                 **consumer_options: Any) -> None:
+        self.settings = settings
+        self.publisher = publisher
+        self._topic_type = {settings.topic(t): t for t in event_types}
+        self._consumer = AIOKafkaConsumer(
+            *self._topic_type,
+            bootstrap_servers=settings.kafka.bootstrap,
+            group_id=group_id,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+            enable_auto_commit=group_id is not None,
+            **consumer_options,
+        )
+        self.dead_lettered = 0
+
+    async def start(self) -> None:
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def __aenter__(self) -> "EventReader":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def check(self, record: ConsumerRecord) -> Envelope:
+        """Decode a record and check it belongs on its topic; raises EventDecodeError."""
+        event = decode(record.value)
+        expected = self._topic_type.get(record.topic)
+        if expected is not None and event.type != expected:
+            raise EventDecodeError(f"a {event.type} event does not belong on {record.topic}, "
+                                   f"which carries {expected} events")
+        return event
+
+    async def dead_letter(self, record: ConsumerRecord, reason: str) -> None:
+        raw = record.value or b""
+        await self.publisher.publish(DeadLetter(
+            topic=record.topic, partition=record.partition, offset=record.offset, reason=reason,
+            key=record.key.decode("utf-8", "replace") if record.key else None,
+            payload=raw.decode("utf-8", "replace")))
+        self.dead_lettered += 1
+        log.warning("unreadable message on %s[%d]@%d sent to dead-letter: %s",
+                    record.topic, record.partition, record.offset, reason)
+
+    async def __aiter__(self) -> AsyncIterator[Received]:
+        async for record in self._consumer:
+            try:
+                event = self.check(record)
+            except EventDecodeError as exc:
+                await self.dead_letter(record, str(exc))
+                continue
+            yield Received(record, event)
+
+
+def new_group_id(prefix: str) -> str:
+    return f"{prefix}-{new_id()[:8]}"

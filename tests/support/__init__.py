@@ -1,0 +1,1 @@
+"""Test support: real infrastructure for the integration tests (a Kafka broker, a Docker engine)."""
