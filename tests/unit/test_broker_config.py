@@ -1,0 +1,194 @@
+"""The local broker's configuration and bookkeeping, without starting a JVM."""
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.kafka import broker as broker_mod
+from pipeline.kafka.broker import (BrokerError, LocalBroker, is_answering, new_cluster_id,
+                                   parse_bootstrap, pom_digest, server_properties)
+from pipeline.settings import load_settings
+
+
+def props(text: str) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in text.splitlines()
+             if line.strip() and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> dict[str, str]:
+    return props(server_properties(host="127.0.0.1", port=19092, controller_port=19093,
+                                   data_dir=tmp_path / "data"))
+
+
+def test_one_combined_kraft_node(config: dict[str, str]) -> None:
+    assert config["process.roles"] == "broker,controller"
+    assert config["node.id"] == "1"
+    assert config["controller.listener.names"] == "CONTROLLER"
+    assert config["controller.quorum.bootstrap.servers"] == "127.0.0.1:19093"
+    # The two quorum styles must never be mixed (format --standalone needs this one alone).
+    assert "controller.quorum.voters" not in config
+
+
+def test_listeners_only_on_loopback(config: dict[str, str]) -> None:
+    assert config["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
+    assert config["advertised.listeners"] == "PLAINTEXT://127.0.0.1:19092"
+    assert "0.0.0.0" not in "".join(config.values())
+    assert config["listener.security.protocol.map"] == \
+        "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+
+
+def test_single_node_replication(config: dict[str, str]) -> None:
+    for key in ("offsets.topic.replication.factor", "transaction.state.log.replication.factor",
+                "transaction.state.log.min.isr", "share.coordinator.state.topic.replication.factor",
+                "share.coordinator.state.topic.min.isr", "default.replication.factor",
+                "min.insync.replicas"):
+        assert config[key] == "1", key
+    assert config["group.initial.rebalance.delay.ms"] == "0"
+
+
+def test_small_machine_threads_and_data_dir(tmp_path: Path, config: dict[str, str]) -> None:
+    assert config["num.network.threads"] == "2"
+    assert config["num.io.threads"] == "2"
+    assert config["log.dirs"] == str(tmp_path / "data")
+
+
+def test_same_port_for_broker_and_controller_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(BrokerError, match="must differ"):
+        server_properties(host="127.0.0.1", port=9092, controller_port=9092, data_dir=tmp_path)
+
+
+def test_controller_port_defaults_to_broker_port_plus_one(tmp_path: Path) -> None:
+    assert LocalBroker("127.0.0.1:29092", home=tmp_path).controller_port == 29093
+    assert LocalBroker("127.0.0.1:29092", home=tmp_path, controller_port=30000) \
+        .controller_port == 30000
+
+
+def test_from_settings_uses_home_heap_and_address(tmp_path: Path) -> None:
+    settings = load_settings(env={"CORELANE_HOME": str(tmp_path),
+                                  "CORELANE_KAFKA": "127.0.0.1:39092"})
+    broker = LocalBroker.from_settings(settings, cache_dir=tmp_path / "cache")
+    assert broker.state_dir == tmp_path / "kafka"
+    assert (broker.host, broker.port) == ("127.0.0.1", 39092)
+    assert broker.heap_mb == settings.kafka.broker.heap_mb
+    assert broker.jar_dir == tmp_path / "cache" / f"kafka-{pom_digest()}"
+
+
+def test_parse_bootstrap() -> None:
+    assert parse_bootstrap("127.0.0.1:9092") == ("127.0.0.1", 9092)
+    assert parse_bootstrap("localhost:9094, other:9092") == ("localhost", 9094)
+    for bad in ("9092", "host:", "host:notaport", "host:70000"):
+        with pytest.raises(BrokerError, match="host:port"):
+            parse_bootstrap(bad)
+
+
+def test_cluster_id_has_kafkas_uuid_form() -> None:
+    ids = {new_cluster_id() for _ in range(200)}
+    assert len(ids) == 200
+    for cluster_id in ids:
+        assert len(cluster_id) == 22 and not cluster_id.startswith("-")
+        assert set(cluster_id) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                      "0123456789-_")
+
+
+def test_a_remote_address_is_never_started(tmp_path: Path) -> None:
+    with pytest.raises(BrokerError, match="loopback"):
+        LocalBroker("10.20.30.40:9092", home=tmp_path).start(timeout=1)
+
+
+# ---------------------------------------------------------------------------- pid files
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_stale_pid_file_of_a_gone_process_is_removed(tmp_path: Path) -> None:
+    broker = LocalBroker("127.0.0.1:29092", home=tmp_path)
+    broker.state_dir.mkdir(parents=True)
+    broker.pid_file.write_text(f"{dead_pid()}\n")
+    assert broker.read_pid() is None
+    assert not broker.pid_file.exists()
+    assert broker.stop() is False
+
+
+def test_pid_file_naming_an_unrelated_process_is_stale_and_never_signalled(
+        tmp_path: Path) -> None:
+    # A reused pid: alive, but not this home's broker. Stopping must not touch it.
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        broker = LocalBroker("127.0.0.1:29092", home=tmp_path)
+        broker.state_dir.mkdir(parents=True)
+        broker.pid_file.write_text(f"{sleeper.pid}\n")
+        assert broker.stop() is False
+        assert sleeper.poll() is None
+        assert not broker.pid_file.exists()
+        status = broker.status(timeout=0.5)
+        assert (status.running, status.pid) == (False, None)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_garbage_pid_file_is_removed(tmp_path: Path) -> None:
+    broker = LocalBroker("127.0.0.1:29092", home=tmp_path)
+    broker.state_dir.mkdir(parents=True)
+    broker.pid_file.write_text("not a pid\n")
+    assert broker.read_pid() is None
+    assert not broker.pid_file.exists()
+
+
+# --------------------------------------------------------------------------------- jars
+
+def test_cached_jars_are_not_resolved_again(tmp_path: Path, monkeypatch) -> None:
+    broker = LocalBroker("127.0.0.1:29092", home=tmp_path, cache_dir=tmp_path / "cache")
+    broker.jar_dir.mkdir(parents=True)
+    (broker.jar_dir / ".complete").write_text("")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no mvn: must not be needed
+    assert broker.fetch() == broker.jar_dir
+
+
+def test_missing_maven_is_explained(tmp_path: Path, monkeypatch) -> None:
+    broker = LocalBroker("127.0.0.1:29092", home=tmp_path, cache_dir=tmp_path / "cache")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(BrokerError, match=r"Maven \(mvn\) is not installed"):
+        broker.fetch()
+
+
+def test_failing_maven_shows_its_last_lines_and_caches_nothing(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "mvn"
+    fake.write_text("#!/bin/sh\necho 'resolving...'\n"
+                    "echo '[ERROR] Could not transfer artifact kafka_2.13'\nexit 1\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    cache = tmp_path / "cache"
+    broker = LocalBroker("127.0.0.1:29092", home=tmp_path, cache_dir=cache)
+    with pytest.raises(BrokerError) as caught:
+        broker.fetch()
+    assert "exit code 1" in str(caught.value)
+    assert "Could not transfer artifact kafka_2.13" in str(caught.value)
+    assert not broker.jar_dir.exists()
+    assert [p.name for p in cache.iterdir()] == []  # the temporary folder is gone too
+
+
+def test_pom_digest_follows_the_pom(tmp_path: Path) -> None:
+    pom = tmp_path / "pom.xml"
+    pom.write_text(broker_mod.POM.read_text())
+    same = pom_digest(pom)
+    pom.write_text(broker_mod.POM.read_text().replace("4.", "5.", 1))
+    assert pom_digest(pom) != same
+    assert same == pom_digest()
+
+
+def test_is_answering_is_false_quickly_for_a_bad_address() -> None:
+    assert is_answering("not-an-address", timeout=1.0) is False
