@@ -42,18 +42,29 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [settings.topic(name) for name in EVENT_TYPES]
-        missing = [t for t in wanted if t not in existing]
-        if missing:
-            try:
-                await admin.create_topics(
-                    [NewTopic(t, num_partitions=settings.kafka.partitions, replication_factor=1)
-                     for t in missing])
-            except TopicAlreadyExistsError:
-                pass  # another instance won the race; the topics are there either way
-        return missing
+        missing = [t for t in (settings.topic(name) for name in EVENT_TYPES) if t not in existing]
+        if not missing:
+            return []
+        response = await admin.create_topics(
+            [NewTopic(t, num_partitions=settings.kafka.partitions, replication_factor=1)
+             for t in missing])
+        # The listing can lag a creation, and another instance may race us: a topic that
+        # already exists is fine, any other refusal is not.
+        created = []
+        for topic, code, *rest in response.topic_errors:
+            if code == 0:
+                created.append(topic)
+            elif code != TopicAlreadyExistsError.errno:
+                message = rest[0] if rest and rest[0] else f"error code {code}"
+                raise KafkaTopicError(f"the broker at {settings.kafka.bootstrap} refused to "
+                                      f"create topic {topic}: {message}")
+        return created
     finally:
         await admin.close()
+
+
+class KafkaTopicError(RuntimeError):
+    pass
 
 
 class MessageTooLarge(ValueError):

@@ -1,0 +1,141 @@
+"""The event log end to end on the real broker: collect publishes, plain clients read back,
+unreadable messages are dead-lettered and the reader goes on."""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from pipeline import events as ev
+from pipeline.bus import EventReader, Publisher, ensure_topics
+from pipeline.settings import Settings, load_settings
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def settings_for(bootstrap: str, tmp_path: Path, prefix: str) -> Settings:
+    cfg = load_settings(env={"CORELANE_KAFKA": bootstrap, "CORELANE_HOME": str(tmp_path)})
+    cfg.kafka.topic_prefix = prefix
+    return cfg
+
+
+async def read_all(bootstrap: str, topics: list[str], want: int, timeout_s: float = 30.0
+                   ) -> list:
+    """A plain aiokafka consumer, as any other client would read the topics."""
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    records = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(records) < want and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for part in batch.values():
+                records.extend(part)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def test_collect_publishes_host_process_and_container_batches(
+        kafka_bootstrap: str, docker_engine, docker_containers, tmp_path: Path) -> None:
+    container = docker_containers(["sleep", "300"], labels={"app": "e2e"})
+    prefix = "e2e-collect."
+    env = {**os.environ, "CORELANE_KAFKA": kafka_bootstrap, "CORELANE_HOME": str(tmp_path),
+           "DOCKER_HOST": docker_engine.host}
+    config = tmp_path / "corelane.yml"
+    config.write_text(f"kafka: {{topic_prefix: '{prefix}', partitions: 2, chunk_rows: 50}}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "--config", str(config), "collect",
+         "--count", "2", "--interval", "0.5"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+    records = await read_all(kafka_bootstrap, [prefix + "samples.host", prefix + "samples.process",
+                                               prefix + "samples.container"], want=6)
+    events = [ev.decode(r.value) for r in records]  # every message validates
+    by_type: dict[str, list[ev.Envelope]] = {}
+    for record, event in zip(records, events):
+        assert record.topic == prefix + event.topic_suffix
+        assert record.key == event.host.encode()
+        by_type.setdefault(event.type, []).append(event)
+
+    assert len(by_type["host_sample"]) == 2
+    assert by_type["host_sample"][0].data.cpu_percent and by_type["host_sample"][0].data.mem_total_bytes > 0
+
+    process_chunks = by_type["process_samples"]
+    sweeps = {e.data.batch for e in process_chunks}
+    assert len(sweeps) == 2
+    for sweep in sweeps:
+        parts = [e.data for e in process_chunks if e.data.batch == sweep]
+        assert sorted(p.chunk for p in parts) == list(range(parts[0].chunks))
+        assert all(len(p.samples) <= 50 for p in parts)
+    pids = {s.pid for e in process_chunks for s in e.data.samples}
+    assert os.getpid() in pids and 1 in pids
+
+    container_events = by_type["container_samples"]
+    seen = {c.id: c for e in container_events for c in e.data.samples}
+    assert container.id in seen
+    assert seen[container.id].labels.get("app") == "e2e"
+    assert seen[container.id].pids
+
+
+async def test_unreadable_messages_go_to_dead_letter_and_reading_goes_on(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    cfg = settings_for(kafka_bootstrap, tmp_path, "e2e-dlq.")
+    await ensure_topics(cfg)
+    labels = cfg.topic("label")
+    good = ev.envelope(ev.Label(cls="latency_critical", pid=1, start_time=2), host="h", seq=1)
+    wrong_topic = ev.envelope(ev.Alert(kind="x", message="y"), host="h", seq=1)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        for value in (b"{not json", ev.encode(wrong_topic), None, ev.encode(good)):
+            await producer.send_and_wait(labels, value, key=b"h")
+    finally:
+        await producer.stop()
+
+    async with Publisher(cfg) as publisher:
+        reader = EventReader(cfg, ["label"], group_id=None, publisher=publisher)
+        async with reader:
+            async def first() -> ev.Envelope:
+                async for received in reader:
+                    return received.event
+                raise AssertionError("reader ended")
+            event = await asyncio.wait_for(first(), timeout=30)
+    assert event == good
+    assert reader.dead_lettered == 3
+
+    letters = [ev.decode(r.value) for r in
+               await read_all(kafka_bootstrap, [cfg.topic("deadletter")], want=3)]
+    reasons = [letter.data.reason for letter in letters]
+    assert any("not a corelane envelope" in r for r in reasons)
+    assert any("does not belong on e2e-dlq.labels" in r for r in reasons)
+    assert any("empty message" in r for r in reasons)
+    assert {letter.data.topic for letter in letters} == {labels}
+    assert sorted(letter.data.offset for letter in letters) == [0, 1, 2]
+    assert letters[0].data.payload in ("{not json", ev.encode(wrong_topic).decode(), "")
+
+
+async def test_topics_are_created_with_the_configured_partitions(kafka_bootstrap: str,
+                                                                 tmp_path: Path) -> None:
+    cfg = settings_for(kafka_bootstrap, tmp_path, "e2e-topics.")
+    cfg.kafka.partitions = 3
+    created = await ensure_topics(cfg)
+    assert sorted(created) == sorted(ev.all_topics("e2e-topics."))
+    assert await ensure_topics(cfg) == []
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(created)
+    finally:
+        await admin.close()
+    assert {d["topic"]: len(d["partitions"]) for d in described} == {t: 3 for t in created}
