@@ -1,0 +1,55 @@
+"""The HTTP API of a running corelane: health now; query and commands build on it.
+
+Every error is JSON with a ``message``: a bad request is a 4xx that says what was wrong,
+never a traceback.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import make_asgi_app
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pipeline.collect import CollectorStats
+
+API_PREFIX = "/api/v1"
+
+
+def create_api(host: str, kafka_bootstrap: str, collector_stats: CollectorStats,
+               kafka_answering: Callable[[], bool] | None = None,
+               started_at: float | None = None) -> FastAPI:
+    app = FastAPI(title="corelane", version="0.1.0", docs_url=f"{API_PREFIX}/docs",
+                  openapi_url=f"{API_PREFIX}/openapi.json")
+    started = started_at or time.time()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"message": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                             for e in exc.errors())
+        return JSONResponse({"message": f"bad request: {problems}"}, status_code=400)
+
+    @app.get(f"{API_PREFIX}/health")
+    async def health() -> dict[str, Any]:
+        answering = kafka_answering() if kafka_answering else None
+        stats = asdict(collector_stats)
+        stale = (collector_stats.last_sweep_ts is None
+                 or time.time() - collector_stats.last_sweep_ts > 30)
+        return {
+            "status": "ok" if answering is not False and not stale else "degraded",
+            "host": host,
+            "uptime_s": round(time.time() - started, 3),
+            "kafka": {"bootstrap": kafka_bootstrap, "answering": answering},
+            "collector": stats,
+        }
+
+    app.mount("/metrics", make_asgi_app())
+    return app

@@ -1,0 +1,141 @@
+"""The collector loop: sweep host, processes and containers, and hand the events to a sink.
+
+A sink is where events go: the broker (``KafkaSink``) or standard output as JSON lines
+(``StdoutSink``, for ``corelane collect --stdout``). Sweeps read /proc and call Docker, which
+block, so they run in a worker thread and leave the event loop free for the HTTP API.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import IO, Protocol
+
+from pipeline.bus import Publisher, Stamper
+from pipeline.collectors.containers import ContainerSampler
+from pipeline.collectors.host import HostSampler
+from pipeline.collectors.process import ProcessSampler
+from pipeline.events import (Alert, ContainerSamples, Envelope, ProcessSamples, batched,
+                             encode)
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    async def emit(self, events: list[Envelope]) -> None: ...
+
+
+class KafkaSink:
+    def __init__(self, publisher: Publisher) -> None:
+        self.publisher = publisher
+
+    async def emit(self, events: list[Envelope]) -> None:
+        await self.publisher.publish_many(events)
+
+
+class StdoutSink:
+    def __init__(self, stream: IO[bytes] | None = None) -> None:
+        self.stream = stream or sys.stdout.buffer
+
+    async def emit(self, events: list[Envelope]) -> None:
+        self.stream.write(b"".join(encode(e) + b"\n" for e in events))
+        self.stream.flush()
+
+
+@dataclass
+class CollectorStats:
+    sweeps: int = 0
+    events: int = 0
+    last_sweep_ts: float | None = None
+    last_sweep_s: float = 0.0
+    processes: int = 0
+    containers: int = 0
+    containers_available: bool | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+class Collector:
+    """Turns one sweep of this host into events: a host sample and the process and
+    container batches, chunked so each message stays under the broker's limit."""
+
+    def __init__(self, settings: Settings, stamper: Stamper) -> None:
+        self.settings = settings
+        self.stamper = stamper
+        cfg = settings.collector
+        self.host = HostSampler()
+        self.processes = ProcessSampler(proc_root=cfg.proc_root, thread_detail=cfg.thread_detail)
+        self.containers = ContainerSampler(cfg.docker_host) if cfg.containers else None
+        self.stats = CollectorStats()
+        self._reported_unavailable = False
+        self._last_sweep: float | None = None
+
+    def sweep(self) -> list[Envelope]:
+        started = time.monotonic()
+        ts = time.time()
+        interval = 0.0 if self._last_sweep is None else started - self._last_sweep
+        self._last_sweep = started
+        kafka = self.settings.kafka
+
+        events = [self.stamper.stamp(self.host.sample(), ts)]
+        procs = self.processes.sweep()
+        events += [self.stamper.stamp(part, ts) for part in batched(
+            ProcessSamples, procs, kafka.chunk_rows, "samples",
+            max_bytes=kafka.max_message_bytes, interval_s=interval)]
+        if self.containers is not None:
+            containers = self.containers.sweep()
+            events += self._container_availability_alerts(ts)
+            if self.containers.available:
+                events += [self.stamper.stamp(part, ts) for part in batched(
+                    ContainerSamples, containers, kafka.chunk_rows, "samples",
+                    max_bytes=kafka.max_message_bytes, interval_s=interval)]
+            self.stats.containers = len(containers)
+            self.stats.containers_available = self.containers.available
+
+        self.stats.sweeps += 1
+        self.stats.events += len(events)
+        self.stats.processes = len(procs)
+        self.stats.last_sweep_ts = ts
+        self.stats.last_sweep_s = time.monotonic() - started
+        return events
+
+    def _container_availability_alerts(self, ts: float) -> list[Envelope]:
+        # Reported once when Docker goes away and once when it comes back, never per sweep.
+        assert self.containers is not None
+        if not self.containers.available and not self._reported_unavailable:
+            self._reported_unavailable = True
+            return [self.stamper.stamp(Alert(
+                kind="docker_unavailable", severity="warning",
+                message=f"containers are not sampled: {self.containers.unavailable_reason}"), ts)]
+        if self.containers.available and self._reported_unavailable:
+            self._reported_unavailable = False
+            return [self.stamper.stamp(Alert(kind="docker_available",
+                                             message="containers are sampled again"), ts)]
+        return []
+
+
+async def run_collector(collector: Collector, sink: Sink, count: int | None = None,
+                        interval_s: float | None = None,
+                        stop: asyncio.Event | None = None) -> CollectorStats:
+    """Sweep every interval (on a fixed cadence, not drifting by the sweep's own cost)
+    until ``count`` sweeps are done or ``stop`` is set."""
+    interval = collector.settings.collector.interval_s if interval_s is None else interval_s
+    stop = stop or asyncio.Event()
+    next_at = time.monotonic()
+    while not stop.is_set() and (count is None or collector.stats.sweeps < count):
+        events = await asyncio.to_thread(collector.sweep)
+        await sink.emit(events)
+        if count is not None and collector.stats.sweeps >= count:
+            break
+        next_at += interval
+        delay = next_at - time.monotonic()
+        if delay < 0:  # a sweep overran: start the next one now and reset the cadence
+            log.debug("sweep overran its interval by %.3fs", -delay)
+            next_at, delay = time.monotonic(), 0.0
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+        except asyncio.TimeoutError:
+            pass
+    return collector.stats

@@ -1,0 +1,176 @@
+"""The corelane command as a user runs it: real processes, real broker, clear errors."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pipeline import events as ev
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def corelane(*args: str, env: dict[str, str] | None = None, timeout: float = 120
+             ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT,
+                          env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_collect_to_stdout_writes_valid_json_lines(tmp_path: Path) -> None:
+    done = corelane("collect", "--stdout", "--count", "2", "--interval", "0.2",
+                    env={"CORELANE_HOME": str(tmp_path), "DOCKER_HOST": "unix:///nonexistent.sock"})
+    assert done.returncode == 0, done.stderr
+    events = [ev.decode(line.encode()) for line in done.stdout.splitlines()]
+    types = [e.type for e in events]
+    assert types.count("host_sample") == 2
+    assert types.count("process_samples") >= 2
+    assert types.count("alert") == 1  # no Docker: said once, not once per sweep
+    alert = next(e for e in events if e.type == "alert")
+    assert alert.data.kind == "docker_unavailable"
+    second = [e for e in events if e.type == "process_samples"][-1]
+    assert any(s.pid == os.getpid() for e in events if e.type == "process_samples"
+               for s in e.data.samples)
+    assert second.data.interval_s > 0.1
+
+
+def test_bad_config_is_one_clear_message(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text("collector:\n  interval_s: soon\n")
+    done = corelane("--config", str(bad), "collect", "--stdout", "--count", "1")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert str(bad) in done.stderr.replace("\n", "")
+    assert "collector.interval_s" in done.stderr
+    assert done.stdout == ""
+
+
+def test_collect_without_a_broker_says_so(tmp_path: Path) -> None:
+    done = corelane("collect", "--count", "1",
+                    env={"CORELANE_KAFKA": f"127.0.0.1:{free_port()}",
+                         "CORELANE_HOME": str(tmp_path)})
+    assert done.returncode == 1
+    assert "no Kafka broker answers" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_topology_profile_json() -> None:
+    done = corelane("topology", "--profile", "apple-m4-max", "--json")
+    assert done.returncode == 0, done.stderr
+    topo = json.loads(done.stdout)
+    types = [c["core_type"] for c in topo["cpus"]]
+    assert types.count("P") == 12 and types.count("E") == 4
+    assert [c["cpu"] for c in topo["cpus"] if c["core_type"] == "P"] == list(range(12))
+    for cpu in topo["cpus"]:
+        assert {"cpu", "core", "package", "node", "core_type", "capacity",
+                "max_freq_khz"} <= set(cpu)
+
+
+def test_topology_of_this_host_as_a_table() -> None:
+    done = corelane("topology")
+    assert done.returncode == 0, done.stderr
+    assert str(os.cpu_count()) in done.stdout
+
+
+def test_unknown_profile_lists_the_known_ones() -> None:
+    done = corelane("topology", "--profile", "no-such-machine")
+    assert done.returncode == 1
+    assert "apple-m4-max" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_up_serves_health_collects_and_stops_cleanly(kafka_bootstrap: str,
+                                                      tmp_path: Path) -> None:
+    api = f"127.0.0.1:{free_port()}"
+    config = tmp_path / "corelane.yml"
+    config.write_text("kafka: {topic_prefix: 'e2e-up.'}\ncollector: {interval_s: 0.5, "
+                      "containers: false}\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "--config", str(config), "up", "--dry-run"],
+        cwd=ROOT, env={**os.environ, "CORELANE_KAFKA": kafka_bootstrap, "CORELANE_API": api,
+                       "CORELANE_HOME": str(tmp_path)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        health = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()[1]
+            try:
+                health = httpx.get(f"http://{api}/api/v1/health", timeout=2).json()
+                if health["collector"]["sweeps"] >= 2:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        assert health is not None and health["collector"]["sweeps"] >= 2, health
+        assert health["status"] == "ok"
+        assert health["kafka"]["bootstrap"] == kafka_bootstrap
+        missing = httpx.get(f"http://{api}/api/v1/nothing-here", timeout=2)
+        assert missing.status_code == 404 and "message" in missing.json()
+        metrics = httpx.get(f"http://{api}/metrics/", timeout=2)
+        assert metrics.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+
+
+def test_up_starts_a_broker_when_none_answers_and_stops_it(tmp_path: Path) -> None:
+    from pipeline.kafka.broker import LocalBroker, is_answering
+
+    bootstrap = f"127.0.0.1:{free_port()}"
+    api = f"127.0.0.1:{free_port()}"
+    config = tmp_path / "corelane.yml"
+    config.write_text(f"collector: {{containers: false}}\nkafka:\n  broker: "
+                      f"{{heap_mb: 512, controller_port: {free_port()}}}\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "--config", str(config), "up"],
+        cwd=ROOT, env={**os.environ, "CORELANE_KAFKA": bootstrap, "CORELANE_API": api,
+                       "CORELANE_HOME": str(tmp_path)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    broker = LocalBroker(bootstrap, home=tmp_path)
+    try:
+        deadline = time.monotonic() + 180
+        sweeps = 0
+        while time.monotonic() < deadline and sweeps < 1:
+            assert proc.poll() is None, proc.communicate()[1]
+            try:
+                sweeps = httpx.get(f"http://{api}/api/v1/health", timeout=2
+                                   ).json()["collector"]["sweeps"]
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        assert sweeps >= 1
+        assert is_answering(bootstrap, 5.0)
+        pid = broker.read_pid()
+        assert pid is not None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            broker.stop()
+            raise
+    assert proc.returncode == 0, stderr
+    # It stopped the broker it started, by that broker's pid.
+    assert not Path(f"/proc/{pid}").exists()
+    assert not is_answering(bootstrap, 2.0)
