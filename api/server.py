@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from typing import Any, Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,8 +20,11 @@ from pipeline.collect import CollectorStats
 API_PREFIX = "/api/v1"
 
 
+# Health turns "degraded" when nothing was swept or published for this long.
+STALE_AFTER_S = 30.0
+
+
 def create_api(host: str, kafka_bootstrap: str, collector_stats: CollectorStats,
-               kafka_answering: Callable[[], bool] | None = None,
                started_at: float | None = None) -> FastAPI:
     app = FastAPI(title="corelane", version="0.1.0", docs_url=f"{API_PREFIX}/docs",
                   openapi_url=f"{API_PREFIX}/openapi.json")
@@ -39,17 +42,21 @@ def create_api(host: str, kafka_bootstrap: str, collector_stats: CollectorStats,
 
     @app.get(f"{API_PREFIX}/health")
     async def health() -> dict[str, Any]:
-        answering = kafka_answering() if kafka_answering else None
-        stats = asdict(collector_stats)
-        stale = (collector_stats.last_sweep_ts is None
-                 or time.time() - collector_stats.last_sweep_ts > 30)
+        now = time.time()
+        swept = _recent(collector_stats.last_sweep_ts, now)
+        published = _recent(collector_stats.last_emit_ts, now)
         return {
-            "status": "ok" if answering is not False and not stale else "degraded",
+            "status": "ok" if swept and published else "degraded",
             "host": host,
-            "uptime_s": round(time.time() - started, 3),
-            "kafka": {"bootstrap": kafka_bootstrap, "answering": answering},
-            "collector": stats,
+            "uptime_s": round(now - started, 3),
+            "kafka": {"bootstrap": kafka_bootstrap, "publishing": published,
+                      "last_publish_ts": collector_stats.last_emit_ts},
+            "collector": asdict(collector_stats),
         }
 
     app.mount("/metrics", make_asgi_app())
     return app
+
+
+def _recent(ts: float | None, now: float) -> bool:
+    return ts is not None and now - ts < STALE_AFTER_S

@@ -58,9 +58,26 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str
                 message = rest[0] if rest and rest[0] else f"error code {code}"
                 raise KafkaTopicError(f"the broker at {settings.kafka.bootstrap} refused to "
                                       f"create topic {topic}: {message}")
+        await _wait_for_leaders(admin, missing, timeout_s)
         return created
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str],
+                            timeout_s: float) -> None:
+    # A new topic's partitions elect leaders a moment after creation; producing before that
+    # only earns retries and warnings.
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        described = await admin.describe_topics(topics)
+        if all(d["error_code"] == 0 and d["partitions"]
+               and all(p["leader"] >= 0 for p in d["partitions"]) for d in described):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise KafkaTopicError(f"topics {', '.join(topics)} have no partition leaders after "
+                                  f"{timeout_s:.0f}s")
+        await asyncio.sleep(0.1)
 
 
 class KafkaTopicError(RuntimeError):

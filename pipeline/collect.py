@@ -51,6 +51,7 @@ class CollectorStats:
     events: int = 0
     last_sweep_ts: float | None = None
     last_sweep_s: float = 0.0
+    last_emit_ts: float | None = None        # when the sink last took a sweep's events
     processes: int = 0
     containers: int = 0
     containers_available: bool | None = None
@@ -127,6 +128,7 @@ async def run_collector(collector: Collector, sink: Sink, count: int | None = No
     while not stop.is_set() and (count is None or collector.stats.sweeps < count):
         events = await asyncio.to_thread(collector.sweep)
         await sink.emit(events)
+        collector.stats.last_emit_ts = time.time()
         if count is not None and collector.stats.sweeps >= count:
             break
         next_at += interval

@@ -63,7 +63,7 @@ async def ensure_broker(settings: Settings) -> LocalBroker | None:
         raise UpError(f"no Kafka broker answers at {bootstrap} (kafka.bootstrap / "
                       f"CORELANE_KAFKA); corelane starts a broker only on this host's loopback")
     broker = broker_from_settings(settings)
-    log.info("starting a local Kafka broker at %s (data in %s); a cold start takes 30-60 s",
+    log.info("starting a local Kafka broker at %s (data in %s); this can take up to a minute",
              bootstrap, broker.state_dir)
     await asyncio.to_thread(broker.start, settings.kafka.broker.start_timeout_s)
     return broker

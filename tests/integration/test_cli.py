@@ -118,6 +118,7 @@ def test_up_serves_health_collects_and_stops_cleanly(kafka_bootstrap: str,
         assert health is not None and health["collector"]["sweeps"] >= 2, health
         assert health["status"] == "ok"
         assert health["kafka"]["bootstrap"] == kafka_bootstrap
+        assert health["kafka"]["publishing"] is True
         missing = httpx.get(f"http://{api}/api/v1/nothing-here", timeout=2)
         assert missing.status_code == 404 and "message" in missing.json()
         metrics = httpx.get(f"http://{api}/metrics/", timeout=2)
