@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from typing import Any, TypeVar, Union
+from typing import Any, Generic, TypeVar, Union
 
 import msgspec
 
@@ -213,28 +213,23 @@ def all_topics(prefix: str = "corelane.") -> list[str]:
 
 # --- envelope and codec --------------------------------------------------------------------
 
-class Envelope(msgspec.Struct, kw_only=True):
+D = TypeVar("D")
+
+
+class Envelope(msgspec.Struct, Generic[D], kw_only=True):
+    """``Envelope[msgspec.Raw]`` reads the header and leaves ``data`` undecoded until its
+    type is known."""
     id: str
     type: str
     v: int
     ts: float
     host: str
     seq: int
-    data: Any
+    data: D
 
     @property
     def topic_suffix(self) -> str:
         return EVENT_TYPES[self.type][1]
-
-
-class _RawEnvelope(msgspec.Struct, kw_only=True):
-    id: str
-    type: str
-    v: int
-    ts: float
-    host: str
-    seq: int
-    data: msgspec.Raw
 
 
 class EventDecodeError(ValueError):
@@ -242,7 +237,7 @@ class EventDecodeError(ValueError):
 
 
 _encoder = msgspec.json.Encoder()
-_raw_decoder = msgspec.json.Decoder(_RawEnvelope)
+_raw_decoder = msgspec.json.Decoder(Envelope[msgspec.Raw])
 _payload_decoders = {name: msgspec.json.Decoder(cls) for name, (cls, _) in EVENT_TYPES.items()}
 
 
@@ -283,8 +278,7 @@ def decode(raw: bytes | None) -> Envelope:
         data = decoder.decode(head.data)
     except msgspec.DecodeError as exc:
         raise EventDecodeError(f"bad {head.type} data: {exc}") from None
-    return Envelope(id=head.id, type=head.type, v=head.v, ts=head.ts, host=head.host,
-                    seq=head.seq, data=data)
+    return msgspec.structs.replace(head, data=data)
 
 
 def to_builtins(obj: Any) -> Any:
