@@ -17,6 +17,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from pipeline.events import (EVENT_TYPES, Batch, DeadLetter, Envelope, EventDecodeError,
                              Payload, batched, decode, encode, envelope, new_id)
+from pipeline.metrics import DEAD_LETTERS, EVENTS_PUBLISHED
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ class Publisher:
                                   f"kafka.max_message_bytes={self.settings.kafka.max_message_bytes}")
         await self._producer.send_and_wait(self.settings.topic(event.type), raw, key=self._key)
         self.sent += 1
+        EVENTS_PUBLISHED.labels(event.type).inc()
 
     async def publish(self, data: Payload, ts: float | None = None) -> Envelope:
         event = self.stamper.stamp(data, ts)
@@ -147,6 +149,7 @@ class Publisher:
                 raise MessageTooLarge(f"{event.type} event {event.id} is {len(raw)} bytes")
             futures.append(await self._producer.send(self.settings.topic(event.type), raw,
                                                      key=self._key))
+            EVENTS_PUBLISHED.labels(event.type).inc()
         await asyncio.gather(*futures)
         self.sent += len(futures)
         return len(futures)
@@ -211,6 +214,7 @@ class EventReader:
             key=record.key.decode("utf-8", "replace") if record.key else None,
             payload=raw.decode("utf-8", "replace")))
         self.dead_lettered += 1
+        DEAD_LETTERS.labels(record.topic).inc()
         log.warning("unreadable message on %s[%d]@%d sent to dead-letter: %s",
                     record.topic, record.partition, record.offset, reason)
 

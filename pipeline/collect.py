@@ -19,6 +19,7 @@ from pipeline.collectors.host import HostSampler
 from pipeline.collectors.process import ProcessSampler
 from pipeline.events import (Alert, ContainerSamples, Envelope, ProcessSamples, batched,
                              encode)
+from pipeline.metrics import SWEEP_SECONDS, SWEEPS
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,8 @@ class Collector:
         self.stats.processes = len(procs)
         self.stats.last_sweep_ts = ts
         self.stats.last_sweep_s = time.monotonic() - started
+        SWEEPS.inc()
+        SWEEP_SECONDS.observe(self.stats.last_sweep_s)
         return events
 
     def _container_availability_alerts(self, ts: float) -> list[Envelope]:

@@ -123,6 +123,8 @@ def test_up_serves_health_collects_and_stops_cleanly(kafka_bootstrap: str,
         assert missing.status_code == 404 and "message" in missing.json()
         metrics = httpx.get(f"http://{api}/metrics/", timeout=2)
         assert metrics.status_code == 200
+        assert 'corelane_events_published_total{type="process_samples"}' in metrics.text
+        assert "corelane_sweep_seconds_count" in metrics.text
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
