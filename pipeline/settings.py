@@ -84,6 +84,16 @@ class ApiSettings(_Section):
         return int(self.listen.rpartition(":")[2])
 
 
+class StorageSettings(_Section):
+    """The DuckDB history: batching, retention, and limits on queries."""
+    flush_rows: int = Field(5000, ge=1)          # write a batch once this many rows wait
+    flush_interval_s: float = Field(1.0, gt=0)   # ... or once the oldest has waited this long
+    raw_retention_h: float = Field(24.0, gt=0)   # raw samples are kept this long
+    rollup_retention_d: float = Field(30.0, gt=0)  # 1-minute aggregates are kept this long
+    query_timeout_s: float = Field(10.0, gt=0)
+    query_max_rows: int = Field(10_000, ge=1)
+
+
 class TopologySettings(_Section):
     profile: str | None = None               # a named profile instead of reading this host
     sys_root: str = "/"                      # where sys/devices/... is read from
@@ -98,6 +108,7 @@ class Settings(_Section):
     collector: CollectorSettings = CollectorSettings()
     api: ApiSettings = ApiSettings()
     topology: TopologySettings = TopologySettings()
+    storage: StorageSettings = StorageSettings()
 
     source: str = Field("<defaults>", exclude=True)
 
