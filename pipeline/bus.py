@@ -16,7 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from pipeline.events import (EVENT_TYPES, Batch, DeadLetter, Envelope, EventDecodeError,
-                             Payload, batched, decode, encode, envelope, new_id)
+                             Payload, batched, decode, encode, envelope)
 from pipeline.metrics import DEAD_LETTERS, EVENTS_PUBLISHED
 from pipeline.settings import Settings
 
@@ -155,6 +155,40 @@ class Publisher:
         return len(futures)
 
 
+def read_record(record: ConsumerRecord, topic_types: dict[str, str]) -> Envelope:
+    """Decode a record and check it belongs on its topic; raises EventDecodeError saying why.
+
+    ``topic_types`` maps each topic read to the event type it carries.
+    """
+    event = decode(record.value)
+    expected = topic_types.get(record.topic)
+    if expected is not None and event.type != expected:
+        raise EventDecodeError(f"a {event.type} event does not belong on {record.topic}, "
+                               f"which carries {expected} events")
+    return event
+
+
+def dead_letter_payload(record: ConsumerRecord, reason: str) -> DeadLetter:
+    raw = record.value or b""
+    return DeadLetter(topic=record.topic, partition=record.partition, offset=record.offset,
+                      reason=reason,
+                      key=record.key.decode("utf-8", "replace") if record.key else None,
+                      payload=raw.decode("utf-8", "replace"))
+
+
+async def dead_letter(publisher: Publisher, record: ConsumerRecord, reason: str) -> Envelope:
+    """Publish an unreadable record whole to the dead-letter topic, with the reason."""
+    event = await publisher.publish(dead_letter_payload(record, reason))
+    DEAD_LETTERS.labels(record.topic).inc()
+    log.warning("unreadable message on %s[%d]@%d sent to dead-letter: %s",
+                record.topic, record.partition, record.offset, reason)
+    return event
+
+
+def topic_types(settings: Settings, event_types: Iterable[str]) -> dict[str, str]:
+    return {settings.topic(t): t for t in event_types}
+
+
 @dataclass
 class Received:
     """One readable message and where it came from."""
@@ -174,7 +208,7 @@ class EventReader:
                  **consumer_options: Any) -> None:
         self.settings = settings
         self.publisher = publisher
-        self._topic_type = {settings.topic(t): t for t in event_types}
+        self._topic_type = topic_types(settings, event_types)
         self._consumer = AIOKafkaConsumer(
             *self._topic_type,
             bootstrap_servers=settings.kafka.bootstrap,
@@ -199,24 +233,11 @@ class EventReader:
         await self.stop()
 
     def check(self, record: ConsumerRecord) -> Envelope:
-        """Decode a record and check it belongs on its topic; raises EventDecodeError."""
-        event = decode(record.value)
-        expected = self._topic_type.get(record.topic)
-        if expected is not None and event.type != expected:
-            raise EventDecodeError(f"a {event.type} event does not belong on {record.topic}, "
-                                   f"which carries {expected} events")
-        return event
+        return read_record(record, self._topic_type)
 
     async def dead_letter(self, record: ConsumerRecord, reason: str) -> None:
-        raw = record.value or b""
-        await self.publisher.publish(DeadLetter(
-            topic=record.topic, partition=record.partition, offset=record.offset, reason=reason,
-            key=record.key.decode("utf-8", "replace") if record.key else None,
-            payload=raw.decode("utf-8", "replace")))
+        await dead_letter(self.publisher, record, reason)
         self.dead_lettered += 1
-        DEAD_LETTERS.labels(record.topic).inc()
-        log.warning("unreadable message on %s[%d]@%d sent to dead-letter: %s",
-                    record.topic, record.partition, record.offset, reason)
 
     async def __aiter__(self) -> AsyncIterator[Received]:
         async for record in self._consumer:
@@ -227,6 +248,3 @@ class EventReader:
                 continue
             yield Received(record, event)
 
-
-def new_group_id(prefix: str) -> str:
-    return f"{prefix}-{new_id()[:8]}"
