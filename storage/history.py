@@ -1,0 +1,178 @@
+"""The DuckDB history store: one file, one owning process, batched atomic writes.
+
+``HistoryStore.write`` inserts a batch of consumed records into their tables and moves the
+recorder's offsets forward in the same transaction: after a crash either both happened or
+neither did, so a restarted recorder that seeks to ``offsets()`` neither loses nor
+duplicates a row.
+
+The connection refuses file and network access (``enable_external_access = false``) for its
+whole life, so no query run through the store can read or write anything but the database.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from pipeline.events import Envelope
+from pipeline.settings import StorageSettings
+from storage import rows as _rows
+from storage.schema import SchemaError, ensure_schema, stored_version
+
+Record = tuple[str, int, int, Envelope]  # (topic, partition, offset, envelope)
+
+
+class StoreError(Exception):
+    """The history file cannot be used; the message is one line meant for a person."""
+
+
+def _explain(path: Path, exc: Exception) -> StoreError:
+    text = str(exc)
+    if "Could not set lock" in text or "Conflicting lock" in text:
+        holder = text.split("Conflicting lock is held in", 1)[-1].split(". See", 1)[0].strip()
+        who = f" ({holder})" if holder and holder != text else ""
+        return StoreError(f"history database {path} is in use by another process{who}; "
+                          f"stop it, or point CORELANE_DB at another file")
+    if "not a valid DuckDB database" in text:
+        return StoreError(f"{path} is not a DuckDB database file; move it away or point "
+                          f"CORELANE_DB at another file")
+    if "version" in text and ("older" in text or "newer" in text):
+        return StoreError(f"{path} was written by a different DuckDB version: "
+                          f"{text.splitlines()[0]}")
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return StoreError(f"cannot open history database {path}: {first}")
+
+
+def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    # External access is off from the first statement on and cannot be turned back on.
+    config = {"enable_external_access": False}
+    try:
+        return duckdb.connect(str(path), read_only=read_only, config=config)
+    except duckdb.Error as exc:
+        raise _explain(path, exc) from None
+
+
+class HistoryStore:
+    """The history file, owned by this process. Not for concurrent ``write`` calls: one
+    writer (the recorder) and any number of readers, each on its own ``cursor()``."""
+
+    def __init__(self, path: Path | str, settings: StorageSettings | None = None, *,
+                 _read_only: bool = False) -> None:
+        self.path = Path(path).expanduser()
+        self.settings = settings or StorageSettings()
+        self.read_only = _read_only
+        if not _read_only:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the folder for {self.path}: "
+                                 f"{exc.strerror}") from None
+        elif not self.path.exists():
+            raise StoreError(f"history database {self.path} does not exist")
+        self._con = _connect(self.path, _read_only)
+        self._lock = threading.Lock()  # serialises writes and retention on one connection
+        try:
+            if _read_only:
+                version = stored_version(self._con)
+                if version is None:
+                    raise StoreError(f"{self.path} holds no corelane history")
+            else:
+                ensure_schema(self._con, str(self.path))
+        except SchemaError as exc:
+            self._con.close()
+            raise StoreError(str(exc)) from None
+        except BaseException:
+            self._con.close()
+            raise
+
+    @classmethod
+    def open_readonly(cls, path: Path | str,
+                      settings: StorageSettings | None = None) -> "HistoryStore":
+        """Open a file no running corelane holds, for reading only."""
+        return cls(path, settings, _read_only=True)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The owning connection. Other threads must use ``cursor()`` instead."""
+        return self._con
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A connection for one reader thread (shares the database and its settings)."""
+        return self._con.cursor()
+
+    def offsets(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> the next offset to read; empty for a new database."""
+        with self._lock:
+            found = self._con.execute(
+                'SELECT topic, "partition", next_offset FROM recorder_offsets').fetchall()
+        return {(topic, int(part)): int(nxt) for topic, part, nxt in found}
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def write(self, records: Sequence[Record]) -> int:
+        """Insert the records' rows and advance their offsets, all in one transaction.
+
+        Returns the number of rows inserted. On any error nothing of the batch is kept and
+        the error is raised again.
+        """
+        if self.read_only:
+            raise StoreError(f"{self.path} is open read-only")
+        if not records:
+            return 0
+        tables = _rows.flatten(rec[3] for rec in records)
+        next_offsets: dict[tuple[str, int], int] = {}
+        for topic, partition, offset, _ in records:
+            key = (topic, partition)
+            if offset + 1 > next_offsets.get(key, -1):
+                next_offsets[key] = offset + 1
+        with self._lock:
+            con = self._con
+            con.execute("BEGIN TRANSACTION")
+            try:
+                inserted = 0
+                for table, data in tables.items():
+                    self._insert(table, data)
+                    inserted += data.num_rows
+                # one statement for all partitions: executemany costs ~1 ms per row
+                values = ", ".join(["(?, ?, ?)"] * len(next_offsets))
+                con.execute(
+                    f'INSERT INTO recorder_offsets (topic, "partition", next_offset) '
+                    f'VALUES {values} ON CONFLICT (topic, "partition") '
+                    f"DO UPDATE SET next_offset = excluded.next_offset",
+                    [x for (t, p), n in next_offsets.items() for x in (t, p, n)])
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return inserted
+
+    def _insert(self, table: str, data: Any) -> None:
+        # A replacement scan of a Python variable is file access as far as DuckDB is
+        # concerned and is refused; a registered Arrow table is not.
+        view = f"_ingest_{table}"
+        self._con.register(view, data)
+        try:
+            self._con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {view}")
+        finally:
+            self._con.unregister(view)
+
+    # --- lifetime --------------------------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        with self._lock:
+            self._con.execute("CHECKPOINT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+    def __enter__(self) -> "HistoryStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,194 @@
+"""Views and table macros for the questions people ask of the history.
+
+They are created with the schema (``CREATE OR REPLACE``, so a new corelane replaces them on
+open). All times are UTC ``TIMESTAMP``s; pass window bounds as ``TIMESTAMP '...'`` literals
+or strings. Windows are half-open: ``t_from <= ts < t_to``. The macros filter on ``ts``
+before anything else, so DuckDB skips every row group outside the window; prefer them over
+the whole-history views on a large file.
+
+Counters in ``process_samples`` (``run_delay_ns``, ``cpu_time_s``, ...) are cumulative per
+process identity ``(host, pid, start_time)``; the views turn them into deltas per identity.
+
+``latest_classification``
+    Each process identity's most recent class and tier::
+
+        SELECT tier, count(*) FROM latest_classification GROUP BY tier;
+
+``process_rates``
+    Every process sample with its CPU share and its run-queue delay rate since the
+    identity's previous sample (ms waited for a CPU per second of wall time)::
+
+        SELECT ts, cpu_share, run_delay_ms_per_s FROM process_rates
+        WHERE host = 'web1' AND pid = 4242 ORDER BY ts;
+
+``tier_usage(t_from, t_to)`` (table macro) and ``tier_usage_1m`` (the same over all of raw
+history)
+    Per host, minute and tier (each identity's latest classification; ``unclassified`` when
+    it has none): ``cores`` = the tier's summed ``cpu_share`` averaged over the minute's
+    sweeps (2.0 = two cores busy), ``run_delay_ms_per_s`` = the tier's summed run-queue
+    delay in ms per second, ``processes`` = distinct identities seen::
+
+        SELECT minute, tier, cores, run_delay_ms_per_s
+        FROM tier_usage(TIMESTAMP '2025-11-27 09:00', TIMESTAMP '2025-11-27 10:00')
+        WHERE host = 'web1' ORDER BY minute, tier;
+
+``core_utilization`` and ``core_utilization_1m``
+    One row per host sample and logical CPU (``cpu`` counts from 0), and its per-minute
+    average and maximum::
+
+        SELECT minute, cpu, percent_avg FROM core_utilization_1m
+        WHERE host = 'web1' AND minute >= TIMESTAMP '2025-11-27 09:00' ORDER BY minute, cpu;
+
+``top_processes_by_cpu(t_from, t_to, n)`` and ``top_processes_by_delay(t_from, t_to, n)``
+    The ``n`` identities that used the most CPU seconds (``cpu_s``) or waited longest for
+    a CPU (``run_delay_ms``) in the window, with name, command line, average and peak
+    ``cpu_share``, and latest class and tier. Deltas are last minus first sample inside the
+    window::
+
+        SELECT host, pid, name, tier, cpu_s, run_delay_ms
+        FROM top_processes_by_cpu(TIMESTAMP '2025-11-27 09:00', TIMESTAMP '2025-11-27 10:00', 10);
+
+``decision_outcomes``
+    Every decided target joined with the enforcement results reported for it (same host,
+    plan and target): what was decided and why, and whether it was applied, skipped or
+    failed and why. ``outcome`` is NULL while no result has been recorded::
+
+        SELECT decided_at, pid, tier, cpus, outcome, outcome_reason
+        FROM decision_outcomes WHERE outcome <> 'applied' ORDER BY decided_at DESC LIMIT 20;
+
+Rolled-up minutes (``process_samples_1m``, ``host_samples_1m``, ``container_samples_1m``)
+outlive the raw samples; query them directly for history older than the raw retention.
+"""
+from __future__ import annotations
+
+# How far before a window the previous sample of each process is looked for, so the first
+# sample in the window also gets its delta.
+LOOKBACK = "INTERVAL 5 MINUTE"
+
+_LATEST_CLASSIFICATION = """
+CREATE OR REPLACE VIEW latest_classification AS
+SELECT host, pid, start_time,
+       arg_max(class, ts) AS class, arg_max(tier, ts) AS tier,
+       arg_max(confidence, ts) AS confidence, arg_max(source, ts) AS source,
+       max(ts) AS classified_at
+FROM classifications
+WHERE pid IS NOT NULL
+GROUP BY host, pid, start_time
+"""
+
+_RATES_BODY = """
+SELECT host, pid, start_time, ts, name, cpu_share,
+       greatest(run_delay_ns - lag(run_delay_ns) OVER w, 0) / 1e6
+           / nullif(epoch(ts - lag(ts) OVER w), 0) AS run_delay_ms_per_s
+FROM process_samples
+WHERE pid IS NOT NULL {where}
+WINDOW w AS (PARTITION BY host, pid, start_time ORDER BY ts)
+"""
+
+_PROCESS_RATES = f"""
+CREATE OR REPLACE VIEW process_rates AS {_RATES_BODY.format(where="")}
+"""
+
+# Per-sweep sums per tier, then averaged over the sweeps of the host's minute: a tier that
+# has no process in some sweep counts as 0 there, not as missing.
+_TIER_BODY = """
+WITH rates AS ({rates}),
+windowed AS (
+    SELECT * FROM rates WHERE {keep}
+),
+sweeps AS (
+    SELECT host, time_bucket(INTERVAL 1 MINUTE, ts) AS minute, count(DISTINCT ts) AS sweeps
+    FROM windowed GROUP BY ALL
+)
+SELECT time_bucket(INTERVAL 1 MINUTE, r.ts) AS minute, r.host,
+       coalesce(c.tier, 'unclassified') AS tier,
+       count(DISTINCT (r.pid, r.start_time)) AS processes,
+       sum(r.cpu_share) / any_value(s.sweeps) AS cores,
+       coalesce(sum(r.run_delay_ms_per_s), 0) / any_value(s.sweeps) AS run_delay_ms_per_s
+FROM windowed r
+JOIN sweeps s ON s.host = r.host AND s.minute = time_bucket(INTERVAL 1 MINUTE, r.ts)
+LEFT JOIN latest_classification c
+       ON c.host = r.host AND c.pid = r.pid AND c.start_time = r.start_time
+GROUP BY ALL
+"""
+
+_TIER_USAGE = f"""
+CREATE OR REPLACE MACRO tier_usage(t_from, t_to) AS TABLE
+{_TIER_BODY.format(
+    rates=_RATES_BODY.format(where=f"AND ts >= t_from::TIMESTAMP - {LOOKBACK} AND ts < t_to::TIMESTAMP"),
+    keep="ts >= t_from::TIMESTAMP")}
+"""
+
+_TIER_USAGE_1M = f"""
+CREATE OR REPLACE VIEW tier_usage_1m AS
+{_TIER_BODY.format(rates=_RATES_BODY.format(where=""), keep="true")}
+"""
+
+_CORE_UTILIZATION = """
+CREATE OR REPLACE VIEW core_utilization AS
+SELECT host, ts, unnest(range(len(cpu_percent))) AS cpu, unnest(cpu_percent) AS percent
+FROM host_samples
+WHERE cpu_percent IS NOT NULL
+"""
+
+_CORE_UTILIZATION_1M = """
+CREATE OR REPLACE VIEW core_utilization_1m AS
+SELECT host, time_bucket(INTERVAL 1 MINUTE, ts) AS minute, cpu,
+       avg(percent) AS percent_avg, max(percent) AS percent_max, count(*) AS samples
+FROM core_utilization
+GROUP BY ALL
+"""
+
+_TOP_BODY = """
+WITH per_process AS (
+    SELECT host, pid, start_time,
+           arg_max(name, ts) AS name, arg_max(cmdline, ts) AS cmdline,
+           count(*) AS samples, min(ts) AS first_seen, max(ts) AS last_seen,
+           avg(cpu_share) AS cpu_share_avg, max(cpu_share) AS cpu_share_max,
+           max(cpu_time_s) - min(cpu_time_s) AS cpu_s,
+           (max(run_delay_ns) - min(run_delay_ns)) / 1e6 AS run_delay_ms
+    FROM process_samples
+    WHERE ts >= t_from::TIMESTAMP AND ts < t_to::TIMESTAMP AND pid IS NOT NULL
+    GROUP BY host, pid, start_time
+    ORDER BY {order} DESC, host, pid, start_time
+    LIMIT n
+)
+SELECT p.*, c.class, c.tier
+FROM per_process p
+LEFT JOIN latest_classification c
+       ON c.host = p.host AND c.pid = p.pid AND c.start_time = p.start_time
+ORDER BY p.{order} DESC, p.host, p.pid, p.start_time
+"""
+
+_TOP_BY_CPU = f"""
+CREATE OR REPLACE MACRO top_processes_by_cpu(t_from, t_to, n) AS TABLE
+{_TOP_BODY.format(order="cpu_s")}
+"""
+
+_TOP_BY_DELAY = f"""
+CREATE OR REPLACE MACRO top_processes_by_delay(t_from, t_to, n) AS TABLE
+{_TOP_BODY.format(order="run_delay_ms")}
+"""
+
+_DECISION_OUTCOMES = """
+CREATE OR REPLACE VIEW decision_outcomes AS
+SELECT d.ts AS decided_at, d.host, d.plan_seq, d.mode, d.target,
+       d.pid, d.start_time, d.container_id,
+       d.tier, d.cpus, d.nice, d.ioclass, d.iolevel, d.policy, d.cpu_shares,
+       d.reason AS decision_reason,
+       e.ts AS enforced_at, e.outcome, e.reason AS outcome_reason, e."before", e."after",
+       d.event_id AS decision_event_id, e.event_id AS enforcement_event_id
+FROM decisions d
+LEFT JOIN enforcements e
+       ON e.host = d.host AND e.plan_seq = d.plan_seq AND e.target = d.target
+      AND e.pid IS NOT DISTINCT FROM d.pid
+      AND e.start_time IS NOT DISTINCT FROM d.start_time
+      AND e.container_id IS NOT DISTINCT FROM d.container_id
+WHERE d.target IS NOT NULL
+"""
+
+# Order matters: later statements use earlier views.
+VIEW_STATEMENTS: list[str] = [
+    _LATEST_CLASSIFICATION, _PROCESS_RATES, _TIER_USAGE, _TIER_USAGE_1M,
+    _CORE_UTILIZATION, _CORE_UTILIZATION_1M, _TOP_BY_CPU, _TOP_BY_DELAY, _DECISION_OUTCOMES,
+]
