@@ -1,0 +1,71 @@
+"""`/api/v1/query`: read-only SQL over the history of the running instance.
+
+POST a JSON body ``{"sql": "..."}`` (or GET ``?sql=...``). The answer is
+``{"columns", "types", "rows", "truncated", "elapsed_s"}`` with JSON-safe values.
+Errors are ``{"message": ...}``: 400 for SQL that is refused, invalid or fails, 408 when the
+query ran past storage.query_timeout_s, 503 while the history is not open. The router
+writes its own error bodies, so it answers the same way on any FastAPI app.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from storage.query import QueryEngine, QueryError, QueryTimeout, result_to_dict
+
+QUERY_PATH = "/api/v1/query"
+MAX_SQL_CHARS = 100_000
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"message": message}, status_code=status)
+
+
+def query_router(get_engine: Callable[[], QueryEngine | None]) -> APIRouter:
+    """The query endpoint; ``get_engine`` returns None while the history is not open."""
+    router = APIRouter()
+
+    async def answer(sql: Any) -> JSONResponse:
+        if not isinstance(sql, str) or not sql.strip():
+            return _error(400, "bad request: give one SQL statement as 'sql' "
+                               "(JSON body {\"sql\": \"SELECT ...\"} or ?sql=...)")
+        if len(sql) > MAX_SQL_CHARS:
+            return _error(400, f"bad request: the SQL is {len(sql)} characters long, "
+                               f"more than the {MAX_SQL_CHARS} allowed")
+        engine = get_engine()
+        if engine is None:
+            return _error(503, "the history is not open yet (corelane is starting or its "
+                               "storage is off); try again shortly")
+        try:
+            # DuckDB blocks while it works: a worker thread keeps the event loop serving.
+            result = await run_in_threadpool(engine.run, sql)
+            return JSONResponse(result_to_dict(result))
+        except QueryTimeout as exc:
+            return _error(408, str(exc))
+        except QueryError as exc:
+            return _error(400, str(exc))
+        except Exception as exc:  # never a traceback to the caller
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            return _error(400, f"the query failed unexpectedly: {type(exc).__name__} {first}"
+                          .rstrip())
+
+    @router.post(QUERY_PATH)
+    async def query_post(request: Request) -> JSONResponse:
+        raw = await request.body()
+        try:
+            payload = json.loads(raw) if raw.strip() else None
+        except (ValueError, UnicodeDecodeError):
+            return _error(400, "bad request: the body is not valid JSON; send {\"sql\": \"...\"}")
+        if not isinstance(payload, dict):
+            return _error(400, "bad request: send a JSON object such as {\"sql\": \"SELECT 1\"}")
+        return await answer(payload.get("sql"))
+
+    @router.get(QUERY_PATH)
+    async def query_get(request: Request) -> JSONResponse:
+        return await answer(request.query_params.get("sql"))
+
+    return router
