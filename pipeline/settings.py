@@ -99,6 +99,37 @@ class TopologySettings(_Section):
     sys_root: str = "/"                      # where sys/devices/... is read from
 
 
+class ClassifierSettings(_Section):
+    """The classifier: rolling windows, sources and their precedence, the online model."""
+    window_s: float = Field(20.0, gt=0, le=600)         # span of each process's feature window
+    min_samples: int = Field(5, ge=2)                   # a window classifies once it holds
+    min_span_s: float = Field(4.0, ge=0)                # ... this many samples over this span
+    hysteresis_windows: int = Field(3, ge=1)            # windows agreeing before a model change
+    heartbeat_s: float = Field(60.0, gt=0)              # re-emit an unchanged class this often
+    min_model_confidence: float = Field(0.5, ge=0, le=1)
+    learn: bool = True                                  # learn online from labels and rules
+    learn_min_rule_confidence: float = Field(0.9, ge=0, le=1)
+    model: Literal["hoeffding_adaptive", "hoeffding", "logistic", "naive_bayes",
+                   "forest"] = "hoeffding_adaptive"
+    drift_delta: float = Field(0.002, gt=0, lt=1)       # ADWIN sensitivity for drift alerts
+    snapshot_interval_s: float = Field(300.0, gt=0)
+    snapshot_dir: str | None = None                     # defaults to <home>/models
+    rules_file: str | None = None                       # YAML rules; null means none
+    expire_s: float = Field(60.0, gt=0)                 # forget a process unseen this long
+    classes: dict[str, str] = Field(default_factory=lambda: dict(_default_tier_of()))
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, value: dict[str, str]) -> dict[str, str]:
+        from agents.classification.classes import check_class_map
+        return check_class_map(value)
+
+
+def _default_tier_of() -> dict[str, str]:
+    from agents.classification.classes import DEFAULT_TIER_OF
+    return DEFAULT_TIER_OF
+
+
 class Settings(_Section):
     host_id: str | None = None               # defaults to the hostname
     home: str = "~/.local/share/corelane"
@@ -109,6 +140,7 @@ class Settings(_Section):
     api: ApiSettings = ApiSettings()
     topology: TopologySettings = TopologySettings()
     storage: StorageSettings = StorageSettings()
+    classifier: ClassifierSettings = ClassifierSettings()
 
     source: str = Field("<defaults>", exclude=True)
 
