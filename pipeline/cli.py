@@ -11,13 +11,16 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.text import Text
 
 from pipeline.kafka.cli import kafka_app
+from pipeline.query_command import query_command
 from pipeline.settings import ConfigError, Settings, load_settings
 
 app = typer.Typer(name="corelane", no_args_is_help=True, add_completion=False,
                   help="Keeps latency-critical work on quiet CPU cores.")
 app.add_typer(kafka_app, name="kafka")
+app.command("query")(query_command)
 
 err = Console(stderr=True)
 _config_path: Optional[Path] = None
@@ -25,7 +28,8 @@ _config_path: Optional[Path] = None
 
 def fail(message: str, code: int = 1) -> None:
     """One clear line (or a few) on stderr and a non-zero exit; never a traceback."""
-    err.print(f"[bold red]corelane:[/] {message}", highlight=False, markup=True)
+    # Text, not markup: messages quote SQL and paths with brackets; soft_wrap keeps one line.
+    err.print(Text.assemble(("corelane: ", "bold red"), message), soft_wrap=True)
     raise typer.Exit(code)
 
 

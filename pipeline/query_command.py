@@ -22,7 +22,6 @@ def query_command(
 ) -> None:
     """Run read-only SQL over the history: SELECT, WITH, DESCRIBE, SHOW, EXPLAIN SELECT."""
     from rich.console import Console
-    from rich.markup import escape
 
     from api.client import query_running_instance
     from pipeline.cli import fail, settings
@@ -31,7 +30,7 @@ def query_command(
 
     fmt = format.strip().lower()
     if fmt not in FORMATS:
-        fail(f"unknown --format {escape(format)!r}: choose one of {', '.join(FORMATS)}", 2)
+        fail(f"unknown --format {format!r}: choose one of {', '.join(FORMATS)}", 2)
     cfg = settings()
     limits = cfg.storage
     try:
@@ -43,7 +42,7 @@ def query_command(
             finally:
                 con.close()
     except QueryError as exc:
-        fail(escape(str(exc)))  # DuckDB messages hold '[' and ']': not rich markup
+        fail(str(exc))
         return
 
     if fmt == "csv":
