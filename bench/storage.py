@@ -1,0 +1,208 @@
+"""History store benchmark: ingest rate, and query times over one hour of 1,000 processes.
+
+    .venv/bin/python bench/storage.py [--rows 500000] [--procs 1000] [--minutes 60]
+                                      [--threads 1] [--repeats 5] [--dir /tmp]
+
+(a) ingest: 1,000-process sweeps as real ``ProcessSamples`` envelopes (chunks of 250, as
+    the collector sends them), written with ``HistoryStore.write`` in batches of 5,000
+    rows (the recorder's default flush) into a fresh file database. Timed: flattening,
+    insert, offsets, commit. Target: >= 200,000 process rows/s.
+(b) queries: ``--minutes`` of ``--procs`` processes at 1 Hz plus a classification cycle
+    every 10 s, then ``top_processes_by_cpu`` over the whole span and ``tier_usage``
+    (per minute, per tier) over the whole span. Target: each <= 1 s.
+
+Envelopes are built before the clock starts; the figures are the store's cost only.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipeline.events import (Classification, Classifications, Envelope,  # noqa: E402
+                             ProcessSample, ProcessSamples, batched, envelope)
+from pipeline.settings import StorageSettings  # noqa: E402
+from storage.history import HistoryStore  # noqa: E402
+
+T0 = 1_764_230_400.0  # 2025-11-27 08:00:00 UTC
+CHUNK_ROWS = 250
+NAMES = ["postgres", "nginx", "java", "python3", "node", "redis-server", "sshd", "bash",
+         "systemd", "kworker/0:1", "containerd-shim", "envoy", "chrome", "ffmpeg", "rsync"]
+TIERS = ["critical", "interactive", "normal", "batch", "background"]
+
+
+class Fleet:
+    """``procs`` long-lived processes whose cumulative counters move each sweep."""
+
+    def __init__(self, procs: int, seed: int = 1) -> None:
+        rng = random.Random(seed)
+        self.rng = rng
+        self.ident = [(1000 + i * 7, 10_000 + i * 13) for i in range(procs)]
+        self.name = [NAMES[i % len(NAMES)] for i in range(procs)]
+        self.cmd = [f"/usr/bin/{n} --config /etc/{n}/{n}.conf --worker {i % 16}"
+                    for i, n in enumerate(self.name)]
+        self.cgroup = [f"/system.slice/{n}.service" for n in self.name]
+        self.load = [rng.choice([0.0, 0.0, 0.01, 0.05, 0.2, 0.9]) for _ in range(procs)]
+        self.cpu_s = [0.0] * procs
+        self.delay = [0] * procs
+        self.run = [0] * procs
+        self.vol = [0] * procs
+        self.invol = [0] * procs
+
+    def sweep(self, interval: float = 1.0) -> list[ProcessSample]:
+        rng, out = self.rng, []
+        for i, (pid, start) in enumerate(self.ident):
+            share = max(0.0, self.load[i] * (0.5 + rng.random()))
+            self.cpu_s[i] += share * interval
+            self.run[i] += int(share * interval * 1e9)
+            self.delay[i] += int(share * rng.random() * 2e7)
+            self.vol[i] += rng.randint(0, 50)
+            self.invol[i] += rng.randint(0, 5)
+            out.append(ProcessSample(
+                pid=pid, start_time=start, ppid=1, name=self.name[i], state="S",
+                cmdline=self.cmd[i], uid=0 if i % 5 == 0 else 1000, cgroup=self.cgroup[i],
+                cpu_share=share, cpu_time_s=self.cpu_s[i], rss_bytes=50_000_000 + i * 4096,
+                vm_bytes=900_000_000 + i * 8192, threads=1 + i % 32, vol_ctx=self.vol[i],
+                invol_ctx=self.invol[i], run_time_ns=self.run[i], run_delay_ns=self.delay[i],
+                timeslices=self.vol[i] + self.invol[i], io_read_bytes=i * 100_000,
+                io_write_bytes=i * 50_000, io_rchar=i * 300_000, io_wchar=i * 200_000,
+                last_cpu=i % 2, nice=0 if i % 7 else 10, affinity="0-1"))
+        return out
+
+    def classify(self) -> list[Classification]:
+        return [Classification(pid=pid, start_time=start, cls=f"{TIERS[i % 5]}-work",
+                               tier=TIERS[i % 5], confidence=0.9, source="rule")
+                for i, (pid, start) in enumerate(self.ident)]
+
+
+def sweep_envelopes(fleet: Fleet, ts: float, seq: int, host: str = "bench") -> list[Envelope]:
+    parts = batched(ProcessSamples, fleet.sweep(), CHUNK_ROWS, "samples", interval_s=1.0)
+    return [envelope(p, host, seq + k, ts=ts) for k, p in enumerate(parts)]
+
+
+def records_for(envs: list[Envelope], first_offset: int) -> list[tuple[str, int, int, Envelope]]:
+    return [("corelane.samples.process", 0, first_offset + k, e) for k, e in enumerate(envs)]
+
+
+def spread(values: list[float]) -> str:
+    return (f"median {statistics.median(values):.3f} s  min {min(values):.3f}  "
+            f"max {max(values):.3f}  (n={len(values)})")
+
+
+def bench_ingest(folder: Path, rows: int, procs: int, threads: int) -> float:
+    fleet = Fleet(procs)
+    sweeps = max(1, rows // procs)
+    batches: list[list[tuple[str, int, int, Envelope]]] = []
+    pending: list[Envelope] = []
+    offset = 0
+    for s in range(sweeps):
+        pending += sweep_envelopes(fleet, T0 + s, s * 10)
+        if len(pending) * CHUNK_ROWS >= 5000 or s == sweeps - 1:
+            batches.append(records_for(pending, offset))
+            offset += len(pending)
+            pending = []
+    total = sweeps * procs
+    store = HistoryStore(folder / "ingest.duckdb", StorageSettings())
+    store.connection.execute(f"SET threads = {threads}")
+    started = time.perf_counter()
+    per_batch = []
+    for batch in batches:
+        t = time.perf_counter()
+        store.write(batch)
+        per_batch.append(time.perf_counter() - t)
+    elapsed = time.perf_counter() - started
+    count = store.connection.execute("SELECT count(*) FROM process_samples").fetchall()[0][0]
+    store.close()
+    assert count == total, (count, total)
+    rate = total / elapsed
+    print(f"(a) ingest: {total:,} process rows in {len(batches)} writes of ~5,000 rows, "
+          f"threads={threads}: {elapsed:.2f} s = {rate:,.0f} rows/s "
+          f"[target >= 200,000: {'met' if rate >= 200_000 else 'NOT met'}]")
+    print(f"    per write: median {statistics.median(per_batch) * 1000:.1f} ms  "
+          f"min {min(per_batch) * 1000:.1f}  max {max(per_batch) * 1000:.1f}")
+    return rate
+
+
+def build_hour(path: Path, procs: int, minutes: int) -> HistoryStore:
+    fleet = Fleet(procs, seed=2)
+    store = HistoryStore(path, StorageSettings())
+    offset = 0
+    started = time.perf_counter()
+    pending: list[Envelope] = []
+    for s in range(minutes * 60):
+        pending += sweep_envelopes(fleet, T0 + s, s * 10)
+        if s % 10 == 0:
+            parts = batched(Classifications, fleet.classify(), CHUNK_ROWS, "items")
+            pending += [envelope(p, "bench", s * 10 + 9, ts=T0 + s + 0.5) for p in parts]
+        if len(pending) >= 40:
+            store.write([("corelane.x", 0, offset + k, e) for k, e in enumerate(pending)])
+            offset += len(pending)
+            pending = []
+    if pending:
+        store.write([("corelane.x", 0, offset + k, e) for k, e in enumerate(pending)])
+    store.checkpoint()
+    print(f"(b) built {minutes} min x {procs} processes at 1 Hz in "
+          f"{time.perf_counter() - started:.1f} s")
+    return store
+
+
+def time_query(con, sql: str, repeats: int) -> tuple[list[float], int]:
+    times, n = [], 0
+    for _ in range(repeats):
+        t = time.perf_counter()
+        n = len(con.execute(sql).fetchall())
+        times.append(time.perf_counter() - t)
+    return times, n
+
+
+def bench_queries(folder: Path, procs: int, minutes: int, threads: int, repeats: int) -> None:
+    store = build_hour(folder / "hour.duckdb", procs, minutes)
+    con = store.cursor()
+    con.execute(f"SET threads = {threads}")
+    rows = con.execute("SELECT count(*) FROM process_samples").fetchall()[0][0]
+    cls_rows = con.execute("SELECT count(*) FROM classifications").fetchall()[0][0]
+    print(f"    process_samples: {rows:,} rows; classifications: {cls_rows:,} rows; "
+          f"threads={threads}")
+    t_from = "TIMESTAMP '2025-11-27 08:00:00'"
+    t_to = f"TIMESTAMP '2025-11-27 08:00:00' + INTERVAL {minutes} MINUTE"
+    queries = {
+        "top 10 by CPU over the span": f"SELECT * FROM top_processes_by_cpu({t_from}, {t_to}, 10)",
+        "top 10 by run delay over the span":
+            f"SELECT * FROM top_processes_by_delay({t_from}, {t_to}, 10)",
+        "per-minute per-tier usage over the span": f"SELECT * FROM tier_usage({t_from}, {t_to})",
+    }
+    for label, sql in queries.items():
+        times, n = time_query(con, sql, repeats)
+        verdict = "met" if statistics.median(times) <= 1.0 else "NOT met"
+        print(f"    {label}: {n} rows; {spread(times)} [target <= 1 s: {verdict}]")
+    con.close()
+    store.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=500_000)
+    parser.add_argument("--procs", type=int, default=1000)
+    parser.add_argument("--minutes", type=int, default=60)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="DuckDB threads for the ingest (default 1: one core)")
+    parser.add_argument("--query-threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dir", default=None, help="where the databases go (default: a tmp dir)")
+    parser.add_argument("--skip-queries", action="store_true")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        folder = Path(tmp)
+        bench_ingest(folder, args.rows, args.procs, args.threads)
+        if not args.skip_queries:
+            bench_queries(folder, args.procs, args.minutes, args.query_threads, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
