@@ -74,13 +74,15 @@ def model_input(vector: Sequence[float]) -> dict[str, float]:
 def build_estimator(kind: str = "hoeffding_adaptive", seed: int = 0) -> Any:
     """A fresh river classifier of one of ``MODEL_KINDS``."""
     if kind == "hoeffding_adaptive":
-        # Majority-class leaves: naive-Bayes leaves cost ~2x per prediction and were no
-        # more accurate in the benchmark. river's default split confidence (delta 1e-7,
-        # tie threshold 0.05) never split in 8,000 windows here: many features separate
-        # the classes about equally well, so the best and second-best split tie until
-        # ~30,000 samples. A looser test splits within a few hundred.
-        return tree.HoeffdingAdaptiveTreeClassifier(
-            grace_period=50, delta=1e-3, tau=0.1, leaf_prediction="mc", seed=seed)
+        # Naive-Bayes-adaptive leaves (river's default): a leaf answers with naive Bayes
+        # until majority class does better, so a young tree with a handful of labelled
+        # processes already predicts well (a majority-class leaf knows only the mode).
+        # river's default split confidence (delta 1e-7, tie threshold 0.05) never split in
+        # 8,000 windows here: many features separate the classes about equally well, so
+        # the best and second-best split tie until ~30,000 samples. A looser test splits
+        # within a few hundred.
+        return tree.HoeffdingAdaptiveTreeClassifier(grace_period=50, delta=1e-3, tau=0.1,
+                                                    seed=seed)
     if kind == "hoeffding":
         return tree.HoeffdingTreeClassifier(grace_period=50, delta=1e-3, tau=0.1,
                                             leaf_prediction="mc")

@@ -1,0 +1,140 @@
+"""Precedence, hysteresis and heartbeats; the whole core over a stream of sweeps."""
+from __future__ import annotations
+
+import pytest
+
+from agents.classification.decide import Classifier, Decider
+from agents.classification.model import OnlineModel
+from agents.classification.rules import RuleHit, parse_rules
+from pipeline.events import Classification, ContainerSample, Label, ProcessSample
+
+KEY = (42, 9000)
+RULE = RuleHit("dbs", "latency_critical", None, 1.0, True)
+TIER_RULE = RuleHit("slice", None, "low", 1.0, False)
+
+
+def test_precedence_label_then_rule_then_model() -> None:
+    d = Decider(heartbeat_s=1e9)
+    first = d.decide(KEY, 0.0, label=("io_batch", "L1"), rule=RULE,
+                     model=("compute_batch", 0.9, "v3"))
+    assert first == Classification(pid=42, start_time=9000, cls="io_batch", tier="low",
+                                   confidence=1.0, source="label", reason="label L1")
+    out = d.decide(KEY, 1.0, rule=RULE, model=("compute_batch", 0.9, "v3"))
+    assert (out.cls, out.tier, out.source, out.reason) == (
+        "latency_critical", "ultra_critical", "rule", "rule dbs")
+    out = d.decide(KEY, 2.0, model=("compute_batch", 0.9, "v3"))
+    assert (out.cls, out.tier, out.source) == ("compute_batch", "low", "model")
+    assert out.reason == "model v3 p=0.90" and out.confidence == pytest.approx(0.9)
+
+
+def test_tier_only_rule_pins_the_tier_and_keeps_the_model_class() -> None:
+    d = Decider(heartbeat_s=1e9)
+    out = d.decide(KEY, 0.0, rule=TIER_RULE)
+    assert (out.cls, out.tier, out.source) == ("unclassified", "low", "rule")
+    out = d.decide(KEY, 1.0, rule=TIER_RULE, model=("interactive", 0.8, "v1"))
+    assert (out.cls, out.tier) == ("interactive", "low")
+    assert "rule slice" in out.reason and "model v1 p=0.80" in out.reason
+
+
+def test_alternating_predictions_never_flap_and_n_agreeing_windows_change() -> None:
+    d = Decider(hysteresis_windows=3, heartbeat_s=1e9)
+    assert d.decide(KEY, 0, model=("compute_batch", 0.9, "v1")).cls == "compute_batch"
+    emitted = []
+    for t in range(1, 21):
+        cls = "io_batch" if t % 2 else "compute_batch"
+        emitted.append(d.decide(KEY, t, model=(cls, 0.9, "v1")))
+    assert emitted == [None] * 20
+    assert d.current(KEY).cls == "compute_batch"
+    assert d.decide(KEY, 21, model=("io_batch", 0.9, "v1")) is None
+    assert d.decide(KEY, 22, model=("io_batch", 0.9, "v1")) is None
+    changed = d.decide(KEY, 23, model=("io_batch", 0.8, "v1"))
+    assert changed is not None and changed.cls == "io_batch" and changed.tier == "low"
+
+
+def test_low_confidence_votes_neither_change_nor_reset() -> None:
+    d = Decider(hysteresis_windows=2, heartbeat_s=1e9, min_model_confidence=0.6)
+    assert d.decide(KEY, 0, model=("idle", 0.3, "v1")) is None      # too unsure to start
+    assert d.decide(KEY, 1, model=("idle", 0.9, "v1")).cls == "idle"
+    assert d.decide(KEY, 2, model=("background", 0.9, "v1")) is None
+    assert d.decide(KEY, 3, model=("interactive", 0.2, "v1")) is None  # ignored
+    assert d.decide(KEY, 4, model=("background", 0.9, "v1")).cls == "background"
+
+
+def test_labels_apply_at_once_and_removing_one_falls_back_to_the_settled_model() -> None:
+    d = Decider(hysteresis_windows=3, heartbeat_s=1e9)
+    d.decide(KEY, 0, model=("compute_batch", 0.9, "v1"))
+    out = d.decide(KEY, 1, label=("latency_critical", "L1"), model=("compute_batch", 0.9, "v1"))
+    assert out.cls == "latency_critical" and out.source == "label"
+    out = d.decide(KEY, 2, model=("compute_batch", 0.9, "v1"))
+    assert out.cls == "compute_batch" and out.source == "model"
+
+
+def test_heartbeat_repeats_an_unchanged_class() -> None:
+    d = Decider(heartbeat_s=10)
+    vote = ("background", 0.9, "v2")
+    times = [t for t in range(0, 35) if d.decide(KEY, float(t), model=vote) is not None]
+    assert times == [0, 10, 20, 30]
+    assert d.decide((1, 2), 5.0) is None            # no opinion at all: nothing to say
+
+
+def test_keys_must_end_in_pid_and_start_time() -> None:
+    d = Decider()
+    out = d.decide(("host-a", 5, 77), 0.0, label=("idle", "L1"))
+    assert (out.pid, out.start_time) == (5, 77)
+    with pytest.raises(TypeError, match="must be a tuple"):
+        d.decide("nope", 0.0, label=("idle", "L1"))
+
+
+# --- the whole core -------------------------------------------------------------------
+
+def proc(pid: int, k: int, kind: str, name: str = "w", **extra) -> ProcessSample:
+    """Cumulative counters after k seconds of a busy or a wake-up-heavy process (with a
+    little jitter: real rates are never constant, and a tree cannot split on constants)."""
+    j = (k * 7 + pid) % 5 / 10                       # 0 .. 0.4, different per process
+    if kind == "busy":
+        counters = dict(cpu_time_s=0.8 * k + 0.1 * j, vol_ctx=5 * k, invol_ctx=int(300 * (k + j)),
+                        run_time_ns=int(8e8 * k + 1e8 * j), timeslices=int(305 * (k + j)))
+    else:
+        counters = dict(cpu_time_s=0.1 * k + 0.05 * j, vol_ctx=int(5000 * (k + j)),
+                        invol_ctx=2 * k, run_time_ns=int(1e8 * k + 5e7 * j),
+                        timeslices=int(5002 * (k + j)))
+    return ProcessSample(pid=pid, start_time=pid * 10, ppid=1, name=name, **counters, **extra)
+
+
+def test_classifier_emits_once_the_window_is_ready_and_teaches_the_model() -> None:
+    rules = parse_rules({"rules": [{"name": "spinners", "match": {"name": "^spin"},
+                                    "class": "compute_batch"}]})
+    clf = Classifier(model=OnlineModel(), rules=rules, min_samples=5, min_span_s=4,
+                     heartbeat_s=1e9, user_name=lambda uid: None)
+    clf.apply_label(Label(cls="latency_critical", match="^wake"), "L1")
+    first_seen = {}
+    for k in range(60):
+        batch = [proc(1, k, "busy", "spin1"), proc(2, k, "wakey", "wake2")]
+        if k >= 40:                                  # two new, unnamed processes
+            batch += [proc(3, k - 40, "busy", "x3"), proc(4, k - 40, "wakey", "x4")]
+        result = clf.sweep(1000.0 + k, batch)
+        for c in result.classifications:
+            first_seen.setdefault(c.pid, (k, c))
+    assert first_seen[1][0] == 4 and first_seen[1][1].source == "rule"
+    assert first_seen[2][1].source == "label" and first_seen[2][1].reason == "label L1"
+    assert clf.model.n_learned > 0
+    assert first_seen[3][1].cls == "compute_batch" and first_seen[3][1].source == "model"
+    assert first_seen[4][1].cls == "latency_critical" and first_seen[4][1].source == "model"
+    assert first_seen[4][1].reason.startswith("model v0+")
+
+
+def test_container_rules_and_expiry() -> None:
+    cid = "c" * 64
+    rules = parse_rules({"rules": [{"name": "gold", "match": {"container": "^gold-"},
+                                    "class": "interactive", "learn": False}]})
+    clf = Classifier(rules=rules, min_samples=2, min_span_s=1, expire_s=10,
+                     user_name=lambda uid: None)
+    for k in range(3):
+        assert not clf.sweep(float(k), [proc(1, k, "busy", container_id=cid)]).classifications
+    clf.update_containers([ContainerSample(id=cid, name="gold-1")])
+    out = clf.sweep(3.0, [proc(1, 3, "busy", container_id=cid)])
+    assert [c.cls for c in out.classifications] == ["interactive"]
+    assert clf.model.n_learned == 0                  # learn: false
+    assert len(clf) == 1
+    clf.sweep(30.0, [proc(2, 0, "busy")])
+    assert len(clf) == 1 and clf.decider.current((1, 10)) is None
