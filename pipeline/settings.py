@@ -110,7 +110,7 @@ class ClassifierSettings(_Section):
     learn: bool = True                                  # learn online from labels and rules
     learn_min_rule_confidence: float = Field(0.9, ge=0, le=1)
     model: Literal["hoeffding_adaptive", "hoeffding", "logistic", "naive_bayes",
-                   "forest"] = "hoeffding_adaptive"
+                   "forest"] = "logistic"
     drift_delta: float = Field(0.002, gt=0, lt=1)       # ADWIN sensitivity for drift alerts
     snapshot_interval_s: float = Field(300.0, gt=0)
     snapshot_dir: str | None = None                     # defaults to <home>/models

@@ -12,6 +12,15 @@ feeds an ADWIN detector, then the model learns it. A significant rise in that er
 the behaviour of labelled work changed under the model, and ``learn`` returns an
 ``Alert(kind="model_drift")`` for the alerts topic.
 
+The default is a standard scaler feeding one-vs-rest logistic regression. On the recorded
+workload data sets (bench/classifier.py, bench/README.md) it reached macro-F1 0.998 on a
+held-out run after one pass over 2,300 labelled windows, where a Hoeffding adaptive tree
+scored 0.18 (0.97 after four passes) and Gaussian naive Bayes 0.45: on log-scaled
+behaviour features the classes are close to linearly separable, and a live host has few
+labelled processes, so the model that learns most from few examples wins. It is also the
+fastest to predict. The trees stay available (``classifier.model``) for hosts with many
+labels and classes that a line does not separate.
+
 Snapshots are pickles tagged with a version (one more on every save) and the input offset
 the model learned up to, so a restart or a replay resumes from exactly that state.
 """
@@ -71,7 +80,7 @@ def model_input(vector: Sequence[float]) -> dict[str, float]:
     return x
 
 
-def build_estimator(kind: str = "hoeffding_adaptive", seed: int = 0) -> Any:
+def build_estimator(kind: str = "logistic", seed: int = 0) -> Any:
     """A fresh river classifier of one of ``MODEL_KINDS``."""
     if kind == "hoeffding_adaptive":
         # Naive-Bayes-adaptive leaves (river's default): a leaf answers with naive Bayes
@@ -105,7 +114,7 @@ class OnlineModel:
     live model has moved past its last snapshot (``v7`` or ``v7+120``).
     """
 
-    def __init__(self, kind: str = "hoeffding_adaptive", seed: int = 0,
+    def __init__(self, kind: str = "logistic", seed: int = 0,
                  drift_delta: float = 0.002, drift_min_learned: int = 500) -> None:
         self.kind = kind
         self.seed = seed
