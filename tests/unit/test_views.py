@@ -79,8 +79,9 @@ def test_tier_usage_per_minute(store: HistoryStore) -> None:
     assert got[(M1, "critical")] == (1, pytest.approx(1.0), pytest.approx(2.0))
     assert got[(M1, "batch")] == (1, pytest.approx(0.5), pytest.approx(10.0))
     assert got[(M1, "unclassified")] == (1, pytest.approx(0.25), pytest.approx(0.0))
-    # the first sweep has no earlier sample to take a delta from: 59 deltas / 60 sweeps
-    assert got[(M0, "batch")][2] == pytest.approx(10.0 * 59 / 60)
+    # the first sweep has no earlier sample: 59 deltas over the 59 s they span
+    assert got[(M0, "batch")][2] == pytest.approx(10.0)
+    assert got[(M0, "critical")][1] == pytest.approx(1.0)
     # a window starting at 08:01 still finds 08:00's last sample for the first delta
     late = q(store, "SELECT run_delay_ms_per_s FROM tier_usage(TIMESTAMP '2025-11-27 08:01', "
                     "TIMESTAMP '2025-11-27 08:02') WHERE tier = 'batch'")
