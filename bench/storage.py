@@ -1,7 +1,7 @@
 """History store benchmark: ingest rate, and query times over one hour of 1,000 processes.
 
-    .venv/bin/python bench/storage.py [--rows 500000] [--procs 1000] [--minutes 60]
-                                      [--threads 1] [--repeats 5] [--dir /tmp]
+    .venv/bin/python bench/storage.py [--rows 500000] [--write-rows 5000] [--procs 1000]
+                                      [--minutes 60] [--threads 1] [--repeats 5] [--dir /tmp]
 
 (a) ingest: 1,000-process sweeps as real ``ProcessSamples`` envelopes (chunks of 250, as
     the collector sends them), written with ``HistoryStore.write`` in batches of 5,000
@@ -98,7 +98,8 @@ def spread(values: list[float]) -> str:
             f"max {max(values):.3f}  (n={len(values)})")
 
 
-def bench_ingest(folder: Path, rows: int, procs: int, threads: int) -> float:
+def bench_ingest(folder: Path, rows: int, procs: int, threads: int,
+                 write_rows: int = 5000) -> float:
     fleet = Fleet(procs)
     sweeps = max(1, rows // procs)
     batches: list[list[tuple[str, int, int, Envelope]]] = []
@@ -106,7 +107,7 @@ def bench_ingest(folder: Path, rows: int, procs: int, threads: int) -> float:
     offset = 0
     for s in range(sweeps):
         pending += sweep_envelopes(fleet, T0 + s, s * 10)
-        if len(pending) * CHUNK_ROWS >= 5000 or s == sweeps - 1:
+        if len(pending) * CHUNK_ROWS >= write_rows or s == sweeps - 1:
             batches.append(records_for(pending, offset))
             offset += len(pending)
             pending = []
@@ -125,7 +126,8 @@ def bench_ingest(folder: Path, rows: int, procs: int, threads: int) -> float:
     store.close()
     assert count == total, (count, total)
     rate, cpu_rate = total / elapsed, total / cpu
-    print(f"(a) ingest: {total:,} process rows in {len(batches)} writes of ~5,000 rows, "
+    print(f"(a) ingest: {total:,} process rows in {len(batches)} writes of "
+          f"~{total // len(batches):,} rows, "
           f"threads={threads}")
     print(f"    wall {elapsed:.2f} s = {rate:,.0f} rows/s; CPU {cpu:.2f} s = "
           f"{cpu_rate:,.0f} rows per CPU-second "
@@ -213,6 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--minutes", type=int, default=60)
     parser.add_argument("--threads", type=int, default=1,
                         help="DuckDB threads for the ingest (default 1: one core)")
+    parser.add_argument("--write-rows", type=int, default=5000,
+                        help="rows per HistoryStore.write (the recorder's flush_rows)")
     parser.add_argument("--query-threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dir", default=None, help="where the databases go (default: a tmp dir)")
@@ -222,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
           f"on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         folder = Path(tmp)
-        bench_ingest(folder, args.rows, args.procs, args.threads)
+        bench_ingest(folder, args.rows, args.procs, args.threads, args.write_rows)
         if not args.skip_queries:
             bench_queries(folder, args.procs, args.minutes, args.query_threads, args.repeats)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
