@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,7 +15,9 @@ from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.query import query_router
 from pipeline.collect import CollectorStats
+from storage.query import QueryEngine
 
 API_PREFIX = "/api/v1"
 
@@ -25,7 +27,10 @@ STALE_AFTER_S = 30.0
 
 
 def create_api(host: str, kafka_bootstrap: str, collector_stats: CollectorStats,
+               recorder_stats: Any | None = None,
+               get_engine: Callable[[], QueryEngine | None] | None = None,
                started_at: float | None = None) -> FastAPI:
+    """The API of a running instance; each part's stats object is read live by /health."""
     app = FastAPI(title="corelane", version="0.1.0", docs_url=f"{API_PREFIX}/docs",
                   openapi_url=f"{API_PREFIX}/openapi.json")
     started = started_at or time.time()
@@ -52,7 +57,11 @@ def create_api(host: str, kafka_bootstrap: str, collector_stats: CollectorStats,
             "kafka": {"bootstrap": kafka_bootstrap, "publishing": published,
                       "last_publish_ts": collector_stats.last_emit_ts},
             "collector": asdict(collector_stats),
+            "recorder": asdict(recorder_stats) if recorder_stats is not None else None,
         }
+
+    if get_engine is not None:
+        app.include_router(query_router(get_engine))
 
     app.mount("/metrics", make_asgi_app())
     return app

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -83,6 +83,26 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str],
 
 class KafkaTopicError(RuntimeError):
     pass
+
+
+async def topic_partitions(bootstrap: str, topics: Iterable[str],
+                           timeout_s: float = 30.0) -> list[TopicPartition]:
+    """Every partition of the given topics, asked of the broker itself.
+
+    A consumer's own metadata can be older than a topic created a moment ago.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
+                                request_timeout_ms=int(timeout_s * 1000))
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    missing = [d["topic"] for d in described if d["error_code"] != 0]
+    if missing:
+        raise KafkaTopicError(f"topics not found at {bootstrap}: {', '.join(missing)}")
+    return [TopicPartition(d["topic"], p["partition"]) for d in described
+            for p in sorted(d["partitions"], key=lambda p: p["partition"])]
 
 
 class MessageTooLarge(ValueError):

@@ -1,8 +1,10 @@
 """`corelane up`: everything corelane runs on this host, in one process.
 
-It starts the local broker when none answers at the configured address, creates the topics,
-serves the HTTP API from the start (so `corelane query` can find a running instance), and
-runs the collector. Later parts (classifier, allocator, applier, recorder) join here.
+It opens the history (this process owns the DuckDB file from then on), serves the HTTP API
+from the start (so `corelane query` can find a running instance), starts the local broker
+when none answers at the configured address, creates the topics, and runs the collector and
+the recorder. On SIGINT/SIGTERM the collector stops first, so that the recorder can read
+what was published up to then before it closes the history.
 """
 from __future__ import annotations
 
@@ -15,11 +17,14 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from agents.recorder import Recorder
 from api.server import create_api
 from pipeline.bus import Publisher, Stamper, ensure_topics
 from pipeline.collect import Collector, KafkaSink, run_collector
 from pipeline.kafka.broker import LocalBroker, broker_from_settings, is_answering
 from pipeline.settings import Settings
+from storage.history import HistoryStore, StoreError
+from storage.query import QueryEngine
 
 log = logging.getLogger(__name__)
 
@@ -78,45 +83,68 @@ async def run_up(settings: Settings, dry_run: bool = False) -> None:
 
     broker: LocalBroker | None = None
     publisher: Publisher | None = None
+    recorder: Recorder | None = None
     server: _QuietServer | None = None
-    tasks: list[asyncio.Task[object]] = []
+    # Each part has its own stop, set in order on shutdown: the collector first, so the
+    # recorder's final read sees everything that was published.
+    stop_collecting, stop_recording = asyncio.Event(), asyncio.Event()
+    tasks: dict[str, asyncio.Task[object]] = {}
     try:
+        store = await asyncio.to_thread(HistoryStore, settings.db_path, settings.storage)
+    except StoreError as exc:
+        sock.close()
+        raise UpError(f"cannot open the history: {exc}") from None
+    try:
+        limits = settings.storage
+        engine = QueryEngine(store.connection, limits.query_timeout_s, limits.query_max_rows)
         stamper = Stamper(settings.host)
         collector = Collector(settings, stamper)
-        api = create_api(settings.host, settings.kafka.bootstrap, collector.stats)
+        publisher = Publisher(settings, stamper)
+        recorder = Recorder(settings, store, publisher)
+        api = create_api(settings.host, settings.kafka.bootstrap, collector.stats,
+                         recorder_stats=recorder.stats, get_engine=lambda: engine)
         server = _QuietServer(uvicorn.Config(api, log_level="warning", lifespan="off"))
-        tasks.append(asyncio.create_task(server.serve(sockets=[sock]), name="api"))
-        log.info("API on http://%s/api/v1/health", settings.api.listen)
+        tasks["api"] = asyncio.create_task(server.serve(sockets=[sock]))
+        log.info("API on http://%s/api/v1/health; history in %s", settings.api.listen,
+                 store.path)
 
         broker = await ensure_broker(settings)
         created = await ensure_topics(settings)
         if created:
             log.info("created topics: %s", ", ".join(created))
-        publisher = Publisher(settings, stamper)
         await publisher.start()
+        await recorder.start()
         if dry_run:
             log.info("dry run: corelane observes and decides, and changes nothing on this host")
-        tasks.append(asyncio.create_task(
-            run_collector(collector, KafkaSink(publisher), stop=stop), name="collector"))
+        tasks["collector"] = asyncio.create_task(
+            run_collector(collector, KafkaSink(publisher), stop=stop_collecting))
+        tasks["recorder"] = asyncio.create_task(recorder.run(stop_recording))
         log.info("collecting every %.1fs as host %s", settings.collector.interval_s,
                  settings.host)
 
         stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait([stopper, *tasks.values()],
+                                     return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             if task is not stopper and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
         stopper.cancel()
     finally:
         log.info("stopping")
-        stop.set()
+        for name, event in (("collector", stop_collecting), ("recorder", stop_recording)):
+            event.set()
+            if name in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(tasks[name], timeout=30)
         if server is not None:
             server.should_exit = True
-        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(task, timeout=10)
+                await asyncio.wait_for(tasks["api"], timeout=10)
+        if recorder is not None:
+            await recorder.stop()
         if publisher is not None:
             await publisher.stop()
+        await asyncio.to_thread(store.close)
         if broker is not None:
             await asyncio.to_thread(broker.stop)
         sock.close()

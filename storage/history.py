@@ -25,7 +25,8 @@ from storage.schema import SchemaError, ensure_schema, stored_version
 
 WAL_CHECKPOINT = "256MiB"
 
-Record = tuple[str, int, int, Envelope]  # (topic, partition, offset, envelope)
+# (topic, partition, offset, event); an event of None only advances the offset.
+Record = tuple[str, int, int, Envelope | None]
 
 
 class StoreError(Exception):
@@ -132,7 +133,8 @@ class HistoryStore:
             raise StoreError(f"{self.path} is open read-only")
         if not records:
             return 0
-        tables = _rows.flatten(rec[3] for rec in records)
+        # An event of None only advances its offset: the message went to dead-letter instead.
+        tables = _rows.flatten(rec[3] for rec in records if rec[3] is not None)
         next_offsets: dict[tuple[str, int], int] = {}
         for topic, partition, offset, _ in records:
             key = (topic, partition)

@@ -98,9 +98,12 @@ def test_cpu_burner_uses_about_one_core(burner: subprocess.Popen) -> None:
     time.sleep(1.5)
     second = find(sampler.sweep(), burner.pid)
     assert sampler.interval_s == pytest.approx(1.5, abs=0.3)
-    # One busy loop on a 2-core host that other work shares: near, not exactly, 1.
-    assert 0.6 <= second.cpu_share <= 1.15, second.cpu_share
-    assert second.cpu_time_s > first.cpu_time_s + 0.8
+    # cpu_share is the CPU time it used over the wall time between sweeps; how much a busy
+    # loop gets depends on what else shares these 2 cores, so check the arithmetic and that
+    # it was clearly busy, not a fixed figure.
+    used = (second.cpu_time_s - first.cpu_time_s) / sampler.interval_s
+    assert second.cpu_share == pytest.approx(used, rel=0.15, abs=0.03)
+    assert 0.3 <= second.cpu_share <= 1.15, second.cpu_share
     assert second.state == "R" or second.run_time_ns > first.run_time_ns
     assert second.start_time == first.start_time
     assert second.cmdline.startswith(sys.executable)

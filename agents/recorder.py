@@ -1,0 +1,193 @@
+"""The recorder: every corelane topic into the DuckDB history, exactly once.
+
+Exactly once rests on one rule: the rows of a batch and the offsets they were read up to are
+committed in the same DuckDB transaction (``HistoryStore.write``), and on start the recorder
+seeks each partition to the offset stored there (the earliest, on an empty database). A
+crash at any moment loses the uncommitted batch only, which is read again.
+
+This is why the recorder uses a plain aiokafka consumer with assigned partitions rather than
+a faust agent or a consumer group: the group's committed offsets would be a second truth
+that a crash could leave out of step with the database.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from pipeline.bus import (Publisher, dead_letter, dead_letter_payload, read_record,
+                          topic_partitions, topic_types)
+from pipeline.events import EVENT_TYPES, Envelope, EventDecodeError, envelope
+from pipeline.settings import Settings
+from storage.history import HistoryStore, Record
+from storage.retention import retention_step
+
+log = logging.getLogger(__name__)
+
+
+# How often retention runs between batches; each run does a bounded step.
+RETENTION_EVERY_S = 10.0
+
+
+@dataclass
+class RecorderStats:
+    batches: int = 0
+    rows: int = 0
+    messages: int = 0
+    dead_lettered: int = 0
+    last_flush_ts: float | None = None
+    last_flush_s: float = 0.0
+    lag: int = 0
+
+
+def rows_in(event: Envelope) -> int:
+    """Rows an event becomes: one per sample or item, and at least one (empty chunks too)."""
+    data = event.data
+    for field in ("samples", "items"):
+        rows = getattr(data, field, None)
+        if rows is not None:
+            return max(len(rows), 1)
+    return 1
+
+
+class Recorder:
+    def __init__(self, settings: Settings, store: HistoryStore, publisher: Publisher) -> None:
+        self.settings = settings
+        self.store = store
+        self.publisher = publisher
+        self.stats = RecorderStats()
+        self._types = topic_types(settings, EVENT_TYPES)
+        self._deadletter_topic = settings.topic("deadletter")
+        self._consumer: AIOKafkaConsumer | None = None
+        self._partitions: list[TopicPartition] = []
+        self._pending: list[Record] = []
+        self._pending_rows = 0
+        self._oldest_pending: float | None = None
+        self._last_retention = 0.0
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka.bootstrap, group_id=None,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * self.settings.kafka.max_message_bytes)
+        await consumer.start()
+        self._consumer = consumer
+        self._partitions = await topic_partitions(self.settings.kafka.bootstrap, self._types)
+        consumer.assign(self._partitions)
+        stored = await asyncio.to_thread(self.store.offsets)
+        for tp in self._partitions:
+            offset = stored.get((tp.topic, tp.partition))
+            if offset is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, offset)
+        log.info("recording %d partitions into %s", len(self._partitions), self.store.path)
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    async def run(self, stop: asyncio.Event, drain_timeout_s: float = 10.0) -> RecorderStats:
+        """Record until ``stop`` is set, then read up to the ends seen at that moment
+        (within ``drain_timeout_s``), write what is pending and return."""
+        assert self._consumer is not None, "start() first"
+        while not stop.is_set():
+            await self._poll(timeout_ms=200)
+            await self._flush_if_due()
+            await self._retention_if_due()
+        await self._drain(drain_timeout_s)
+        await self.flush()
+        return self.stats
+
+    async def _poll(self, timeout_ms: int) -> int:
+        assert self._consumer is not None
+        batch = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=5000)
+        count = 0
+        for records in batch.values():
+            for record in records:
+                await self._take(record)
+                count += 1
+        return count
+
+    async def _take(self, record: ConsumerRecord) -> None:
+        try:
+            event: Envelope | None = read_record(record, self._types)
+        except EventDecodeError as exc:
+            event = await self._unreadable(record, str(exc))
+        self._pending.append((record.topic, record.partition, record.offset, event))
+        self._pending_rows += rows_in(event) if event is not None else 0
+        self.stats.messages += 1
+        if self._oldest_pending is None:
+            self._oldest_pending = time.monotonic()
+
+    async def _unreadable(self, record: ConsumerRecord, reason: str) -> Envelope | None:
+        self.stats.dead_lettered += 1
+        if record.topic == self._deadletter_topic:
+            # Publishing it back to the topic it came from would loop; keep it in the table.
+            return envelope(dead_letter_payload(record, reason), host=self.settings.host,
+                            seq=0, event_id=f"{record.topic}:{record.partition}:{record.offset}")
+        await dead_letter(self.publisher, record, reason)
+        return None
+
+    async def _flush_if_due(self) -> None:
+        cfg = self.settings.storage
+        if not self._pending:
+            return
+        age = time.monotonic() - (self._oldest_pending or time.monotonic())
+        if self._pending_rows >= cfg.flush_rows or age >= cfg.flush_interval_s:
+            await self.flush()
+
+    async def flush(self) -> int:
+        """Write everything pending in one transaction with its offsets."""
+        if not self._pending:
+            return 0
+        pending, self._pending = self._pending, []
+        self._pending_rows, self._oldest_pending = 0, None
+        started = time.monotonic()
+        rows = await asyncio.to_thread(self.store.write, pending)
+        self.stats.batches += 1
+        self.stats.rows += rows
+        self.stats.last_flush_ts = time.time()
+        self.stats.last_flush_s = time.monotonic() - started
+        return rows
+
+    async def _retention_if_due(self) -> None:
+        now = time.monotonic()
+        if now - self._last_retention < RETENTION_EVERY_S:
+            return
+        self._last_retention = now
+        # One bounded step per turn: recording waits for at most one step, never a whole sweep
+        # of the history.
+        await asyncio.to_thread(retention_step, self.store, time.time())
+
+    async def _drain(self, timeout_s: float) -> None:
+        assert self._consumer is not None
+        ends = await self._consumer.end_offsets(self._partitions)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            behind = {tp: end for tp, end in ends.items() if await self._position(tp) < end}
+            if not behind:
+                return
+            await self._poll(timeout_ms=200)
+            await self._flush_if_due()
+        log.warning("stopped before reading everything: what is left is recorded on the next "
+                    "start")
+
+    async def _position(self, tp: TopicPartition) -> int:
+        assert self._consumer is not None
+        return await self._consumer.position(tp)
+
+    async def lag(self) -> int:
+        """Messages on the topics not yet read (for health and benchmarks)."""
+        assert self._consumer is not None
+        ends = await self._consumer.end_offsets(self._partitions)
+        total = 0
+        for tp, end in ends.items():
+            total += max(end - await self._position(tp), 0)
+        self.stats.lag = total
+        return total
+

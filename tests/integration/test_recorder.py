@@ -1,0 +1,167 @@
+"""Exactly once in the history, through SIGKILL: every message on every topic is one set of
+rows in its table, however often corelane is killed while it records."""
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from pipeline import events as ev
+from pipeline.bus import topic_partitions
+from storage.schema import TABLE_OF_TYPE
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+# What makes a row unique within one event: a process, a container, or the event itself.
+ROW_KEY = {"process_samples": "event_id, pid, start_time",
+           "classifications": "event_id, pid, start_time",
+           "container_samples": "event_id, container_id",
+           "decisions": "event_id, target, pid, start_time, container_id",
+           "enforcements": "event_id, target, pid, start_time, container_id"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Instance:
+    """`corelane up` as a user runs it, on the test broker, with its own files."""
+
+    def __init__(self, tmp: Path, bootstrap: str, prefix: str) -> None:
+        self.api = f"127.0.0.1:{free_port()}"
+        self.db = tmp / "history.duckdb"
+        config = tmp / "corelane.yml"
+        config.write_text(
+            f"kafka: {{topic_prefix: '{prefix}', chunk_rows: 40}}\n"
+            "collector: {interval_s: 0.2, containers: false}\n"
+            "storage: {flush_interval_s: 0.3, flush_rows: 500}\n")
+        self.env = {**os.environ, "CORELANE_KAFKA": bootstrap, "CORELANE_API": self.api,
+                    "CORELANE_HOME": str(tmp), "CORELANE_DB": str(self.db)}
+        self.cmd = [sys.executable, "-m", "pipeline.cli", "--config", str(config), "up",
+                    "--dry-run"]
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, text=True,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def wait_recording(self, timeout_s: float = 60) -> dict:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.proc.communicate()[1]
+            try:
+                health = httpx.get(f"http://{self.api}/api/v1/health", timeout=2).json()
+                if health["recorder"]["batches"] >= 1 and health["collector"]["sweeps"] >= 2:
+                    return health
+            except (httpx.HTTPError, KeyError):
+                pass
+            time.sleep(0.1)
+        raise AssertionError("corelane did not start recording in time")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self.proc.stderr.close()  # type: ignore[union-attr]
+
+    def terminate(self) -> str:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        _, stderr = self.proc.communicate(timeout=60)
+        assert self.proc.returncode == 0, stderr
+        return stderr
+
+
+async def topic_ids(bootstrap: str, topic: str) -> list[str]:
+    """Every message on a topic, read by a plain consumer to its end."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = await topic_partitions(bootstrap, [topic])
+        consumer.assign(parts)
+        for tp in parts:
+            await consumer.seek_to_beginning(tp)
+        ends = await consumer.end_offsets(parts)
+        ids: list[str] = []
+        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    try:
+                        ids.append(ev.decode(record.value).id)
+                    except ev.EventDecodeError:
+                        ids.append(f"unreadable@{record.offset}")
+        return ids
+    finally:
+        await consumer.stop()
+
+
+async def inject(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(topic, value, key=b"test")
+    finally:
+        await producer.stop()
+
+
+async def test_exactly_once_through_sigkill(kafka_bootstrap: str, tmp_path: Path) -> None:
+    prefix = f"e2e-rec-{random.randrange(10**6)}."
+    rng = random.Random()
+    corelane = Instance(tmp_path, kafka_bootstrap, prefix)
+    good_label = ev.envelope(ev.Label(cls="idle", pid=1, start_time=1), host="test", seq=1)
+
+    for round_no in range(3):
+        corelane.start()
+        corelane.wait_recording()
+        if round_no == 0:
+            # A readable event and two unreadable ones, recorded across the kills too.
+            await inject(kafka_bootstrap, prefix + "labels",
+                         [b"{broken", ev.encode(good_label), b"\xff\xfe"])
+        await asyncio.sleep(rng.uniform(0.2, 2.0))  # kill it at an arbitrary moment
+        corelane.kill()
+
+    corelane.start()
+    corelane.wait_recording()
+    await asyncio.sleep(1.0)
+    corelane.terminate()
+
+    con = duckdb.connect(str(corelane.db), read_only=True)
+    try:
+        for event_type, table in TABLE_OF_TYPE.items():
+            on_topic = await topic_ids(kafka_bootstrap, ev.topic_name(event_type, prefix))
+            if event_type == "label":
+                assert len(on_topic) == 3
+            recorded = [r[0] for r in con.execute(
+                f"SELECT DISTINCT event_id FROM {table}").fetchall()]
+            readable = [i for i in on_topic if not i.startswith("unreadable@")]
+            # Unreadable messages went to the dead-letter topic instead of their table.
+            assert sorted(recorded) == sorted(readable), table
+            assert len(set(readable)) == len(readable), f"{table}: an id twice on the topic"
+            key = ROW_KEY.get(table, "event_id")
+            total, distinct = con.execute(
+                f"SELECT count(*), count(DISTINCT ({key})) FROM {table}").fetchone()
+            assert total == distinct, f"{table}: a row twice"
+        assert con.execute("SELECT count(*) FROM deadletter WHERE topic = ?",
+                           [prefix + "labels"]).fetchone()[0] >= 2
+        assert con.execute("SELECT count(*) FROM labels WHERE event_id = ?",
+                           [good_label.id]).fetchone()[0] == 1
+        sweeps = con.execute("SELECT count(DISTINCT batch) FROM process_samples").fetchone()[0]
+        assert sweeps >= 8
+    finally:
+        con.close()
