@@ -1,7 +1,6 @@
 """The DuckDB history store on real files: round trips, offsets, atomicity, isolation."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import textwrap
