@@ -139,6 +139,13 @@ async def test_exactly_once_through_sigkill(kafka_bootstrap: str, tmp_path: Path
     corelane.start()
     corelane.wait_recording()
     await asyncio.sleep(1.0)
+    # While it runs it owns the file: the query goes through its API.
+    asked = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "query", "--format", "csv",
+         "SELECT count(*) > 0 AS recorded FROM process_samples"],
+        cwd=ROOT, env=corelane.env, capture_output=True, text=True, timeout=60)
+    assert asked.returncode == 0, asked.stderr
+    assert asked.stdout.splitlines() == ["recorded", "true"]
     corelane.terminate()
 
     con = duckdb.connect(str(corelane.db), read_only=True)
