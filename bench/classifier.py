@@ -15,9 +15,20 @@ The model learns nothing from the held-out set.
 Without data sets (or with ``--synthetic``) it generates both from simple per-class
 behaviour profiles with different seeds; those figures only show the pipeline works.
 
+Behaviour priors (``--rules``, the shipped ``config/rules/default.yml`` by default; modes
+with ``--modes priors,cold,labelled``):
+- priors: the rules' behaviour priors alone on each held-out window (no model, no
+  hysteresis); a window no prior matches counts as wrong;
+- cold: the live cold start. A fresh model is taught only by the priors while the whole
+  ``Classifier`` streams the training set without labels or names; then, frozen, it
+  classifies the held-out set with the full precedence (priors, model, hysteresis), and
+  what would be published per window is scored; the frozen model alone is scored too;
+- labelled: the figures above (the model trained on labels), plus the labelled model
+  with the priors under the full precedence.
+
 (b) Speed. Classifications per second on one core for window append + features + model
 predict over sweeps of ``--speed-procs`` processes, and for the whole ``Classifier``
-(labels, rules, hysteresis included).
+(labels, rules and priors, hysteresis and online learning included).
 """
 from __future__ import annotations
 
@@ -38,9 +49,12 @@ from agents.classification.classes import CLASSES  # noqa: E402
 from agents.classification.decide import Classifier, Decider  # noqa: E402
 from agents.classification.features import FeatureWindow, feature_vector  # noqa: E402
 from agents.classification.model import MODEL_KINDS, OnlineModel  # noqa: E402
+from agents.classification.rules import RuleSet, load_rules  # noqa: E402
+from config import CONFIG_DIR  # noqa: E402
 from pipeline.events import ProcessSample  # noqa: E402
 
 DATASET_DIR = Path("/tmp/corelane-datasets")
+DEFAULT_RULES = CONFIG_DIR / "rules" / "default.yml"
 WINDOW_S = 20.0
 MIN_SAMPLES = 5
 MIN_SPAN_S = 4.0
@@ -246,9 +260,94 @@ def evaluate(kind: str, train: list[tuple], test: list[tuple], epochs: int = 1,
             / learn_s, "predict_per_s": len(test) / predict_s, "model": model}
 
 
+# --- behaviour priors -----------------------------------------------------------------
+
+def evaluate_priors(rules: RuleSet, test: list[tuple]) -> dict:
+    """The priors alone: the first matching prior's class per held-out window."""
+    truth = [w[2] for w in test]
+    hits = [rules.match_prior(w[3]) for w in test]
+    predicted = [h.cls if h is not None else None for h in hits]
+    macro, per = f1_scores(truth, predicted)
+    covered = sum(1 for h in hits if h is not None) / len(test) if test else 0.0
+    return {"macro_f1": macro, "per_class": per, "coverage": covered}
+
+
+def _sweeps(records: list[Record]) -> Iterator[tuple[float, str, list[tuple[tuple, str, ProcessSample]]]]:
+    """Records grouped into sweeps: (t, run, [(identity, label, sample)])."""
+    batch: list[tuple[tuple, str, ProcessSample]] = []
+    key: tuple[float, str] | None = None
+    for t, ident, label, sample, _ in records:
+        k = (t, str(ident[0]))
+        if key is not None and k != key:
+            yield key[0], key[1], batch
+            batch = []
+        key = k
+        batch.append((ident, label, sample))
+    if key is not None and batch:
+        yield key[0], key[1], batch
+
+
+def published(clf: Classifier, records: list[Record]) -> tuple[list[str], list[str | None],
+                                                               list[list[float]]]:
+    """Stream ``records`` through ``clf``; per window with enough history, the label, the
+    class the Classifier would have published (None before any) and the feature vector."""
+    truth: list[str] = []
+    out: list[str | None] = []
+    vectors: list[list[float]] = []
+    for t, run, batch in _sweeps(records):
+        clf.sweep(t, [s for _, _, s in batch], host=run)
+        for ident, label, s in batch:
+            key = (run, s.pid, s.start_time)
+            window = clf._windows.get(key)
+            if window is None or not window.enough_history(clf.min_samples, clf.min_span_s):
+                continue
+            state = clf.decider.current(key)
+            truth.append(label)
+            out.append(state.cls if state is not None else None)
+            vectors.append(feature_vector(window))
+    return truth, out, vectors
+
+
+def _classifier(model: OnlineModel, rules: RuleSet, learn: bool) -> Classifier:
+    return Classifier(model=model, rules=rules, window_s=WINDOW_S, min_samples=MIN_SAMPLES,
+                      min_span_s=MIN_SPAN_S, heartbeat_s=1e9, learn=learn,
+                      user_name=lambda uid: None)
+
+
+def evaluate_cold_start(rules: RuleSet, train_records: list[Record],
+                        test_records: list[Record], kind: str = "logistic") -> dict:
+    """A model taught only by the priors on the training stream, then frozen and used
+    with the full precedence on the held-out stream."""
+    model = OnlineModel(kind, seed=1)
+    teacher = _classifier(model, rules, learn=True)
+    for t, run, batch in _sweeps(train_records):
+        teacher.sweep(t, [s for _, _, s in batch], host=run)
+    learned = model.n_learned
+    truth, decided, vectors = published(_classifier(model, rules, learn=False), test_records)
+    macro, per = f1_scores(truth, decided)
+    raw = [p[0] if p else None for p in model.predict_many(vectors)]
+    macro_m, per_m = f1_scores(truth, raw)
+    return {"learned": learned, "classes": sorted(model.classes), "macro_f1": macro,
+            "per_class": per, "model_macro_f1": macro_m, "model_per_class": per_m,
+            "windows": len(truth)}
+
+
+def evaluate_labelled_with_priors(model: OnlineModel, rules: RuleSet,
+                                  test_records: list[Record]) -> dict:
+    """A model trained on labels, frozen, with the priors under the full precedence."""
+    truth, decided, _ = published(_classifier(model, rules, learn=False), test_records)
+    macro, per = f1_scores(truth, decided)
+    return {"macro_f1": macro, "per_class": per}
+
+
+def _per_class(per: dict[str, float]) -> str:
+    return ", ".join(f"{c} {f:.2f}" for c, f in per.items())
+
+
 # --- speed ----------------------------------------------------------------------------
 
-def speed(model: OnlineModel, procs: int, sweeps: int) -> tuple[float, float]:
+def speed(model: OnlineModel, procs: int, sweeps: int,
+          rules: RuleSet | None = None) -> tuple[float, float]:
     """(features+predict per second, whole Classifier per second) on one core."""
     rows = synthetic_rows(seed=99, per_class=max(procs // len(CLASSES), 1), sweeps=sweeps)
     by_t: dict[float, list[ProcessSample]] = defaultdict(list)
@@ -276,7 +375,7 @@ def speed(model: OnlineModel, procs: int, sweeps: int) -> tuple[float, float]:
             elapsed += time.perf_counter() - started
             n += len(vectors)
     core_rate = n / elapsed if elapsed else 0.0
-    clf = Classifier(model=model, window_s=WINDOW_S, min_samples=MIN_SAMPLES,
+    clf = Classifier(model=model, rules=rules, window_s=WINDOW_S, min_samples=MIN_SAMPLES,
                      min_span_s=MIN_SPAN_S)
     n = 0
     elapsed = 0.0
@@ -298,7 +397,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--speed-procs", type=int, default=1000)
     parser.add_argument("--speed-sweeps", type=int, default=30)
+    parser.add_argument("--rules", type=Path, default=DEFAULT_RULES,
+                        help="rule file whose behaviour priors are measured "
+                             "(default: the shipped config/rules/default.yml)")
+    parser.add_argument("--modes", default="priors,cold,labelled",
+                        help="which of priors, cold, labelled to run (comma-separated)")
     args = parser.parse_args(argv)
+    modes = {m.strip() for m in args.modes.split(",") if m.strip()}
+    unknown = modes - {"priors", "cold", "labelled"}
+    if unknown:
+        parser.error(f"unknown mode(s) {', '.join(sorted(unknown))}; "
+                     f"choose from priors, cold, labelled")
+    rules = load_rules(args.rules)
 
     if args.synthetic:
         found = None
@@ -325,24 +435,55 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  window {WINDOW_S:g} s, enough history = {MIN_SAMPLES} samples over "
           f"{MIN_SPAN_S:g} s; epochs {args.epochs}")
 
+    print(f"  rules: {args.rules} ({len(rules.priors)} behaviour priors, "
+          f"{len(rules.identity_rules)} identity rules)")
+
+    if "priors" in modes:
+        res = evaluate_priors(rules, test)
+        print(f"\npriors alone (held-out, per window): macro-F1 {res['macro_f1']:.3f}; "
+              f"a prior matched {res['coverage']:.0%} of windows")
+        print(f"  per class: {_per_class(res['per_class'])}")
+
+    if "cold" in modes:
+        res = evaluate_cold_start(rules, train_records, test_records)
+        print(f"\ncold start (logistic taught only by the priors over the training stream: "
+              f"{res['learned']} windows, classes {', '.join(res['classes'])}; then frozen):")
+        print(f"  published on held-out, full precedence with hysteresis: macro-F1 "
+              f"{res['macro_f1']:.3f} ({res['windows']} windows)")
+        print(f"  per class: {_per_class(res['per_class'])}")
+        print(f"  the frozen model alone: macro-F1 {res['model_macro_f1']:.3f}; "
+              f"{_per_class(res['model_per_class'])}")
+
     results = []
-    for kind in args.models.split(","):
-        res = evaluate(kind.strip(), train, test, epochs=args.epochs)
-        results.append(res)
-        split = "; ".join(f"{k} ({n} windows) {f:.3f}" for k, (n, f) in res["split"].items())
-        print(f"\n{kind}: macro-F1 {res['macro_f1']:.3f} per window, "
-              f"{res['decided_macro_f1']:.3f} after hysteresis; "
-              f"learn {res['learn_per_s']:,.0f}/s, predict {res['predict_per_s']:,.0f}/s")
-        print("  per class: " + ", ".join(f"{c} {f:.2f}" for c, f in res["per_class"].items()))
-        if split:
-            print(f"  {split}")
+    if "labelled" in modes:
+        for kind in args.models.split(","):
+            res = evaluate(kind.strip(), train, test, epochs=args.epochs)
+            results.append(res)
+            split = "; ".join(f"{k} ({n} windows) {f:.3f}"
+                              for k, (n, f) in res["split"].items())
+            print(f"\n{kind}: macro-F1 {res['macro_f1']:.3f} per window, "
+                  f"{res['decided_macro_f1']:.3f} after hysteresis; "
+                  f"learn {res['learn_per_s']:,.0f}/s, predict {res['predict_per_s']:,.0f}/s")
+            print("  per class: " + _per_class(res["per_class"]))
+            if split:
+                print(f"  {split}")
+        chosen = [r for r in results if r["kind"] == "logistic"]
+        if chosen:
+            res = evaluate_labelled_with_priors(chosen[0]["model"], rules, test_records)
+            print(f"\nlogistic trained on labels, with the priors, full precedence: "
+                  f"macro-F1 {res['macro_f1']:.3f}")
+            print(f"  per class: {_per_class(res['per_class'])}")
     # Speed of the configured default when it was evaluated, else of the most accurate.
-    chosen = [r for r in results if r["kind"] == "logistic"]
-    best = chosen[0] if chosen else max(results, key=lambda r: r["macro_f1"])
-    core, whole = speed(best["model"], args.speed_procs, args.speed_sweeps)
-    print(f"\nspeed ({best['kind']}, {args.speed_procs} processes per sweep, one core): "
+    if results:
+        chosen = [r for r in results if r["kind"] == "logistic"]
+        best = chosen[0] if chosen else max(results, key=lambda r: r["macro_f1"])
+        kind, model = best["kind"], best["model"]
+    else:
+        kind, model = "logistic, untrained", OnlineModel()
+    core, whole = speed(model, args.speed_procs, args.speed_sweeps, rules)
+    print(f"\nspeed ({kind}, {args.speed_procs} processes per sweep, one core): "
           f"features+predict {core:,.0f} classifications/s; whole Classifier.sweep "
-          f"{whole:,.0f} samples/s (target >= 5,000)")
+          f"with the priors {whole:,.0f} samples/s (target >= 5,000)")
     return 0
 
 

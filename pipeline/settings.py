@@ -15,7 +15,11 @@ from typing import Any, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from config import DEFAULT_CONFIG
+from config import CONFIG_DIR, DEFAULT_CONFIG
+
+DEFAULT_RULES = CONFIG_DIR / "rules" / "default.yml"
+# rules_file values that switch rules (and so the shipped priors) off.
+NO_RULES: tuple[str, ...] = ("none", "off", "false", "")
 
 
 class ConfigError(Exception):
@@ -109,12 +113,15 @@ class ClassifierSettings(_Section):
     min_model_confidence: float = Field(0.5, ge=0, le=1)
     learn: bool = True                                  # learn online from labels and rules
     learn_min_rule_confidence: float = Field(0.9, ge=0, le=1)
+    prior_learn_interval_s: float = Field(10.0, ge=0)   # a prior teaches one window per
+                                                        # process this often (0: every one)
     model: Literal["hoeffding_adaptive", "hoeffding", "logistic", "naive_bayes",
                    "forest"] = "logistic"
     drift_delta: float = Field(0.002, gt=0, lt=1)       # ADWIN sensitivity for drift alerts
     snapshot_interval_s: float = Field(300.0, gt=0)
     snapshot_dir: str | None = None                     # defaults to <home>/models
-    rules_file: str | None = None                       # YAML rules; null means none
+    # YAML rules; null means the shipped behaviour priors, "none" means no rules at all.
+    rules_file: str | None = Field(None, validate_default=True)
     expire_s: float = Field(60.0, gt=0)                 # forget a process unseen this long
     classes: dict[str, str] = Field(default_factory=lambda: dict(_default_tier_of()))
 
@@ -123,6 +130,31 @@ class ClassifierSettings(_Section):
     def _classes(cls, value: dict[str, str]) -> dict[str, str]:
         from agents.classification.classes import check_class_map
         return check_class_map(value)
+
+    @field_validator("rules_file", mode="before")
+    @classmethod
+    def _rules_file(cls, value: Any) -> Any:
+        """Resolved once here, so every reader of ``rules_file`` loads the same file.
+
+        null: the shipped ``config/rules/default.yml`` (behaviour priors that classify a
+        host with no labels). ``none`` (or ``off``, ``false``): no rules, stored as None. A
+        relative path is looked up in the shipped config folder first (``rules/example.yml``),
+        then taken as given (relative to the working directory)."""
+        if value is None:
+            return str(DEFAULT_RULES)
+        if value is False or (isinstance(value, str) and value.strip().lower() in NO_RULES):
+            return None
+        if isinstance(value, str):
+            path = Path(os.path.expanduser(value))
+            if not path.is_absolute() and (CONFIG_DIR / path).exists():
+                return str(CONFIG_DIR / path)
+            return str(path)
+        return value
+
+    @property
+    def rules_path(self) -> Path | None:
+        """The rule file to load, or None when rules are off."""
+        return Path(self.rules_file) if self.rules_file else None
 
 
 def _default_tier_of() -> dict[str, str]:

@@ -1,18 +1,29 @@
-"""Combining labels, rules and the model into one published class per process.
+"""Combining labels, rules, the model and behaviour priors into one published class.
 
-Precedence: an explicit label, then the first matching rule, then the model. Labels and
-rules are statements and apply at once. The model is a guess, so its class for a process
-only changes after ``hysteresis_windows`` consecutive windows agree on the new class, and
-a prediction below ``min_model_confidence`` counts neither for nor against a change: an
-alternating or hesitant model never flips a process. The model's class is tracked for
-every process, labelled or not, so that removing a label falls back to a settled guess.
+Precedence, highest first:
+1. an explicit label;
+2. an identity rule (a rule with a ``match``: who the process is);
+3. the model, when its probability is at least ``min_model_confidence``;
+4. a behaviour prior (a rule with only ``when``: what the process does);
+5. the model below that confidence, only while nothing else has said anything.
+
+Labels and identity rules are statements and apply at once. The model and the priors are
+guesses about behaviour, so they feed one tracked "behaviour guess" per process: each window
+offers at most one opinion (a confident model vote, else the matching prior), and the guess
+only changes after ``hysteresis_windows`` consecutive windows agree on a new class. The same
+count applies when the same class moves from a prior to the model or back, so neither the
+class nor its source flaps when the model's confidence hovers around the threshold. A
+window with no opinion counts neither for nor against a change. A below-confidence vote
+never changes a guess; it only gives a process with no guess yet a first, weak one, which
+the first real opinion replaces at once. The guess is tracked for every process, labelled
+or not, so that removing a label falls back to a settled guess.
 
 A ``Classification`` is emitted when a process first has a class, whenever its class,
 tier or source changes, and again every ``heartbeat_s`` so a late reader (or an allocator
 after a restart) learns the current state without replaying the past.
 
 ``Decider`` is the pure per-identity state machine (time is an argument). ``Classifier``
-is the whole core for a stream of sweeps: windows, features, labels, rules, model
+is the whole core for a stream of sweeps: windows, features, labels, rules, priors, model
 (predict and learn) and the decider.
 """
 from __future__ import annotations
@@ -25,27 +36,33 @@ from agents.classification.classes import DEFAULT_TIER_OF, UNCLASSIFIED, check_c
 from agents.classification.features import FeatureWindow, feature_vector
 from agents.classification.model import OnlineModel
 from agents.classification.rules import (
-    ContainerInfo, LabelBook, MatchContext, RuleHit, RuleSet, system_user_name,
+    CompiledRule, ContainerInfo, LabelBook, MatchContext, RuleHit, RuleSet, load_rules,
+    system_user_name,
 )
 from pipeline.events import Alert, Classification, ContainerSample, Label, ProcessSample
 
 # A model opinion: (class, probability, model tag such as "v7" or "v7+120").
 ModelVote = tuple[str, float, str]
+# One window's behaviour opinion: (class, tier, confidence, source, reason).
+_Opinion = tuple[str, str, float, str, str]
 
 
 @dataclass(slots=True)
 class DecisionState:
-    """What is published for one identity, and the model's settled guess behind it."""
+    """What is published for one identity, and the behaviour guess behind it."""
     cls: str | None = None
     tier: str | None = None
     confidence: float = 0.0
     source: str | None = None
     reason: str = ""
     last_emit: float | None = None
-    model_cls: str | None = None            # the model's committed class (after hysteresis)
-    model_p: float = 0.0
-    model_tag: str = ""
-    candidate: str | None = None            # a different class the model keeps proposing
+    guess_cls: str | None = None            # committed behaviour class (after hysteresis)
+    guess_tier: str | None = None
+    guess_conf: float = 0.0
+    guess_source: str | None = None         # "model" or "rule" (a behaviour prior)
+    guess_reason: str = ""
+    guess_weak: bool = False                # from a below-confidence vote: gives way at once
+    candidate: Any = None                   # a class (or class+source) being proposed
     streak: int = 0
 
 
@@ -74,34 +91,68 @@ class Decider:
     def forget(self, key: Hashable) -> None:
         self._states.pop(key, None)
 
-    def _track_model(self, st: DecisionState, vote: ModelVote | None) -> None:
-        if vote is None:
+    def _opinion(self, model: ModelVote | None, prior: RuleHit | None
+                 ) -> tuple[_Opinion | None, _Opinion | None]:
+        """(this window's opinion, a below-confidence model vote) for the guess."""
+        weak = None
+        if model is not None and model[0] in self.tier_of:
+            cls, p, tag = model
+            reason = f"model {tag} p={p:.2f}"
+            if p >= self.min_model_confidence:
+                return (cls, self.tier_of[cls], p, "model", reason), None
+            weak = (cls, self.tier_of[cls], p, "model",
+                    f"{reason} (below {self.min_model_confidence:.2f})")
+        if prior is not None and prior.cls is not None and prior.cls in self.tier_of:
+            return (prior.cls, prior.tier or self.tier_of[prior.cls], prior.confidence,
+                    "rule", f"rule {prior.name}"), None
+        return None, weak
+
+    @staticmethod
+    def _commit(st: DecisionState, op: _Opinion, weak: bool = False) -> None:
+        (st.guess_cls, st.guess_tier, st.guess_conf, st.guess_source,
+         st.guess_reason) = op
+        st.guess_weak = weak
+        st.candidate, st.streak = None, 0
+
+    def _track(self, st: DecisionState, model: ModelVote | None,
+               prior: RuleHit | None) -> None:
+        op, weak = self._opinion(model, prior)
+        if op is None:
+            if weak is not None and (st.guess_cls is None or (
+                    st.guess_weak and weak[0] == st.guess_cls)):
+                self._commit(st, weak, weak=True)
             return
-        cls, p, tag = vote
-        if p < self.min_model_confidence or cls not in self.tier_of:
+        cls, _, _, source, _ = op
+        if st.guess_cls is None or st.guess_weak:
+            self._commit(st, op)
             return
-        if st.model_cls is None or cls == st.model_cls:
-            st.model_cls, st.model_p, st.model_tag = cls, p, tag
-            st.candidate, st.streak = None, 0
+        if cls == st.guess_cls and source == st.guess_source:
+            # Agreement: refresh confidence and reason, and drop any pending change.
+            self._commit(st, op)
             return
-        if cls == st.candidate:
+        # A new class, or the same class from the other source: both need N windows in a
+        # row, so a model hovering at the threshold cannot bounce the source every window.
+        key = cls if cls != st.guess_cls else (cls, source)
+        if key == st.candidate:
             st.streak += 1
         else:
-            st.candidate, st.streak = cls, 1
+            st.candidate, st.streak = key, 1
         if st.streak >= self.hysteresis_windows:
-            st.model_cls, st.model_p, st.model_tag = cls, p, tag
-            st.candidate, st.streak = None, 0
+            self._commit(st, op)
 
     def decide(self, key: Hashable, now: float, *, label: tuple[str, str] | None = None,
-               rule: RuleHit | None = None, model: ModelVote | None = None
-               ) -> Classification | None:
-        """Feed one window's opinions; returns a Classification when one is due."""
+               rule: RuleHit | None = None, prior: RuleHit | None = None,
+               model: ModelVote | None = None) -> Classification | None:
+        """Feed one window's opinions; returns a Classification when one is due.
+
+        ``rule`` is the first matching identity rule, ``prior`` the first matching
+        behaviour prior (a prior passed as ``rule`` is taken as the prior)."""
         st = self._states.get(key)
         if st is None:
             st = self._states[key] = DecisionState()
-        self._track_model(st, model)
-        model_reason = (f"model {st.model_tag} p={st.model_p:.2f}"
-                        if st.model_cls is not None else "")
+        if rule is not None and rule.prior:
+            prior, rule = prior or rule, None
+        self._track(st, model, prior)
         if label is not None and label[0] in self.tier_of:
             cls, label_id = label
             tier, conf, source, reason = self.tier_of[cls], 1.0, "label", f"label {label_id}"
@@ -110,15 +161,14 @@ class Decider:
             tier = rule.tier or self.tier_of[cls]
             reason = f"rule {rule.name}"
         elif rule is not None and rule.tier is not None:
-            # A tier-only rule pins the tier; the class stays the model's guess.
-            cls = st.model_cls or UNCLASSIFIED
+            # A tier-only rule pins the tier; the class stays the behaviour guess.
+            cls = st.guess_cls or UNCLASSIFIED
             tier, conf, source = rule.tier, rule.confidence, "rule"
             reason = f"rule {rule.name} (tier only" + (
-                f"; class from {model_reason})" if model_reason else ")")
-        elif st.model_cls is not None:
-            cls, tier, conf, source = (st.model_cls, self.tier_of[st.model_cls], st.model_p,
-                                       "model")
-            reason = model_reason
+                f"; class from {st.guess_reason})" if st.guess_cls is not None else ")")
+        elif st.guess_cls is not None:
+            cls, tier, conf = st.guess_cls, st.guess_tier, st.guess_conf
+            source, reason = st.guess_source, st.guess_reason
         else:
             return None
         changed = (cls, tier, source) != (st.cls, st.tier, st.source)
@@ -152,8 +202,10 @@ class Classifier:
     Feed ``sweep(ts, samples)`` (one sweep or one chunk of it, in time order per host; use
     one Classifier per host, or pass ``host`` so identities from several hosts never mix);
     apply ``Label`` events with ``apply_label`` and container samples with
-    ``update_containers``. The model learns from labelled windows and from rule matches at
-    or above ``learn_min_rule_confidence``; drift alerts come back in the SweepResult.
+    ``update_containers``. The model learns from labelled windows, and otherwise from the
+    first matching identity rule, else behaviour prior, that has ``learn`` and a confidence
+    at or above ``learn_min_rule_confidence`` (a prior teaches at most one window per
+    process every ``prior_learn_interval_s``); drift alerts come back in the SweepResult.
     """
 
     def __init__(self, model: OnlineModel | None = None, rules: RuleSet | None = None,
@@ -162,7 +214,8 @@ class Classifier:
                  min_samples: int = 5, min_span_s: float = 4.0, hysteresis_windows: int = 3,
                  heartbeat_s: float = 60.0, min_model_confidence: float = 0.5,
                  learn: bool = True, learn_min_rule_confidence: float = 0.9,
-                 expire_s: float = 60.0, boot_time: float | None = None,
+                 prior_learn_interval_s: float = 10.0, expire_s: float = 60.0,
+                 boot_time: float | None = None,
                  user_name: Callable[[int], str | None] = system_user_name) -> None:
         self.tier_of = check_class_map(dict(tier_of))
         self.model = model if model is not None else OnlineModel()
@@ -172,10 +225,15 @@ class Classifier:
                                min_model_confidence)
         self.window_s, self.min_samples, self.min_span_s = window_s, min_samples, min_span_s
         self.learn, self.learn_min_rule_confidence = learn, learn_min_rule_confidence
+        # Priors match nearly every process on every sweep: teaching the model each of
+        # those (highly overlapping) windows would cost a learn step per process per
+        # second. One window per process per interval teaches as much for a fraction.
+        self.prior_learn_interval_s = prior_learn_interval_s
+        self._prior_taught: dict[Hashable, float] = {}
         self.expire_s = expire_s
         self.boot_time = boot_time
         self._windows: dict[Hashable, FeatureWindow] = {}
-        self._rule_cache: dict[Hashable, tuple[tuple, RuleHit | None]] = {}
+        self._rule_cache: dict[Hashable, tuple[tuple, tuple[CompiledRule, ...]]] = {}
         self._names: dict[int, str] = {}
         self._containers: dict[str, ContainerInfo] = {}
         self._ctx = MatchContext(user_name=user_name, process_name=self._names.get,
@@ -185,8 +243,13 @@ class Classifier:
     @classmethod
     def from_settings(cls, settings: Any, model: OnlineModel | None = None,
                       rules: RuleSet | None = None, **kwargs: Any) -> Classifier:
-        """Build from a ``ClassifierSettings`` (the ``classifier:`` config section)."""
+        """Build from a ``ClassifierSettings`` (the ``classifier:`` config section). Without
+        ``rules``, the section's ``rules_file`` is loaded (the shipped behaviour priors
+        unless it says ``none``)."""
         s = settings
+        if rules is None:
+            path = getattr(s, "rules_path", None)
+            rules = load_rules(path, classes=s.classes) if path is not None else RuleSet()
         return cls(model=model if model is not None else OnlineModel(
                        s.model, drift_delta=s.drift_delta),
                    rules=rules, tier_of=s.classes, window_s=s.window_s,
@@ -194,6 +257,7 @@ class Classifier:
                    hysteresis_windows=s.hysteresis_windows, heartbeat_s=s.heartbeat_s,
                    min_model_confidence=s.min_model_confidence, learn=s.learn,
                    learn_min_rule_confidence=s.learn_min_rule_confidence,
+                   prior_learn_interval_s=getattr(s, "prior_learn_interval_s", 10.0),
                    expire_s=s.expire_s, **kwargs)
 
     def __len__(self) -> int:
@@ -241,39 +305,58 @@ class Classifier:
         model = self.model
         votes = model.predict_many([vector for _, _, vector in ready])
         tag = model.tag
+        priors = self.rules.priors
+        min_conf = self.learn_min_rule_confidence
         for (key, s, vector), vote in zip(ready, votes):
             label = self.labels.lookup(s)
-            rule = self._rule(key, s)
+            rule = self._rule(key, s, vector)
+            prior = None
+            if priors:
+                for compiled in priors:
+                    if compiled.when_matches(vector):
+                        prior = compiled.hit
+                        break
             teach = None
             if label is not None:
                 teach = label[0]
-            elif (rule is not None and rule.cls is not None and rule.learn
-                  and rule.confidence >= self.learn_min_rule_confidence):
-                teach = rule.cls
+            elif rule is not None and rule.cls is not None:
+                if rule.learn and rule.confidence >= min_conf:
+                    teach = rule.cls
+            elif (prior is not None and prior.learn and prior.confidence >= min_conf
+                  and (rule is None or rule.cls is None)):
+                last = self._prior_taught.get(key)
+                if last is None or ts - last >= self.prior_learn_interval_s:
+                    teach = prior.cls
+                    if self.learn:
+                        self._prior_taught[key] = ts
             if teach is not None and self.learn:
                 alert = model.learn(vector, teach)
                 result.learned += 1
                 if alert is not None:
                     result.alerts.append(alert)
             out = self.decider.decide(
-                key, ts, label=label, rule=rule,
+                key, ts, label=label, rule=rule, prior=prior,
                 model=(vote[0], vote[1], tag) if vote is not None else None)
             if out is not None:
                 result.classifications.append(out)
         self._maybe_expire(ts)
         return result
 
-    def _rule(self, key: Hashable, s: ProcessSample) -> RuleHit | None:
-        if not len(self.rules):
+    def _rule(self, key: Hashable, s: ProcessSample,
+              vector: Sequence[float]) -> RuleHit | None:
+        """The first identity rule that matches: which rules' ``match`` holds is cached per
+        process (it depends on identity only); their ``when`` bounds are tested per window."""
+        if not self.rules.identity_rules:
             return None
         fingerprint = (s.name, s.cmdline, s.uid, s.cgroup, s.container_id, s.ppid,
                        self._names.get(s.ppid))
         cached = self._rule_cache.get(key)
         if cached is not None and cached[0] == fingerprint:
-            return cached[1]
-        hit = self.rules.match(s, self._ctx)
-        self._rule_cache[key] = (fingerprint, hit)
-        return hit
+            candidates = cached[1]
+        else:
+            candidates = self.rules.identity_candidates(s, self._ctx)
+            self._rule_cache[key] = (fingerprint, candidates)
+        return RuleSet.first_when(candidates, vector)
 
     def _maybe_expire(self, now: float) -> None:
         if self._last_expire is None:
@@ -290,6 +373,7 @@ class Classifier:
         for key in gone:
             del self._windows[key]
             self._rule_cache.pop(key, None)
+            self._prior_taught.pop(key, None)
             self.decider.forget(key)
             pid, start = _pid_start(key)
             self.labels.forget(pid, start)

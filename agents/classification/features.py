@@ -48,6 +48,9 @@ FEATURES: Final[tuple[str, ...]] = (
     "in_container",        # 1.0 when the process runs in a container
     "span_s",              # seconds of history the window covers
     "samples",             # samples in the window
+    # Appended, not inserted, so every earlier index (and the model's input) stays put.
+    "cpu_demand",          # cores wanted: (run time + run-queue delay) per second; a
+                           # starved CPU hog wants ~1 per thread even when it gets 0.5
 )
 
 BUSY_SHARE: Final[float] = 0.5      # "busy" interval: at least half a core
@@ -255,6 +258,13 @@ def feature_vector(window: FeatureWindow, now: float | None = None,
     out.append(1.0 if last.container_id else 0.0)
     out.append(window._ts[-1] - window._ts[0])
     out.append(float(len(window._ts)))
+    if n == 0 or total <= 0:
+        out.append(0.0)
+    else:
+        # schedstat run time is exact; without it (0), fall back to the tick-based CPU time.
+        run = sum(window._run)
+        ran_s = run / 1e9 if run else sum(window._cpu)
+        out.append((ran_s + sum(window._delay) / 1e9) / total)
     return out
 
 

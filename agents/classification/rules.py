@@ -1,10 +1,20 @@
-"""Rules from YAML and explicit labels: the two sources that outrank the model.
+"""Rules from YAML and explicit labels.
 
 Rules (see ``config/rules/example.yml`` for the format) are ordered; the first rule whose
-every ``match`` key matches wins. A rule sets a ``class`` (its tier comes from the class
-map unless the rule also sets ``tier``), or only a ``tier``: then the tier is pinned while
-the class is still whatever the model says (``unclassified`` until it says something),
-and such a match teaches the model nothing.
+every ``match`` key and every ``when`` bound holds wins. ``match`` tests who a process is
+(name, command line, user, cgroup, container ...); ``when`` tests what it does, as bounds
+on its window's features (``FEATURES``). A rule sets a ``class`` (its tier comes from the
+class map unless the rule also sets ``tier``), or only a ``tier``: then the tier is pinned
+while the class is still whatever the model says (``unclassified`` until it says
+something), and such a match teaches the model nothing.
+
+Two kinds of rule, by what they test:
+- identity rules (a ``match``, with or without ``when``) are statements about a process
+  and outrank the model, like labels;
+- behaviour priors (only ``when``) are educated guesses for a host with no labels: they
+  rank below a confident model, above a hesitant one, and (with ``learn``) teach the model
+  so it generalises past them. Identity rules are tried before priors whatever the order
+  in the file.
 
 Labels (``Label`` events) name a class for one process (pid + start time) or for every
 process whose name or command line matches a regular expression. The newest label that
@@ -16,17 +26,22 @@ database, and it is only the default, replaceable, way to give ``user:`` names t
 """
 from __future__ import annotations
 
+import difflib
+import math
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Final
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator,
+)
 
 from agents.classification.classes import DEFAULT_TIER_OF, TIERS
+from agents.classification.features import FEATURES
 from pipeline.events import Label, ProcessSample
 
 CLEAR_LABEL: Final[str] = "auto"
@@ -80,10 +95,29 @@ class RuleMatch(BaseModel):
         return value
 
 
+class Bound(BaseModel):
+    """Inclusive bounds on one feature: ``min <= value <= max`` (either may be left out)."""
+    model_config = ConfigDict(extra="forbid")
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Bound:
+        if self.min is None and self.max is None:
+            raise ValueError("give 'min', 'max' or both")
+        for value in (self.min, self.max):
+            if value is not None and not math.isfinite(value):
+                raise ValueError("bounds must be finite numbers (leave a side out instead)")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}: nothing matches")
+        return self
+
+
 class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     name: str = Field(min_length=1)
-    match: RuleMatch
+    match: RuleMatch | None = None
+    when: dict[str, Bound] | None = None     # feature name -> bounds on the window's value
     cls: str | None = Field(None, alias="class")
     tier: str | None = None
     confidence: float = Field(1.0, ge=0.0, le=1.0)
@@ -104,12 +138,14 @@ class RuleFile(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class RuleHit:
-    """The first rule that matched a process."""
+    """The first rule that matched a process. ``prior`` is True for a behaviour prior (a
+    rule with only ``when``), which ranks below a confident model."""
     name: str
     cls: str | None
     tier: str | None
     confidence: float
     learn: bool
+    prior: bool = False
 
 
 class ContainerInfo:
@@ -147,13 +183,26 @@ def _compiled(pattern: str | None) -> re.Pattern[str] | None:
     return re.compile(pattern) if pattern is not None else None
 
 
-class _CompiledRule:
-    __slots__ = ("hit", "name", "cmdline", "exe", "uid", "user", "cgroup", "container",
-                 "container_label", "parent_name", "parent_pid")
+_FEATURE_INDEX: Final[dict[str, int]] = {name: i for i, name in enumerate(FEATURES)}
+_NO_MATCH: Final[RuleMatch] = RuleMatch()
+
+
+class CompiledRule:
+    """One rule, ready to test: its identity matchers and its feature bounds."""
+    __slots__ = ("hit", "has_identity", "bounds", "name", "cmdline", "exe", "uid", "user",
+                 "cgroup", "container", "container_label", "parent_name", "parent_pid")
 
     def __init__(self, rule: Rule) -> None:
-        m = rule.match
-        self.hit = RuleHit(rule.name, rule.cls, rule.tier, rule.confidence, rule.learn)
+        m = rule.match if rule.match is not None else _NO_MATCH
+        self.has_identity = bool(m.model_fields_set)
+        self.hit = RuleHit(rule.name, rule.cls, rule.tier, rule.confidence, rule.learn,
+                           prior=not self.has_identity)
+        # (index in the feature vector, low, high): a few float compares per window.
+        self.bounds: tuple[tuple[int, float, float], ...] = tuple(
+            (_FEATURE_INDEX[key],
+             -math.inf if b.min is None else b.min,
+             math.inf if b.max is None else b.max)
+            for key, b in (rule.when or {}).items())
         self.name = _compiled(m.name)
         self.cmdline = _compiled(m.cmdline)
         self.exe = _compiled(m.exe)
@@ -169,7 +218,20 @@ class _CompiledRule:
         self.parent_name = _compiled(m.parent_name)
         self.parent_pid = m.parent_pid
 
+    def when_matches(self, vector: Sequence[float] | None) -> bool:
+        """Whether every ``when`` bound holds for ``vector`` (FEATURES order). A rule with
+        bounds never matches without features: a process too young to have a window."""
+        if not self.bounds:
+            return True
+        if vector is None:
+            return False
+        for i, lo, hi in self.bounds:
+            if not lo <= vector[i] <= hi:
+                return False
+        return True
+
     def matches(self, s: ProcessSample, ctx: MatchContext) -> bool:
+        """Whether the identity matchers (``match``) hold; True when there are none."""
         if self.name is not None and not self.name.search(s.name):
             return False
         if self.cmdline is not None and not self.cmdline.search(s.cmdline):
@@ -209,20 +271,55 @@ class _CompiledRule:
 
 
 class RuleSet:
-    """Ordered rules; ``match`` returns the first that matches, or None."""
+    """Ordered rules. ``match_identity`` gives the first identity rule that matches,
+    ``match_prior`` the first behaviour prior; ``match`` the first rule of either kind in
+    file order (features are the window's ``feature_vector``; without them, no rule with
+    ``when`` matches)."""
 
     def __init__(self, rules: Iterable[Rule] = (), source: str = "<rules>") -> None:
         self.rules = list(rules)
         self.source = source
-        self._compiled = [_CompiledRule(rule) for rule in self.rules]
+        self._compiled = [CompiledRule(rule) for rule in self.rules]
+        self.identity_rules = tuple(r for r in self._compiled if r.has_identity)
+        self.priors = tuple(r for r in self._compiled if not r.has_identity)
+        # Identity rules without bounds depend on the sample's identity alone, so their
+        # result may be cached per process until its name, parent or cgroup changes.
+        self.identity_uses_features = any(r.bounds for r in self.identity_rules)
 
     def __len__(self) -> int:
         return len(self.rules)
 
-    def match(self, sample: ProcessSample, ctx: MatchContext | None = None) -> RuleHit | None:
+    def match(self, sample: ProcessSample, ctx: MatchContext | None = None,
+              features: Sequence[float] | None = None) -> RuleHit | None:
         ctx = ctx or _NO_CONTEXT
         for rule in self._compiled:
-            if rule.matches(sample, ctx):
+            if rule.matches(sample, ctx) and rule.when_matches(features):
+                return rule.hit
+        return None
+
+    def identity_candidates(self, sample: ProcessSample, ctx: MatchContext | None = None
+                            ) -> tuple[CompiledRule, ...]:
+        """The identity rules whose ``match`` holds, in order (their bounds untested)."""
+        ctx = ctx or _NO_CONTEXT
+        return tuple(r for r in self.identity_rules if r.matches(sample, ctx))
+
+    @staticmethod
+    def first_when(candidates: Iterable[CompiledRule],
+                   features: Sequence[float] | None) -> RuleHit | None:
+        for rule in candidates:
+            if rule.when_matches(features):
+                return rule.hit
+        return None
+
+    def match_identity(self, sample: ProcessSample, ctx: MatchContext | None = None,
+                       features: Sequence[float] | None = None) -> RuleHit | None:
+        return self.first_when(self.identity_candidates(sample, ctx), features)
+
+    def match_prior(self, features: Sequence[float] | None) -> RuleHit | None:
+        if features is None:
+            return None
+        for rule in self.priors:
+            if rule.when_matches(features):
                 return rule.hit
         return None
 
@@ -276,9 +373,24 @@ def parse_rules(raw: Any, origin: str = "<rules>",
         if rule.cls is not None and rule.cls not in known:
             problems.append(f"{where}: key 'class': unknown class {rule.cls!r}; classes "
                             f"are {', '.join(sorted(known))}")
-        if not rule.match.model_fields_set:
+        if rule.match is None and rule.when is None:
+            problems.append(f"{where}: gives neither 'match' (who a process is) nor 'when' "
+                            f"(what it does); give one or both")
+        if rule.match is not None and not rule.match.model_fields_set:
             problems.append(f"{where}: key 'match': matches nothing; give at least one of "
                             f"{', '.join(RuleMatch.model_fields)}")
+        if rule.when is not None and not rule.when:
+            problems.append(f"{where}: key 'when': tests nothing; give at least one "
+                            f"feature with bounds, e.g. when: {{cpu_mean: {{min: 0.5}}}}")
+        for key in rule.when or {}:
+            if key not in _FEATURE_INDEX:
+                close = difflib.get_close_matches(key, FEATURES, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(f"{where}: key 'when.{key}': unknown feature {key!r}{hint}; "
+                                f"features are {', '.join(FEATURES)}")
+        if rule.match is None and rule.when and rule.cls is None:
+            problems.append(f"{where}: a behaviour prior (only 'when') must set a 'class'; "
+                            f"to pin a tier by behaviour, add a 'match' as well")
     names = [rule.name for rule in parsed.rules]
     for name in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"{origin}: rule name {name!r} is used more than once; names must "

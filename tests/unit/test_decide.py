@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from agents.classification.decide import Classifier, Decider
+from agents.classification.features import FEATURES
 from agents.classification.model import OnlineModel
 from agents.classification.rules import RuleHit, parse_rules
 from pipeline.events import Classification, ContainerSample, Label, ProcessSample
@@ -53,11 +54,93 @@ def test_alternating_predictions_never_flap_and_n_agreeing_windows_change() -> N
 
 def test_low_confidence_votes_neither_change_nor_reset() -> None:
     d = Decider(hysteresis_windows=2, heartbeat_s=1e9, min_model_confidence=0.6)
-    assert d.decide(KEY, 0, model=("idle", 0.3, "v1")) is None      # too unsure to start
-    assert d.decide(KEY, 1, model=("idle", 0.9, "v1")).cls == "idle"
-    assert d.decide(KEY, 2, model=("background", 0.9, "v1")) is None
-    assert d.decide(KEY, 3, model=("interactive", 0.2, "v1")) is None  # ignored
-    assert d.decide(KEY, 4, model=("background", 0.9, "v1")).cls == "background"
+    assert d.decide(KEY, 0, model=("idle", 0.9, "v1")).cls == "idle"
+    assert d.decide(KEY, 1, model=("background", 0.9, "v1")) is None
+    assert d.decide(KEY, 2, model=("interactive", 0.2, "v1")) is None  # ignored
+    assert d.decide(KEY, 3, model=("background", 0.9, "v1")).cls == "background"
+    for t in range(4, 10):                                             # never a change
+        assert d.decide(KEY, t, model=("interactive", 0.3, "v1")) is None
+    assert d.current(KEY).cls == "background"
+
+
+def test_a_hesitant_model_only_starts_a_guess_and_gives_way_at_once() -> None:
+    d = Decider(hysteresis_windows=3, heartbeat_s=1e9, min_model_confidence=0.6)
+    first = d.decide(KEY, 0, model=("idle", 0.3, "v1"))
+    assert (first.cls, first.source) == ("idle", "model")
+    assert first.reason == "model v1 p=0.30 (below 0.60)"
+    assert d.decide(KEY, 1, model=("background", 0.4, "v1")) is None   # weak: no change
+    out = d.decide(KEY, 2, prior=PRIOR_LAT)                            # a real opinion
+    assert (out.cls, out.source, out.reason) == ("latency_critical", "rule",
+                                                 "rule short-wakeups")
+
+
+# --- behaviour priors -----------------------------------------------------------------
+
+PRIOR_LAT = RuleHit("short-wakeups", "latency_critical", None, 0.95, True, prior=True)
+PRIOR_HOG = RuleHit("wants-a-core", "compute_batch", None, 0.95, True, prior=True)
+IO_RULE = RuleHit("backups", "io_batch", None, 1.0, True)
+
+
+def test_full_precedence_order() -> None:
+    d = Decider(heartbeat_s=1e9, min_model_confidence=0.5, hysteresis_windows=1)
+    sure, unsure = ("interactive", 0.8, "v2"), ("interactive", 0.3, "v2")
+    out = d.decide(KEY, 0, label=("idle", "L1"), rule=IO_RULE, prior=PRIOR_LAT, model=sure)
+    assert (out.cls, out.source) == ("idle", "label")
+    out = d.decide(KEY, 1, rule=IO_RULE, prior=PRIOR_LAT, model=sure)
+    assert (out.cls, out.source, out.reason) == ("io_batch", "rule", "rule backups")
+    out = d.decide(KEY, 2, prior=PRIOR_LAT, model=sure)                # model over prior
+    assert (out.cls, out.source) == ("interactive", "model")
+    out = d.decide(KEY, 3, prior=PRIOR_LAT, model=unsure)              # prior over unsure
+    assert (out.cls, out.source, out.reason) == ("latency_critical", "rule",
+                                                 "rule short-wakeups")
+    assert out.tier == "ultra_critical" and out.confidence == pytest.approx(0.95)
+
+
+def test_a_prior_passed_as_rule_still_ranks_below_a_confident_model() -> None:
+    d = Decider(heartbeat_s=1e9, hysteresis_windows=1)
+    out = d.decide(KEY, 0, rule=PRIOR_LAT, model=("compute_batch", 0.9, "v1"))
+    assert (out.cls, out.source) == ("compute_batch", "model")
+
+
+def test_a_prior_classifies_at_once_and_labels_and_identity_rules_override_at_once() -> None:
+    d = Decider(heartbeat_s=1e9, hysteresis_windows=3)
+    assert d.decide(KEY, 0, prior=PRIOR_LAT).cls == "latency_critical"
+    assert d.decide(KEY, 1, rule=IO_RULE, prior=PRIOR_LAT).cls == "io_batch"
+    assert d.decide(KEY, 2, prior=PRIOR_LAT).cls == "latency_critical"   # back at once:
+    # the guess underneath never changed while the rule held.
+
+
+def test_no_flapping_between_a_prior_and_a_hovering_model() -> None:
+    d = Decider(heartbeat_s=1e9, hysteresis_windows=3, min_model_confidence=0.5)
+    assert d.decide(KEY, 0, prior=PRIOR_HOG).cls == "compute_batch"
+    # The model hovers around the threshold with another class: confident every other
+    # window, so prior and model alternate. Nothing may be emitted.
+    emitted = []
+    for t in range(1, 21):
+        p = 0.6 if t % 2 else 0.4
+        emitted.append(d.decide(KEY, t, prior=PRIOR_HOG, model=("realtime_stream", p, "v1")))
+    assert emitted == [None] * 20
+    assert (d.current(KEY).cls, d.current(KEY).source) == ("compute_batch", "rule")
+    # Three confident windows in a row do change it, and then the prior alone cannot
+    # change it back in fewer than three.
+    outs = [d.decide(KEY, 21 + i, prior=PRIOR_HOG, model=("realtime_stream", 0.7, "v1"))
+            for i in range(3)]
+    assert outs[:2] == [None, None] and outs[2].cls == "realtime_stream"
+    assert outs[2].source == "model"
+    outs = [d.decide(KEY, 24 + i, prior=PRIOR_HOG) for i in range(3)]
+    assert outs[:2] == [None, None] and (outs[2].cls, outs[2].source) == (
+        "compute_batch", "rule")
+
+
+def test_same_class_moving_from_prior_to_model_needs_agreeing_windows_too() -> None:
+    d = Decider(heartbeat_s=1e9, hysteresis_windows=2, min_model_confidence=0.5)
+    assert d.decide(KEY, 0, prior=PRIOR_HOG).source == "rule"
+    sure = ("compute_batch", 0.9, "v1")
+    assert d.decide(KEY, 1, prior=PRIOR_HOG, model=sure) is None       # one window: no
+    assert d.decide(KEY, 2, prior=PRIOR_HOG) is None                   # back: resets
+    assert d.decide(KEY, 3, prior=PRIOR_HOG, model=sure) is None
+    out = d.decide(KEY, 4, prior=PRIOR_HOG, model=sure)
+    assert (out.cls, out.source, out.reason) == ("compute_batch", "model", "model v1 p=0.90")
 
 
 def test_labels_apply_at_once_and_removing_one_falls_back_to_the_settled_model() -> None:
@@ -121,6 +204,65 @@ def test_classifier_emits_once_the_window_is_ready_and_teaches_the_model() -> No
     assert first_seen[3][1].cls == "compute_batch" and first_seen[3][1].source == "model"
     assert first_seen[4][1].cls == "latency_critical" and first_seen[4][1].source == "model"
     assert first_seen[4][1].reason.startswith("model v0+")
+
+
+def test_from_settings_loads_the_shipped_priors_unless_turned_off() -> None:
+    from pipeline.settings import ClassifierSettings
+    clf = Classifier.from_settings(ClassifierSettings())
+    assert len(clf.rules.priors) >= 8 and clf.prior_learn_interval_s == 10
+    assert len(Classifier.from_settings(ClassifierSettings(rules_file="none")).rules) == 0
+
+
+def test_a_prior_teaches_the_model_which_then_classifies_what_no_prior_covers() -> None:
+    rules = parse_rules({"rules": [
+        {"name": "hog", "when": {"cpu_mean": {"min": 0.6}}, "class": "compute_batch"},
+        {"name": "wakey", "when": {"wakeups_s": {"min": 4000}}, "class": "latency_critical"},
+        {"name": "unsure", "when": {"cpu_mean": {"max": 0.01}}, "class": "idle",
+         "confidence": 0.5},                        # below learn_min_rule_confidence
+    ]})
+    clf = Classifier(model=OnlineModel(), rules=rules, heartbeat_s=1e9,
+                     prior_learn_interval_s=0, user_name=lambda uid: None)
+    assert clf.model.predict([0.0] * len(FEATURES)) is None      # a fresh model knows nothing
+    seen = {}
+    for k in range(40):
+        result = clf.sweep(float(k), [proc(1, k, "busy", "a.out"), proc(2, k, "wakey", "a.out")])
+        for c in result.classifications:
+            seen.setdefault(c.pid, c)
+    assert (seen[1].cls, seen[1].source, seen[1].reason) == ("compute_batch", "rule",
+                                                             "rule hog")
+    assert (seen[2].cls, seen[2].reason) == ("latency_critical", "rule wakey")
+    assert clf.model.n_learned == 2 * 36
+    assert clf.model.classes == {"compute_batch", "latency_critical"}
+    # The same behaviours, each just outside its prior's bound: no prior matches, and
+    # the model, taught only by the priors, still tells them apart.
+    busy, wakey = clf.features_of((1, 10)), clf.features_of((2, 20))
+    busy[FEATURES.index("cpu_mean")] = 0.5
+    wakey[FEATURES.index("wakeups_s")] = 3000.0
+    assert rules.match_prior(busy) is None and rules.match_prior(wakey) is None
+    assert clf.model.predict(busy)[0] == "compute_batch"
+    assert clf.model.predict(wakey)[0] == "latency_critical"
+
+
+def test_priors_teach_one_window_per_process_per_interval() -> None:
+    rules = parse_rules({"rules": [{"name": "hog", "when": {"cpu_mean": {"min": 0.6}},
+                                    "class": "compute_batch"}]})
+    clf = Classifier(rules=rules, prior_learn_interval_s=10, user_name=lambda uid: None)
+    learned = sum(clf.sweep(float(k), [proc(1, k, "busy")]).learned for k in range(35))
+    assert learned == 4                              # windows ready at 4, 14, 24, 34
+
+
+def test_identity_rule_and_label_teach_instead_of_the_prior() -> None:
+    rules = parse_rules({"rules": [
+        {"name": "hog", "when": {"cpu_mean": {"min": 0.6}}, "class": "compute_batch"},
+        {"name": "named", "match": {"name": "^spin$"}, "class": "io_batch"},
+    ]})
+    clf = Classifier(rules=rules, prior_learn_interval_s=0, heartbeat_s=1e9,
+                     user_name=lambda uid: None)
+    out = []
+    for k in range(8):
+        out += clf.sweep(float(k), [proc(1, k, "busy", "spin")]).classifications
+    assert [(c.cls, c.reason) for c in out] == [("io_batch", "rule named")]
+    assert clf.model.classes == {"io_batch"}
 
 
 def test_container_rules_and_expiry() -> None:

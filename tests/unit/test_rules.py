@@ -1,10 +1,12 @@
-"""Rules: every match key, first-match precedence, errors for people; labels."""
+"""Rules: every match key, behaviour bounds, first-match precedence, errors for people;
+labels."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
+from agents.classification.features import FEATURES
 from agents.classification.rules import (
     ContainerInfo, LabelBook, LabelError, MatchContext, RuleSet, RulesError, load_rules,
     parse_rules,
@@ -185,3 +187,90 @@ def test_auto_removes_a_label() -> None:
 def test_bad_labels_say_why(label: Label, expected: str) -> None:
     with pytest.raises(LabelError, match=expected.replace("(", r"\(").replace("[", r"\[")):
         LabelBook().apply(label, "L9")
+
+
+# --- behaviour conditions (`when`) ----------------------------------------------------
+
+def vec(**values: float) -> list[float]:
+    v = [0.0] * len(FEATURES)
+    for name, value in values.items():
+        v[FEATURES.index(name)] = value
+    return v
+
+
+PROBE = vec(wakeups_s=900, vol_ratio=0.99, run_us_slice=20, cpu_mean=0.02)
+HOG = vec(cpu_demand=1.0, vol_ratio=0.0, cpu_mean=0.5)
+
+
+def test_when_bounds_are_inclusive_and_all_must_hold() -> None:
+    rules = parse_rules({"rules": [{"name": "lat", "class": "latency_critical", "when": {
+        "wakeups_s": {"min": 200}, "vol_ratio": {"min": 0.7}, "run_us_slice": {"max": 50}}}]})
+    hit = rules.match_prior(PROBE)
+    assert hit is not None and hit.name == "lat" and hit.prior is True
+    assert rules.match_prior(vec(wakeups_s=200, vol_ratio=0.7, run_us_slice=50)) is not None
+    assert rules.match_prior(vec(wakeups_s=199.9, vol_ratio=0.99, run_us_slice=20)) is None
+    assert rules.match_prior(vec(wakeups_s=900, vol_ratio=0.99, run_us_slice=50.1)) is None
+    assert rules.match_prior(HOG) is None
+    assert rules.match_prior(None) is None          # no window yet: no behaviour to test
+    # ``match`` without features never fires a rule that has bounds.
+    assert rules.match(sample(), CTX) is None
+    assert rules.match(sample(), CTX, PROBE).name == "lat"
+
+
+def test_identity_rules_come_before_priors_whatever_the_file_order() -> None:
+    rules = parse_rules({"rules": [
+        {"name": "hog", "when": {"cpu_demand": {"min": 0.9}}, "class": "compute_batch"},
+        {"name": "pg-busy", "match": {"name": "^postgres$"},
+         "when": {"cpu_demand": {"min": 0.9}}, "class": "io_batch"},
+        {"name": "pg", "match": {"name": "^postgres$"}, "class": "latency_critical"},
+    ]})
+    assert [r.hit.name for r in rules.identity_rules] == ["pg-busy", "pg"]
+    assert [r.hit.name for r in rules.priors] == ["hog"]
+    assert rules.match_identity(sample(), CTX, HOG).name == "pg-busy"
+    assert rules.match_identity(sample(), CTX, PROBE).name == "pg"   # bounds fail: next
+    assert rules.match_identity(sample(name="x"), CTX, HOG) is None
+    hit = rules.match_identity(sample(), CTX, HOG)
+    assert hit.prior is False                        # a `match` makes it an identity rule
+    assert rules.match_prior(HOG).name == "hog"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("rules:\n  - name: a\n    when: {wakeup_s: {min: 1}}\n    class: idle\n",
+     ["rule 1 ('a')", "key 'when.wakeup_s'", "unknown feature 'wakeup_s'",
+      "did you mean 'wakeups_s'", "cpu_demand"]),
+    ("rules:\n  - name: a\n    when: {cpu_mean: {minimum: 1}}\n    class: idle\n",
+     ["rule 1 ('a')", "key 'when.cpu_mean.minimum'", "unknown key"]),
+    ("rules:\n  - name: a\n    when: {cpu_mean: {min: 2, max: 1}}\n    class: idle\n",
+     ["rule 1 ('a')", "key 'when.cpu_mean'", "min 2 is above max 1"]),
+    ("rules:\n  - name: a\n    when: {cpu_mean: {}}\n    class: idle\n",
+     ["rule 1 ('a')", "key 'when.cpu_mean'", "give 'min', 'max' or both"]),
+    ("rules:\n  - name: a\n    when: {cpu_mean: 0.5}\n    class: idle\n",
+     ["rule 1 ('a')", "key 'when.cpu_mean'"]),
+    ("rules:\n  - name: a\n    when: {cpu_mean: {max: .inf}}\n    class: idle\n",
+     ["rule 1 ('a')", "finite"]),
+    ("rules:\n  - name: a\n    when: {}\n    class: idle\n",
+     ["rule 1 ('a')", "key 'when'", "tests nothing"]),
+    ("rules:\n  - name: a\n    class: idle\n",
+     ["rule 1 ('a')", "neither 'match'", "nor 'when'"]),
+    ("rules:\n  - name: a\n    when: {cpu_mean: {max: 0.1}}\n    tier: low\n",
+     ["rule 1 ('a')", "behaviour prior", "must set a 'class'"]),
+])
+def test_bad_when_names_file_rule_and_key(tmp_path: Path, text: str,
+                                          expected: list[str]) -> None:
+    path = tmp_path / "priors.yml"
+    path.write_text(text)
+    with pytest.raises(RulesError) as info:
+        load_rules(path)
+    message = str(info.value)
+    assert str(path) in message
+    for part in expected:
+        assert part in message
+    assert "pydantic" not in message
+
+
+def test_example_file_has_a_combined_rule_and_a_prior() -> None:
+    rules = load_rules(CONFIG_DIR / "rules" / "example.yml")
+    java = sample(name="java", cmdline="/usr/bin/java -jar svc.jar")
+    assert rules.match_identity(java, CTX, HOG).name == "busy-jvm"
+    assert rules.match_identity(java, CTX, PROBE) is None
+    assert rules.match_prior(PROBE).cls == "latency_critical"
