@@ -23,6 +23,11 @@ def create_app(settings: Settings, app_id: str = "corelane", **options: object) 
         key_serializer="raw",
         value_serializer="raw",
         datadir=str(settings.home_path / "faust"),
+        # Agents restart after a crash faster than the default minute-long session expires.
+        broker_session_timeout=settings.kafka.group_session_timeout_s,
+        broker_heartbeat_interval=settings.kafka.group_session_timeout_s / 3,
+        broker_rebalance_timeout=settings.kafka.group_session_timeout_s,
+        consumer_auto_offset_reset="latest",
         **options,
     )
     app.corelane_topics = {  # type: ignore[attr-defined]

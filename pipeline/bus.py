@@ -30,10 +30,11 @@ class Stamper:
         self.host = host
         self._seq: dict[type, int] = {}
 
-    def stamp(self, data: Payload, ts: float | None = None) -> Envelope:
+    def stamp(self, data: Payload, ts: float | None = None, host: str | None = None) -> Envelope:
+        """``host`` names another host the event is about (a worker classifying for it)."""
         seq = self._seq.get(type(data), 0) + 1
         self._seq[type(data)] = seq
-        return envelope(data, host=self.host, seq=seq, ts=ts)
+        return envelope(data, host=host or self.host, seq=seq, ts=ts)
 
 
 async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:

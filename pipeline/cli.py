@@ -14,6 +14,7 @@ from rich.logging import RichHandler
 from rich.text import Text
 
 from pipeline.kafka.cli import kafka_app
+from pipeline.label_command import label_command
 from pipeline.query_command import query_command
 from pipeline.settings import ConfigError, Settings, load_settings
 
@@ -21,6 +22,7 @@ app = typer.Typer(name="corelane", no_args_is_help=True, add_completion=False,
                   help="Keeps latency-critical work on quiet CPU cores.")
 app.add_typer(kafka_app, name="kafka")
 app.command("query")(query_command)
+app.command("label")(label_command)
 
 err = Console(stderr=True)
 _config_path: Optional[Path] = None
@@ -60,12 +62,12 @@ def _main(config: Optional[Path] = typer.Option(
 def up(dry_run: bool = typer.Option(False, "--dry-run",
                                     help="observe and decide, change nothing on this host")) -> None:
     """Run corelane on this host: broker if none answers, collector, HTTP API."""
-    from pipeline.up import UpError, run_up
     from pipeline.kafka.broker import BrokerError
+    from pipeline.up import UpError, up as run
     cfg = settings()
     _logging(cfg.log_level)
     try:
-        asyncio.run(run_up(cfg, dry_run=dry_run))
+        run(cfg, dry_run=dry_run)
     except (UpError, BrokerError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:

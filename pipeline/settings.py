@@ -51,6 +51,9 @@ class KafkaSettings(_Section):
     compression: Literal["zstd", "lz4", "gzip", "none"] = "zstd"
     chunk_rows: int = Field(250, ge=1, le=5000)
     max_message_bytes: int = Field(1_000_000, ge=10_000)
+    # How long the agents' consumer group waits for a member that stopped answering before
+    # it hands that member's partitions on (after a crash, the restarted agents wait this).
+    group_session_timeout_s: float = Field(10.0, ge=6, le=300)
     broker: BrokerSettings = BrokerSettings()
 
     @field_validator("bootstrap")

@@ -2,9 +2,10 @@
 
 It opens the history (this process owns the DuckDB file from then on), serves the HTTP API
 from the start (so `corelane query` can find a running instance), starts the local broker
-when none answers at the configured address, creates the topics, and runs the collector and
-the recorder. On SIGINT/SIGTERM the collector stops first, so that the recorder can read
-what was published up to then before it closes the history.
+when none answers at the configured address, creates the topics, and runs the collector,
+the classifier (faust agents on this process's event loop) and the recorder. On
+SIGINT/SIGTERM the collector stops first, then the agents, so that the recorder can read
+everything published up to then before it closes the history.
 """
 from __future__ import annotations
 
@@ -15,10 +16,15 @@ import signal
 import socket
 from collections.abc import Iterator
 
+import faust
 import uvicorn
 
+from faust.contrib.asgi import faust_app_running
+
+from agents.classifier import ClassifierAgent
 from agents.recorder import Recorder
 from api.server import create_api
+from pipeline.app import create_app
 from pipeline.bus import Publisher, Stamper, ensure_topics
 from pipeline.collect import Collector, KafkaSink, run_collector
 from pipeline.kafka.broker import LocalBroker, broker_from_settings, is_answering
@@ -74,6 +80,28 @@ async def ensure_broker(settings: Settings) -> LocalBroker | None:
     return broker
 
 
+def up(settings: Settings, dry_run: bool = False, leftover_timeout_s: float = 5.0) -> None:
+    """Run corelane until SIGINT/SIGTERM. Tasks that a library leaves behind after the parts
+    have stopped get a bounded time to finish, so a stop never hangs on them."""
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(run_up(settings, dry_run=dry_run))
+    finally:
+        leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            loop.run_until_complete(asyncio.wait(leftovers, timeout=leftover_timeout_s))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+async def run_agents(app: faust.App, stop: asyncio.Event) -> None:
+    """The faust agents, on this loop, until ``stop``."""
+    async with faust_app_running(app, stop_timeout=20):
+        await stop.wait()
+
+
 async def run_up(settings: Settings, dry_run: bool = False) -> None:
     sock = _bind(settings.api.listen)
     stop = asyncio.Event()
@@ -87,7 +115,8 @@ async def run_up(settings: Settings, dry_run: bool = False) -> None:
     server: _QuietServer | None = None
     # Each part has its own stop, set in order on shutdown: the collector first, so the
     # recorder's final read sees everything that was published.
-    stop_collecting, stop_recording = asyncio.Event(), asyncio.Event()
+    stop_collecting, stop_agents, stop_recording = (asyncio.Event() for _ in range(3))
+    classifier: ClassifierAgent | None = None
     tasks: dict[str, asyncio.Task[object]] = {}
     try:
         store = await asyncio.to_thread(HistoryStore, settings.db_path, settings.storage)
@@ -101,8 +130,11 @@ async def run_up(settings: Settings, dry_run: bool = False) -> None:
         collector = Collector(settings, stamper)
         publisher = Publisher(settings, stamper)
         recorder = Recorder(settings, store, publisher)
+        agents = create_app(settings, app_id=settings.kafka.topic_prefix + "agents")
+        classifier = ClassifierAgent(settings, agents, publisher)
         api = create_api(settings.host, settings.kafka.bootstrap, collector.stats,
-                         recorder_stats=recorder.stats, get_engine=lambda: engine)
+                         recorder_stats=recorder.stats, classifier_stats=classifier.stats,
+                         get_engine=lambda: engine)
         server = _QuietServer(uvicorn.Config(api, log_level="warning", lifespan="off"))
         tasks["api"] = asyncio.create_task(server.serve(sockets=[sock]))
         log.info("API on http://%s/api/v1/health; history in %s", settings.api.listen,
@@ -116,9 +148,11 @@ async def run_up(settings: Settings, dry_run: bool = False) -> None:
         await recorder.start()
         if dry_run:
             log.info("dry run: corelane observes and decides, and changes nothing on this host")
+        tasks["recorder"] = asyncio.create_task(recorder.run(stop_recording))
+        await classifier.warm_up()
+        tasks["agents"] = asyncio.create_task(run_agents(agents, stop_agents))
         tasks["collector"] = asyncio.create_task(
             run_collector(collector, KafkaSink(publisher), stop=stop_collecting))
-        tasks["recorder"] = asyncio.create_task(recorder.run(stop_recording))
         log.info("collecting every %.1fs as host %s", settings.collector.interval_s,
                  settings.host)
 
@@ -131,11 +165,14 @@ async def run_up(settings: Settings, dry_run: bool = False) -> None:
         stopper.cancel()
     finally:
         log.info("stopping")
-        for name, event in (("collector", stop_collecting), ("recorder", stop_recording)):
+        for name, event in (("collector", stop_collecting), ("agents", stop_agents),
+                            ("recorder", stop_recording)):
             event.set()
             if name in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(tasks[name], timeout=30)
+        if classifier is not None:
+            await asyncio.to_thread(classifier.save_model)
         if server is not None:
             server.should_exit = True
             with contextlib.suppress(asyncio.CancelledError, Exception):

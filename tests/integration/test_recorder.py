@@ -3,23 +3,19 @@ rows in its table, however often corelane is killed while it records."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import duckdb
-import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from pipeline import events as ev
 from pipeline.bus import topic_partitions
 from storage.schema import TABLE_OF_TYPE
+from support.corelane_instance import Instance
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,61 +25,6 @@ ROW_KEY = {"process_samples": "event_id, pid, start_time",
            "container_samples": "event_id, container_id",
            "decisions": "event_id, target, pid, start_time, container_id",
            "enforcements": "event_id, target, pid, start_time, container_id"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Instance:
-    """`corelane up` as a user runs it, on the test broker, with its own files."""
-
-    def __init__(self, tmp: Path, bootstrap: str, prefix: str) -> None:
-        self.api = f"127.0.0.1:{free_port()}"
-        self.db = tmp / "history.duckdb"
-        config = tmp / "corelane.yml"
-        config.write_text(
-            f"kafka: {{topic_prefix: '{prefix}', chunk_rows: 40}}\n"
-            "collector: {interval_s: 0.2, containers: false}\n"
-            "storage: {flush_interval_s: 0.3, flush_rows: 500}\n")
-        self.env = {**os.environ, "CORELANE_KAFKA": bootstrap, "CORELANE_API": self.api,
-                    "CORELANE_HOME": str(tmp), "CORELANE_DB": str(self.db)}
-        self.cmd = [sys.executable, "-m", "pipeline.cli", "--config", str(config), "up",
-                    "--dry-run"]
-        self.proc: subprocess.Popen[str] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, text=True,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-    def wait_recording(self, timeout_s: float = 60) -> dict:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.proc.communicate()[1]
-            try:
-                health = httpx.get(f"http://{self.api}/api/v1/health", timeout=2).json()
-                if health["recorder"]["batches"] >= 1 and health["collector"]["sweeps"] >= 2:
-                    return health
-            except (httpx.HTTPError, KeyError):
-                pass
-            time.sleep(0.1)
-        raise AssertionError("corelane did not start recording in time")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-        self.proc.stderr.close()  # type: ignore[union-attr]
-
-    def terminate(self) -> str:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        _, stderr = self.proc.communicate(timeout=60)
-        assert self.proc.returncode == 0, stderr
-        return stderr
 
 
 async def topic_ids(bootstrap: str, topic: str) -> list[str]:
@@ -123,7 +64,9 @@ async def inject(bootstrap: str, topic: str, values: list[bytes]) -> None:
 async def test_exactly_once_through_sigkill(kafka_bootstrap: str, tmp_path: Path) -> None:
     prefix = f"e2e-rec-{random.randrange(10**6)}."
     rng = random.Random()
-    corelane = Instance(tmp_path, kafka_bootstrap, prefix)
+    corelane = Instance(tmp_path, kafka_bootstrap, prefix,
+                        collector="{interval_s: 0.2, containers: false}",
+                        storage="{flush_interval_s: 0.3, flush_rows: 500}")
     good_label = ev.envelope(ev.Label(cls="idle", pid=1, start_time=1), host="test", seq=1)
 
     for round_no in range(3):

@@ -1,0 +1,221 @@
+"""The classifier agent: faust agents around the pure ``Classifier``.
+
+It consumes process sample batches (one chunk at a time), labels and container samples,
+publishes each cycle's classifications as one batch per host and drift as alerts, and
+snapshots the model. Each host has its own ``Classifier`` (identities never mix across
+hosts); all of them share one online model and one rule set.
+
+Windows survive a restart by re-reading the window's span of the samples topic before the
+agent starts (``warm_up``): the span is seconds of data, where one faust table write per
+process per second would be more than faust carries at 1,000 processes.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from agents.classification.decide import Classifier, SweepResult
+from agents.classification.model import ModelSnapshotError, OnlineModel
+from agents.classification.rules import LabelError, RuleSet, load_rules
+from pipeline.bus import Publisher, dead_letter, read_record, topic_partitions, topic_types
+from pipeline.events import (Classification, Classifications, ContainerSamples, Envelope, EventDecodeError,
+                             Label, ProcessSamples)
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_NAME = "model.pkl"
+
+
+def snapshot_path(settings: Settings) -> Path:
+    folder = settings.classifier.snapshot_dir
+    return (Path(folder).expanduser() if folder else settings.home_path / "models") / SNAPSHOT_NAME
+
+
+def load_model(settings: Settings) -> OnlineModel:
+    """The last snapshot, or a new model; a snapshot that cannot be read is set aside."""
+    path = snapshot_path(settings)
+    cfg = settings.classifier
+    if path.exists():
+        try:
+            model = OnlineModel.load(path)
+            log.info("model %s loaded from %s (learned up to offset %s)", model.tag, path,
+                     model.offset)
+            return model
+        except ModelSnapshotError as exc:
+            aside = path.with_suffix(f".unreadable-{int(time.time())}")
+            path.rename(aside)
+            log.warning("%s; starting a new model (the old file is kept as %s)", exc, aside)
+    return OnlineModel(cfg.model, drift_delta=cfg.drift_delta)
+
+
+def load_rule_set(settings: Settings) -> RuleSet:
+    cfg = settings.classifier
+    return load_rules(cfg.rules_file, classes=cfg.classes) if cfg.rules_file else RuleSet()
+
+
+class ClassifierAgent:
+    """Owns the per-host classifiers and the faust agents that feed them."""
+
+    def __init__(self, settings: Settings, app: faust.App, publisher: Publisher,
+                 model: OnlineModel | None = None, rules: RuleSet | None = None) -> None:
+        self.settings = settings
+        self.publisher = publisher
+        self.model = model if model is not None else load_model(settings)
+        self.rules = rules if rules is not None else load_rule_set(settings)
+        self.hosts: dict[str, Classifier] = {}
+        self._match_labels: list[tuple[Label, str]] = []  # regex labels reach every host
+        self._types = topic_types(settings, ("process_samples", "label", "container_samples"))
+        self.last_offset: int | None = None
+        self.stats = {"sweeps": 0, "classifications": 0, "alerts": 0, "learned": 0}
+        self._install(app)
+
+    # --- the pure part, driven by events ---------------------------------------------------
+
+    def classifier_for(self, host: str) -> Classifier:
+        classifier = self.hosts.get(host)
+        if classifier is None:
+            classifier = self.hosts[host] = Classifier.from_settings(
+                self.settings.classifier, model=self.model, rules=self.rules)
+            for label, label_id in self._match_labels:
+                classifier.apply_label(label, label_id)
+        return classifier
+
+    def on_samples(self, event: Envelope) -> SweepResult:
+        data: ProcessSamples = event.data
+        result = self.classifier_for(event.host).sweep(event.ts, data.samples)
+        self.stats["sweeps"] += 1
+        self.stats["learned"] += result.learned
+        return result
+
+    def on_label(self, event: Envelope) -> None:
+        label: Label = event.data
+        try:
+            if label.match is not None:
+                self._match_labels.append((label, event.id))
+                for classifier in self.hosts.values():
+                    classifier.apply_label(label, event.id)
+            else:  # a pid names a process on the host that sent the label
+                self.classifier_for(event.host).apply_label(label, event.id)
+        except LabelError as exc:
+            log.warning("label %s from %s not applied: %s", event.id, event.host, exc)
+
+    def on_containers(self, event: Envelope) -> None:
+        data: ContainerSamples = event.data
+        self.classifier_for(event.host).update_containers(data.samples)
+
+    # --- the shell: faust agents, publishing, snapshots -------------------------------------
+
+    def _install(self, app: faust.App) -> None:
+        topics = app.corelane_topics  # type: ignore[attr-defined]
+        prefix = self.settings.kafka.topic_prefix
+
+        @app.agent(topics["process_samples"], name=f"{prefix}classifier.samples")
+        async def samples(stream: faust.StreamT) -> None:
+            async for event in self._events(stream):
+                result = self.on_samples(event)
+                await self._publish(event.host, result)
+                self.last_offset = stream.current_event.message.offset
+
+        @app.agent(topics["label"], name=f"{prefix}classifier.labels")
+        async def labels(stream: faust.StreamT) -> None:
+            async for event in self._events(stream):
+                self.on_label(event)
+
+        @app.agent(topics["container_samples"], name=f"{prefix}classifier.containers")
+        async def containers(stream: faust.StreamT) -> None:
+            async for event in self._events(stream):
+                self.on_containers(event)
+
+        @app.timer(self.settings.classifier.snapshot_interval_s)
+        async def snapshot() -> None:
+            await asyncio.to_thread(self.save_model)
+
+    async def _events(self, stream: faust.StreamT) -> Any:
+        """Decoded envelopes; what cannot be read goes to dead-letter and is skipped."""
+        async for faust_event in stream.events():
+            message = faust_event.message
+            try:
+                yield read_record(message, self._types)
+            except EventDecodeError as exc:
+                await dead_letter(self.publisher, message, str(exc))
+
+    async def _publish(self, host: str, result: SweepResult) -> None:
+        # The envelope's host is where the processes run, not where this worker runs.
+        stamp = self.publisher.stamper.stamp
+        events = []
+        if result.classifications:
+            events += [stamp(part, host=host) for part in self.publisher.batch(
+                Classifications, result.classifications, "items")]
+        events += [stamp(alert, host=host) for alert in result.alerts]
+        if events:
+            await self.publisher.publish_many(events)
+            self.stats["classifications"] += len(result.classifications)
+            self.stats["alerts"] += len(result.alerts)
+
+    def save_model(self) -> None:
+        if not self.model.n_learned:
+            return  # nothing learned: a snapshot would only hide that
+        path = snapshot_path(self.settings)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        version = self.model.save(path, self.last_offset)
+        log.info("model snapshot v%d saved to %s", version, path)
+
+    async def warm_up(self, window_s: float | None = None) -> int:
+        """Rebuild every process's window from the last ``window_s`` of samples on the topic,
+        then say each rebuilt class once (as a heartbeat would), so that readers need not wait
+        for a change. Returns the number of sample batches read."""
+        window_s = self.settings.classifier.window_s if window_s is None else window_s
+        bootstrap = self.settings.kafka.bootstrap
+        topic = self.settings.topic("process_samples")
+        parts = await topic_partitions(bootstrap, [topic])
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                    enable_auto_commit=False)
+        await consumer.start()
+        read = 0
+        seen: dict[str, set[tuple[int, int]]] = {}
+        try:
+            consumer.assign(parts)
+            since = int((time.time() - window_s) * 1000)
+            starts = await consumer.offsets_for_times({tp: since for tp in parts})
+            ends = await consumer.end_offsets(parts)
+            for tp in parts:
+                found = starts.get(tp)
+                consumer.seek(tp, found.offset if found is not None else ends[tp])
+            while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for record in records:
+                        if record.offset >= ends[TopicPartition(record.topic, record.partition)]:
+                            continue
+                        try:
+                            event = read_record(record, self._types)
+                        except EventDecodeError:
+                            continue  # the live agent dead-letters it when it gets there
+                        self.on_samples(event)
+                        seen.setdefault(event.host, set()).update(
+                            (s.pid, s.start_time) for s in event.data.samples)
+                        read += 1
+        finally:
+            await consumer.stop()
+        for host, keys in seen.items():
+            decider = self.hosts[host].decider
+            current = []
+            for pid, start_time in keys:
+                state = decider.current((pid, start_time))
+                if state is not None and state.cls is not None and state.tier is not None:
+                    current.append(Classification(
+                        pid=pid, start_time=start_time, cls=state.cls, tier=state.tier,
+                        confidence=state.confidence, source=state.source or "model",
+                        reason=f"{state.reason} (after restart)".strip()))
+            await self._publish(host, SweepResult(classifications=current))
+        if read:
+            log.info("classifier windows rebuilt from %d sample batches of the last %.0f s",
+                     read, window_s)
+        return read
+

@@ -1,0 +1,75 @@
+"""`corelane up` as a user runs it, on the test broker, with its own files and ports."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Instance:
+    """`corelane up` as a user runs it, on the test broker, with its own files."""
+
+    def __init__(self, tmp: Path, bootstrap: str, prefix: str, **sections: str) -> None:
+        """``sections`` are extra top-level config sections as YAML flow mappings."""
+        self.api = f"127.0.0.1:{free_port()}"
+        self.db = tmp / "history.duckdb"
+        config = tmp / "corelane.yml"
+        config.write_text(f"kafka: {{topic_prefix: '{prefix}', chunk_rows: 40}}\n" + "".join(
+            f"{name}: {value}\n" for name, value in sections.items()))
+        # Every command a test runs against this instance reads the same configuration.
+        self.env = {**os.environ, "PYTHONFAULTHANDLER": "1", "CORELANE_CONFIG": str(config),
+                    "CORELANE_KAFKA": bootstrap, "CORELANE_API": self.api,
+                    "CORELANE_HOME": str(tmp), "CORELANE_DB": str(self.db)}
+        self.cmd = [sys.executable, "-m", "pipeline.cli", "up", "--dry-run"]
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, text=True,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def wait_recording(self, timeout_s: float = 60) -> dict:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.proc.communicate()[1]
+            try:
+                health = httpx.get(f"http://{self.api}/api/v1/health", timeout=2).json()
+                if health["recorder"]["batches"] >= 1 and health["collector"]["sweeps"] >= 2:
+                    return health
+            except (httpx.HTTPError, KeyError):
+                pass
+            time.sleep(0.1)
+        raise AssertionError("corelane did not start recording in time")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self.proc.stderr.close()  # type: ignore[union-attr]
+
+    def terminate(self) -> str:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            # Its stacks on stderr (faulthandler), so a hang says where it is.
+            self.proc.send_signal(signal.SIGABRT)
+            _, stderr = self.proc.communicate(timeout=10)
+            raise AssertionError(f"corelane did not stop on SIGTERM:\n{stderr[-6000:]}")
+        assert self.proc.returncode == 0, stderr
+        return stderr
