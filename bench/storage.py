@@ -1,11 +1,11 @@
 """History store benchmark: ingest rate, and query times over one hour of 1,000 processes.
 
-    .venv/bin/python bench/storage.py [--rows 500000] [--write-rows 5000] [--procs 1000]
+    .venv/bin/python bench/storage.py [--rows 500000] [--write-rows N] [--procs 1000]
                                       [--minutes 60] [--threads 1] [--repeats 5] [--dir /tmp]
 
 (a) ingest: 1,000-process sweeps as real ``ProcessSamples`` envelopes (chunks of 250, as
-    the collector sends them), written with ``HistoryStore.write`` in batches of 5,000
-    rows (the recorder's default flush) into a fresh file database. Timed: flattening,
+    the collector sends them), written with ``HistoryStore.write`` in batches of the
+    recorder's ``flush_rows`` (20,000 by default) into a fresh file database. Timed: flattening,
     insert, offsets, commit. Target: >= 200,000 process rows/s.
 (b) queries: ``--minutes`` of ``--procs`` processes at 1 Hz plus a classification cycle
     every 10 s, then ``top_processes_by_cpu`` over the whole span and ``tier_usage``
@@ -49,7 +49,7 @@ def spread(values: list[float]) -> str:
 
 
 def bench_ingest(folder: Path, rows: int, procs: int, threads: int,
-                 write_rows: int = 5000) -> float:
+                 write_rows: int = StorageSettings().flush_rows) -> float:
     fleet = Fleet(procs)
     sweeps = max(1, rows // procs)
     batches: list[list[tuple[str, int, int, Envelope]]] = []
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--minutes", type=int, default=60)
     parser.add_argument("--threads", type=int, default=1,
                         help="DuckDB threads for the ingest (default 1: one core)")
-    parser.add_argument("--write-rows", type=int, default=5000,
+    parser.add_argument("--write-rows", type=int, default=StorageSettings().flush_rows,
                         help="rows per HistoryStore.write (the recorder's flush_rows)")
     parser.add_argument("--query-threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)

@@ -93,7 +93,9 @@ class ApiSettings(_Section):
 
 class StorageSettings(_Section):
     """The DuckDB history: batching, retention, and limits on queries."""
-    flush_rows: int = Field(5000, ge=1)          # write a batch once this many rows wait
+    # Write a batch once this many rows wait. Each write has a fixed cost (commit, offsets)
+    # of some milliseconds, so large batches are what lets a recorder catch up quickly.
+    flush_rows: int = Field(20_000, ge=1)
     flush_interval_s: float = Field(1.0, gt=0)   # ... or once the oldest has waited this long
     raw_retention_h: float = Field(24.0, gt=0)   # raw samples are kept this long
     rollup_retention_d: float = Field(30.0, gt=0)  # 1-minute aggregates are kept this long
