@@ -9,7 +9,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from pipeline.kafka.broker import BrokerError, LocalBroker, is_answering, is_answering_async
-from support.kafka_broker import free_ports
+from support.ports import free_ports
 
 pytestmark = pytest.mark.integration
 

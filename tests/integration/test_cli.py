@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from pipeline import events as ev
+from pipeline.kafka.broker import LocalBroker, is_answering
+from support.corelane_instance import Instance
+from support.ports import free_port
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,11 +25,6 @@ def corelane(*args: str, env: dict[str, str] | None = None, timeout: float = 120
                           env={**os.environ, **(env or {})}, capture_output=True, text=True,
                           timeout=timeout)
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_collect_to_stdout_writes_valid_json_lines(tmp_path: Path) -> None:
@@ -94,31 +89,15 @@ def test_unknown_profile_lists_the_known_ones() -> None:
 
 def test_up_serves_health_collects_and_stops_cleanly(kafka_bootstrap: str,
                                                       tmp_path: Path) -> None:
-    api = f"127.0.0.1:{free_port()}"
-    config = tmp_path / "corelane.yml"
-    config.write_text("kafka: {topic_prefix: 'e2e-up.'}\ncollector: {interval_s: 0.5, "
-                      "containers: false}\n")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "--config", str(config), "up", "--dry-run"],
-        cwd=ROOT, env={**os.environ, "CORELANE_KAFKA": kafka_bootstrap, "CORELANE_API": api,
-                       "CORELANE_HOME": str(tmp_path)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    corelane = Instance(tmp_path, kafka_bootstrap, "e2e-up.",
+                        collector="{interval_s: 0.5, containers: false}")
+    corelane.start()
     try:
-        health = None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.communicate()[1]
-            try:
-                health = httpx.get(f"http://{api}/api/v1/health", timeout=2).json()
-                if health["collector"]["sweeps"] >= 2:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        assert health is not None and health["collector"]["sweeps"] >= 2, health
+        health = corelane.wait_recording()
         assert health["status"] == "ok"
         assert health["kafka"]["bootstrap"] == kafka_bootstrap
         assert health["kafka"]["publishing"] is True
+        api = corelane.api
         missing = httpx.get(f"http://{api}/api/v1/nothing-here", timeout=2)
         assert missing.status_code == 404 and "message" in missing.json()
         metrics = httpx.get(f"http://{api}/metrics/", timeout=2)
@@ -126,54 +105,27 @@ def test_up_serves_health_collects_and_stops_cleanly(kafka_bootstrap: str,
         assert 'corelane_events_published_total{type="process_samples"}' in metrics.text
         assert "corelane_sweep_seconds_count" in metrics.text
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _, stderr = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    assert proc.returncode == 0, stderr
+        stderr = corelane.terminate()
     assert "Traceback" not in stderr
 
 
 def test_up_starts_a_broker_when_none_answers_and_stops_it(tmp_path: Path) -> None:
-    from pipeline.kafka.broker import LocalBroker, is_answering
-
     bootstrap = f"127.0.0.1:{free_port()}"
-    api = f"127.0.0.1:{free_port()}"
-    config = tmp_path / "corelane.yml"
-    config.write_text(f"collector: {{containers: false}}\nkafka:\n  broker: "
-                      f"{{heap_mb: 512, controller_port: {free_port()}}}\n")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "--config", str(config), "up"],
-        cwd=ROOT, env={**os.environ, "CORELANE_KAFKA": bootstrap, "CORELANE_API": api,
-                       "CORELANE_HOME": str(tmp_path)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    corelane = Instance(tmp_path, bootstrap, "corelane.", collector="{containers: false}",
+                        broker=f"{{heap_mb: 512, controller_port: {free_port()}}}")
     broker = LocalBroker(bootstrap, home=tmp_path)
+    corelane.start()
     try:
-        deadline = time.monotonic() + 180
-        sweeps = 0
-        while time.monotonic() < deadline and sweeps < 1:
-            assert proc.poll() is None, proc.communicate()[1]
-            try:
-                sweeps = httpx.get(f"http://{api}/api/v1/health", timeout=2
-                                   ).json()["collector"]["sweeps"]
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        assert sweeps >= 1
+        corelane.wait_recording(timeout_s=180)
         assert is_answering(bootstrap, 5.0)
         pid = broker.read_pid()
         assert pid is not None
     finally:
-        proc.send_signal(signal.SIGTERM)
         try:
-            _, stderr = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            corelane.terminate()
+        except BaseException:
             broker.stop()
             raise
-    assert proc.returncode == 0, stderr
     # It stopped the broker it started, by that broker's pid.
     assert not Path(f"/proc/{pid}").exists()
     assert not is_answering(bootstrap, 2.0)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,6 +16,7 @@ import pytest
 
 from api.client import query_running_instance
 from storage.query import QueryError, open_for_query
+from support.ports import free_port
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,11 +51,6 @@ EXPECTED_CSV = ("pid,host,ts,class,cores\n"
                 "11,h1,2025-11-27T08:00:02.250000,,[]\n")
 SQL = "SELECT pid, host, ts, class, cores FROM classifications ORDER BY pid"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def make_history(path: Path) -> None:

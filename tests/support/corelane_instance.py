@@ -3,32 +3,30 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+from support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Instance:
     """`corelane up` as a user runs it, on the test broker, with its own files."""
 
-    def __init__(self, tmp: Path, bootstrap: str, prefix: str, **sections: str) -> None:
-        """``sections`` are extra top-level config sections as YAML flow mappings."""
+    def __init__(self, tmp: Path, bootstrap: str, prefix: str, broker: str | None = None,
+                 **sections: str) -> None:
+        """``broker`` is the kafka.broker section and ``sections`` are other top-level
+        sections, each as a YAML flow mapping."""
         self.api = f"127.0.0.1:{free_port()}"
         self.db = tmp / "history.duckdb"
         config = tmp / "corelane.yml"
-        config.write_text(f"kafka: {{topic_prefix: '{prefix}', chunk_rows: 40}}\n" + "".join(
+        kafka = f"topic_prefix: '{prefix}', chunk_rows: 40" + (f", broker: {broker}" if broker else "")
+        config.write_text(f"kafka: {{{kafka}}}\n" + "".join(
             f"{name}: {value}\n" for name, value in sections.items()))
         # Every command a test runs against this instance reads the same configuration.
         self.env = {**os.environ, "PYTHONFAULTHANDLER": "1", "CORELANE_CONFIG": str(config),

@@ -8,28 +8,17 @@ log: a missing broker is a broken environment, not a reason to skip quietly.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
-from contextlib import ExitStack
 
 import pytest
+
+from support.ports import free_ports
 
 from pipeline.kafka.broker import BrokerError, LocalBroker
 
 # A cold start measures 5-45 s on a 2-core machine; leave room for a busy one.
 START_TIMEOUT_S = float(os.environ.get("CORELANE_TEST_BROKER_TIMEOUT", "180"))
 HEAP_MB = 512
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Ports nothing listens on right now, all different (held open together while chosen)."""
-    with ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind((host, 0))
-            ports.append(sock.getsockname()[1])
-        return ports
 
 
 @pytest.fixture(scope="session")
