@@ -1,0 +1,18 @@
+"""The allocator as a pure library: topology, classifications, utilization, mode, policy
+and the previous plan in; a ``Plan`` (core pools and one decision per target) out.
+
+No Kafka, no /proc, no system calls: the same functions run live in the allocator agent and
+offline in replay.
+"""
+from agents.allocation.plan import (
+    Assignment, ContainerTarget, Plan, ProcessTarget, Target, Utilization, plan,
+    plan_from_decisions, process_targets, to_decisions,
+)
+from agents.allocation.policy import HOUSEKEEPING, MODES, ModeTuning, Policy, PolicyError, TierPolicy
+from agents.allocation.pools import AllocationError, Pool
+
+__all__ = [
+    "AllocationError", "Assignment", "ContainerTarget", "HOUSEKEEPING", "MODES", "ModeTuning",
+    "Plan", "Policy", "PolicyError", "Pool", "ProcessTarget", "Target", "TierPolicy",
+    "Utilization", "plan", "plan_from_decisions", "process_targets", "to_decisions",
+]

@@ -1,0 +1,610 @@
+"""The plan: which cores each tier gets and what every process and container is told.
+
+``plan()`` is a pure function of its arguments (no clock, no randomness, no I/O): the same
+topology, classifications, utilization, mode, policy and previous plan always give the same
+``Plan``, so replay reproduces the live decisions exactly. ``to_decisions()`` turns a plan
+into the ``Decision`` rows of the decisions event, and ``plan_from_decisions()`` rebuilds
+enough of a plan from that event to carry on after a restart.
+
+How a plan is made:
+
+1. Targets: every classified process (kernel threads skipped) and container. Processes
+   without a known tier, and housekeeping (corelane itself, its broker), go to the
+   housekeeping pool and keep their nice, I/O class and scheduling policy.
+2. Demand per pool, in cores: the utilization's per-tier figure, else the sum of the
+   members' ``cpu_share``. Housekeeping also gets the busy time no tier accounts for.
+3. Size: ``need = demand x (1 + headroom x mode scale)``, at least ``min_cores`` for a
+   non-empty tier, none for an empty one, held steady by hysteresis (``pools.hold_size``).
+4. Budget, in priority order: the emergency reserve (machines with >= reserve_min_cores),
+   one core always left for everything that is not exclusive, then the exclusive tiers
+   (each first gets one core, then grows to its size), then the shared tiers and
+   housekeeping the same way. A pool that gets no core shares the cores of the pool
+   granted just before it. Spare cores join housekeeping (or stay idle in power_save).
+5. Placement (``pools.place``): exclusive tiers first on P-cores, whole cores (SMT
+   siblings with them), one NUMA node where they fit; the reserve next to them; then the
+   rest, low and background on E-cores.
+6. Decisions: cpus from the pool, nice, I/O and policy from the tier and mode, at most
+   ``max_moves`` targets change cpus per plan (isolation moves are never deferred).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Union
+
+from agents.allocation.policy import HOUSEKEEPING, MODES, ModeTuning, Policy, TierPolicy
+from agents.allocation.pools import (
+    EXCLUSIVE, HOUSEKEEPING_ROLE, SHARED, AllocationError, CoreInfo, Pool, describe, hold_size,
+    place, usable_cores,
+)
+from agents.classification.classes import TIERS
+from pipeline.events import Classification, Decision, HostSample, ProcessSample
+from pipeline.topology import Topology, cpulist_format, cpulist_parse
+
+_RANK = {t: i for i, t in enumerate((*TIERS, HOUSEKEEPING))}
+
+
+# --- inputs --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ProcessTarget:
+    """One process to place: its identity, its class and tier, and what is known about it.
+
+    ``tier`` None (or a name that is not a tier) means unclassified: housekeeping pool.
+    ``housekeeping`` marks corelane's own processes and its broker: placed with
+    housekeeping, never re-prioritised.
+    """
+    pid: int
+    start_time: int
+    tier: str | None
+    cls: str = ""
+    container_id: str | None = None
+    cpu_share: float = 0.0
+    kernel_thread: bool = False
+    housekeeping: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return ("process", f"{self.pid}:{self.start_time}")
+
+
+@dataclass(frozen=True)
+class ContainerTarget:
+    """One container to place: its cpuset and CPU shares follow its tier."""
+    container_id: str
+    tier: str | None
+    cls: str = ""
+    cpu_share: float = 0.0
+    name: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return ("container", self.container_id)
+
+
+Target = Union[ProcessTarget, ContainerTarget]
+
+
+@dataclass(frozen=True)
+class Utilization:
+    """Measured load: per-CPU busy fraction (0..1) and per-tier demand in cores.
+
+    ``tier_demand`` may also name ``housekeeping``. A tier it leaves out is measured from its
+    members' ``cpu_share``.
+    """
+    cpu_busy: Mapping[int, float] = field(default_factory=dict)
+    tier_demand: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # read-only copies: a plan must not change when a caller later edits its dicts
+        object.__setattr__(self, "cpu_busy", MappingProxyType(dict(self.cpu_busy)))
+        object.__setattr__(self, "tier_demand", MappingProxyType(dict(self.tier_demand)))
+        for name, value in self.tier_demand.items():
+            if value < 0:
+                raise AllocationError(f"demand of {name!r} is {value}; demand is cores used, >= 0")
+
+    @classmethod
+    def from_host_sample(cls, sample: HostSample | None,
+                         tier_demand: Mapping[str, float] | None = None) -> Utilization:
+        busy = {} if sample is None else {i: p / 100.0 for i, p in enumerate(sample.cpu_percent)}
+        return cls(cpu_busy=busy, tier_demand=dict(tier_demand or {}))
+
+
+def process_targets(classifications: Iterable[Classification],
+                    samples: Iterable[ProcessSample] = (),
+                    housekeeping_pids: Iterable[int] = ()) -> list[ProcessTarget]:
+    """Join classification events with the latest samples (container, kernel thread, load).
+
+    Samples are matched by identity, never by pid alone.
+    """
+    by_id = {(s.pid, s.start_time): s for s in samples}
+    keep = set(housekeeping_pids)
+    out = []
+    for c in classifications:
+        s = by_id.get((c.pid, c.start_time))
+        out.append(ProcessTarget(
+            pid=c.pid, start_time=c.start_time, tier=c.tier, cls=c.cls,
+            container_id=s.container_id if s else None,
+            cpu_share=s.cpu_share if s else 0.0,
+            kernel_thread=s.kernel_thread if s else False,
+            housekeeping=c.pid in keep))
+    return out
+
+
+# --- output --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Assignment:
+    """What one target is told; ``to_decisions`` turns it into a ``Decision``."""
+    target: str                              # "process" | "container"
+    tier: str                                # a tier, or "housekeeping"
+    cpus: tuple[int, ...]
+    pid: int | None = None
+    start_time: int | None = None
+    container_id: str | None = None
+    nice: int | None = None
+    ioclass: str | None = None
+    iolevel: int | None = None
+    policy: str | None = None
+    cpu_shares: int | None = None
+    reason: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        if self.target == "container":
+            return ("container", str(self.container_id))
+        return ("process", f"{self.pid}:{self.start_time}")
+
+    @property
+    def cpulist(self) -> str:
+        return cpulist_format(self.cpus)
+
+
+@dataclass(frozen=True)
+class Plan:
+    seq: int
+    mode: str
+    pools: tuple[Pool, ...]                  # non-empty tiers in TIERS order, then housekeeping
+    assignments: tuple[Assignment, ...]      # processes by (pid, start_time), then containers
+    reserve: tuple[int, ...] = ()            # CPUs kept free for emergencies
+    unused: tuple[int, ...] = ()             # CPUs in no pool (idle siblings, power_save spare, isolcpus)
+    skipped: tuple[tuple[str, str], ...] = ()   # (target key, why), e.g. kernel threads
+    moves: int = 0                           # targets whose cpus changed since the previous plan
+    deferred: int = 0                        # moves held back by max_moves
+    notes: tuple[str, ...] = ()
+
+    def pool(self, name: str) -> Pool | None:
+        return next((p for p in self.pools if p.name == name), None)
+
+    def cpus_of(self, name: str) -> tuple[int, ...]:
+        p = self.pool(name)
+        return p.cpus if p else ()
+
+    def assignment(self, pid: int, start_time: int) -> Assignment | None:
+        key = ("process", f"{pid}:{start_time}")
+        return next((a for a in self.assignments if a.key == key), None)
+
+    def container(self, container_id: str) -> Assignment | None:
+        return next((a for a in self.assignments if a.key == ("container", container_id)), None)
+
+
+# --- planning ------------------------------------------------------------------------------
+
+def _pool_name(tier: str | None, housekeeping: bool = False) -> str:
+    return tier if (tier in TIERS and not housekeeping) else HOUSEKEEPING
+
+
+def _split_targets(classifications: Iterable[Target | Classification], policy: Policy
+                   ) -> tuple[list[ProcessTarget], list[ContainerTarget], list[tuple[tuple[str, str], str]]]:
+    procs: dict[tuple[str, str], ProcessTarget] = {}
+    conts: dict[tuple[str, str], ContainerTarget] = {}
+    skipped: list[tuple[tuple[str, str], str]] = []
+    for item in classifications:
+        if isinstance(item, Classification):
+            item = ProcessTarget(pid=item.pid, start_time=item.start_time, tier=item.tier, cls=item.cls)
+        if isinstance(item, ProcessTarget):
+            if item.kernel_thread and policy.skip_kernel_threads:
+                skipped.append((item.key, "kernel thread: placed by the kernel, not by corelane"))
+                continue
+            procs[item.key] = item              # the last classification of an identity wins
+        elif isinstance(item, ContainerTarget):
+            conts[item.key] = item
+        else:
+            raise AllocationError(f"cannot plan for {type(item).__name__}: expected ProcessTarget, "
+                                  f"ContainerTarget or Classification")
+    order = lambda t: (t.pid, t.start_time)                     # noqa: E731
+    return (sorted(procs.values(), key=order),
+            sorted(conts.values(), key=lambda c: c.container_id), sorted(skipped))
+
+
+def _demands(procs: Sequence[ProcessTarget], conts: Sequence[ContainerTarget],
+             util: Utilization) -> tuple[dict[str, float], dict[str, int]]:
+    measured: dict[str, float] = {}
+    members: dict[str, int] = {}
+    placed_by = {c.container_id: c for c in conts}
+    inside: dict[str, float] = {}
+    for p in procs:
+        name = _pool_name(p.tier, p.housekeeping)
+        members[name] = members.get(name, 0) + 1
+        if p.container_id in placed_by:
+            # it runs inside its container's cpuset: its load counts there
+            inside[p.container_id] = inside.get(p.container_id, 0.0) + max(0.0, p.cpu_share)
+        else:
+            measured[name] = measured.get(name, 0.0) + max(0.0, p.cpu_share)
+    for c in conts:
+        name = _pool_name(c.tier)
+        members[name] = members.get(name, 0) + 1
+        # the container's own figure covers processes nobody classified yet
+        measured[name] = measured.get(name, 0.0) + max(0.0, c.cpu_share, inside.get(c.container_id, 0.0))
+    demand = {name: float(util.tier_demand.get(name, measured.get(name, 0.0))) for name in members}
+    if HOUSEKEEPING not in util.tier_demand:
+        # busy time no tier accounts for is unclassified work: it runs with housekeeping
+        accounted = sum(demand.values())
+        demand[HOUSEKEEPING] = demand.get(HOUSEKEEPING, 0.0) + max(0.0, sum(util.cpu_busy.values()) - accounted)
+    else:
+        demand[HOUSEKEEPING] = float(util.tier_demand[HOUSEKEEPING])
+    return demand, members
+
+
+@dataclass(frozen=True)
+class _Want:
+    name: str
+    demand: float
+    headroom: float
+    need: float
+    size: int
+    min_cores: int
+    exclusive: bool
+    prefer: str
+    role: str
+    grow_streak: int
+    shrink_streak: int
+    note: str
+
+
+def _grant(wants: Sequence[_Want], budget: int) -> tuple[dict[str, int], int]:
+    """Cores per pool: first one each in order, then each up to its size in order."""
+    got = {w.name: 0 for w in wants}
+    left = budget
+    for w in wants:
+        if left > 0:
+            got[w.name], left = 1, left - 1
+    for w in wants:
+        extra = min(max(0, w.size - got[w.name]), left)
+        got[w.name] += extra
+        left -= extra
+    return got, left
+
+
+def _cpus_of(core_ids: Iterable[int], cores: Mapping[int, CoreInfo], first_thread_only: bool) -> tuple[int, ...]:
+    cpus: list[int] = []
+    for c in core_ids:
+        threads = cores[c].cpus
+        cpus.extend(threads[:1] if first_thread_only else threads)
+    return tuple(sorted(cpus))
+
+
+def _tier_settings(tier: str, tp: TierPolicy, tuning: ModeTuning
+                   ) -> tuple[int | None, str | None, int | None, str | None, str]:
+    nice, ioclass, iolevel, pol = tp.nice, tp.ioclass, tp.iolevel, tp.policy
+    note = ""
+    if tier in tuning.squeeze:
+        nice, ioclass, iolevel, pol = 19, "idle", None, "idle"
+        note = "squeezed: SCHED_IDLE, idle I/O"
+    elif not tuning.sched_idle:
+        if pol == "idle":
+            pol, note = "batch", "SCHED_BATCH instead of SCHED_IDLE"
+        if ioclass == "idle":
+            ioclass, iolevel = "be", 7
+    return nice, ioclass, iolevel, pol, note
+
+
+def plan(topology: Topology,
+         classifications: Iterable[Target | Classification],
+         utilization: Utilization | None = None,
+         mode: str = "balanced",
+         policy: Policy | None = None,
+         previous_plan: Plan | None = None) -> Plan:
+    """Plan core pools and per-target decisions for one host (see the module docstring)."""
+    policy = policy or Policy()
+    if mode not in MODES:
+        raise AllocationError(f"unknown mode {mode!r}; modes are {', '.join(MODES)}")
+    tuning = policy.mode(mode)
+    util = utilization or Utilization()
+    procs, conts, skipped = _split_targets(classifications, policy)
+    demand, members = _demands(procs, conts, util)
+    cores = usable_cores(topology, policy.use_isolated_cpus)
+    if not cores:
+        raise AllocationError(f"{topology.source or 'this topology'} has no usable core "
+                              f"(online: {cpulist_format(topology.cpu_ids)}, "
+                              f"isolated: {cpulist_format(topology.isolated) or 'none'})")
+    n = len(cores)
+    multi_node = len({c.node for c in cores.values()}) > 1
+    prev_pools = {p.name: p for p in previous_plan.pools} if previous_plan else {}
+    notes: list[str] = []
+
+    # -- sizes (hysteresis) --
+    wants: dict[str, _Want] = {}
+    for name in (*TIERS, HOUSEKEEPING):
+        if name != HOUSEKEEPING and not members.get(name):
+            continue                                  # an empty tier gets no pool
+        if name == HOUSEKEEPING:
+            headroom, min_cores, exclusive = policy.housekeeping_headroom, 1, False
+            prefer, role = policy.housekeeping_prefer, HOUSEKEEPING_ROLE
+        else:
+            tp = policy.tier(name)
+            headroom, min_cores, exclusive, prefer = tp.headroom, tp.min_cores, tp.exclusive, tp.prefer
+            role = EXCLUSIVE if exclusive else SHARED
+        if not exclusive and tuning.shared_prefer:
+            prefer = tuning.shared_prefer
+        headroom *= tuning.headroom_scale
+        d = demand.get(name, 0.0)
+        need = d * (1.0 + headroom)
+        if name in tuning.squeeze:
+            s_size, g, sh, note = min_cores, 0, 0, "squeezed to its minimum"
+        else:
+            sz = hold_size(need, min_cores, prev_pools.get(name), policy,
+                           at_once=exclusive and tuning.critical_at_once)
+            s_size, g, sh, note = sz.size, sz.grow_streak, sz.shrink_streak, sz.note
+        wants[name] = _Want(name, d, headroom, need, s_size, min_cores, exclusive, prefer, role, g, sh, note)
+
+    # -- budget --
+    reserve_n = policy.reserve_cores if n >= policy.reserve_min_cores else 0
+    reserve_n = min(reserve_n, max(0, n - 2))        # never at the cost of isolation itself
+    excl = [w for w in wants.values() if w.exclusive]
+    shared = [w for w in wants.values() if not w.exclusive and w.name not in tuning.squeeze]
+    # housekeeping before the less protected tiers: corelane itself must always run
+    shared.sort(key=lambda w: (_RANK[w.name] if w.name != HOUSEKEEPING else _RANK["normal"] + 0.5))
+    squeezed = [w for w in wants.values() if not w.exclusive and w.name in tuning.squeeze]
+    excl_got, _ = _grant(excl, n - reserve_n - 1)
+    shared_budget = n - reserve_n - sum(excl_got.values())
+    shared_got, spare = _grant(shared, shared_budget)
+    if squeezed:
+        # squeezed tiers share one minimal pool, taken from what the others left
+        take = min(spare, squeezed[0].size)
+        shared_got[squeezed[0].name] = take
+        shared_got.update({w.name: 0 for w in squeezed[1:]})
+        spare -= take
+    if n == 1:
+        notes.append("one core: nothing can be isolated, every pool shares it")
+    elif excl and sum(excl_got.values()) < len(excl):
+        notes.append(f"{n} cores: the exclusive tiers share {sum(excl_got.values())} core(s), "
+                     f"one core is left for everything else")
+
+    # -- placement --
+    free = set(cores)
+    placed: dict[str, tuple[int, ...]] = {}
+    shared_with: dict[str, str] = {}
+
+    def prev_cores(name: str) -> set[int]:
+        p = prev_pools.get(name)
+        if not p:
+            return set()
+        return {topology.cpu(c).core for c in p.cpus if c in topology.cpu_ids}
+
+    last_excl: str | None = None
+    for w in excl:
+        count = excl_got[w.name]
+        if count == 0:
+            if last_excl is not None:
+                shared_with[w.name] = last_excl
+            continue                                  # placed below with the shared area
+        got = place(count, free, cores, w.prefer, w.role, prev_cores(w.name))
+        placed[w.name] = got
+        free -= set(got)
+        last_excl = w.name
+
+    home = next((cores[placed[w.name][0]].node for w in excl if placed.get(w.name)), None)
+    reserve_prev: set[int] = set()
+    if previous_plan:
+        reserve_prev = {topology.cpu(c).core for c in previous_plan.reserve if c in topology.cpu_ids}
+        # in an emergency the reserve lives inside the first exclusive pool; keep it there
+        first_prev = next((prev_pools[w.name] for w in excl if w.name in prev_pools), None)
+        if first_prev and previous_plan.mode == "emergency" and not previous_plan.reserve:
+            reserve_prev = prev_cores(first_prev.name)
+    reserve_cores = place(reserve_n, free, cores, "P", EXCLUSIVE, reserve_prev, home)
+    free -= set(reserve_cores)
+
+    last_shared: str | None = None
+    for w in shared + squeezed:
+        count = shared_got.get(w.name, 0)
+        if count == 0:
+            target = squeezed[0].name if (w in squeezed and w is not squeezed[0]
+                                          and placed.get(squeezed[0].name)) else last_shared
+            if target is None:                        # only possible with no core at all left
+                target = last_excl
+            if target is not None:
+                shared_with[w.name] = target
+            continue
+        got = place(count, free, cores, w.prefer, w.role, prev_cores(w.name))
+        placed[w.name] = got
+        free -= set(got)
+        last_shared = w.name
+    if tuning.fill_spare_cores and spare and HOUSEKEEPING in placed:
+        # spare cores last, so they never take a core a sized pool would have preferred
+        own = set(placed[HOUSEKEEPING])
+        extra = place(spare, free, cores, wants[HOUSEKEEPING].prefer, HOUSEKEEPING_ROLE,
+                      prev_cores(HOUSEKEEPING) - own, cores[min(own)].node)
+        placed[HOUSEKEEPING] = tuple(sorted((*own, *extra)))
+        free -= set(extra)
+    # exclusive tiers left without a core share the last exclusive pool, or on a one-core
+    # machine the shared area
+    for w in excl:
+        if w.name not in placed and w.name not in shared_with and last_shared:
+            shared_with[w.name] = last_shared
+
+    if tuning.critical_at_once and reserve_cores:
+        first = next((w.name for w in excl if placed.get(w.name)), None)
+        if first:
+            placed[first] = tuple(sorted((*placed[first], *reserve_cores)))
+            notes.append(f"emergency: reserve {cpulist_format(_cpus_of(reserve_cores, cores, False))} "
+                         f"joins {first}")
+            reserve_cores = ()
+
+    smt_idle = policy.smt_siblings == "idle"
+    pool_cpus: dict[str, tuple[int, ...]] = {}
+    pools: list[Pool] = []
+    for name, w in wants.items():
+        if name in placed:
+            cpus = _cpus_of(placed[name], cores, smt_idle and w.exclusive)
+        else:
+            src = shared_with.get(name)
+            while src is not None and src not in placed:
+                src = shared_with.get(src)
+            cpus = _cpus_of(placed[src], cores, smt_idle and wants[src].exclusive) if src else ()
+        pool_cpus[name] = cpus
+        core_ids = placed.get(name, ())
+        what = describe(core_ids or {topology.cpu(c).core for c in cpus}, cores, multi_node)
+        bits = [what, f"demand {w.demand:.1f} cores + {w.headroom:.0%} headroom"]
+        if w.exclusive and name in placed:
+            bits.append("exclusive")
+        if name in shared_with:
+            bits.append(f"shares the cores of {shared_with[name]}: no core left")
+        elif core_ids and len(core_ids) < w.size:
+            bits.append(f"{len(core_ids)} of {w.size} cores: the machine has no more")
+        if w.note:
+            bits.append(w.note)
+        if name == HOUSEKEEPING and tuning.fill_spare_cores and spare and name in placed:
+            bits.append(f"+{spare} spare core(s)")
+        pools.append(Pool(name=name, cpus=cpus, size=w.size, demand=round(w.demand, 6),
+                          need=round(w.need, 6), exclusive=w.exclusive and name in placed,
+                          shared_with=shared_with.get(name), grow_streak=w.grow_streak,
+                          shrink_streak=w.shrink_streak, reason=", ".join(bits)))
+
+    reserve_cpus = _cpus_of(reserve_cores, cores, False)
+    in_pools = {c for cpus in pool_cpus.values() for c in cpus}
+    unused = tuple(c for c in topology.cpu_ids if c not in in_pools and c not in reserve_cpus)
+
+    # -- decisions --
+    assignments = _assign(procs, conts, wants, pool_cpus, {p.name: p for p in pools}, policy, tuning)
+    exclusive_cpus = {name: set(cpus) for name, cpus in pool_cpus.items()
+                      if wants[name].exclusive and name in placed}
+    assignments, moves, deferred = _cap_moves(assignments, previous_plan, exclusive_cpus,
+                                              policy.max_moves)
+    if deferred:
+        notes.append(f"{deferred} move(s) deferred: at most {policy.max_moves} per plan")
+
+    return Plan(seq=(previous_plan.seq + 1) if previous_plan else 1, mode=mode,
+                pools=tuple(pools), assignments=tuple(assignments), reserve=reserve_cpus,
+                unused=unused, skipped=tuple((f"{k[0]} {k[1]}", why) for k, why in skipped),
+                moves=moves, deferred=deferred, notes=tuple(notes))
+
+
+def _assign(procs: Sequence[ProcessTarget], conts: Sequence[ContainerTarget],
+            wants: Mapping[str, _Want], pool_cpus: Mapping[str, tuple[int, ...]],
+            pools: Mapping[str, Pool], policy: Policy, tuning: ModeTuning) -> list[Assignment]:
+    out: list[Assignment] = []
+    container_cpus: dict[str, tuple[str, tuple[int, ...]]] = {}
+    for c in conts:
+        name = _pool_name(c.tier)
+        cpus = pool_cpus[name]
+        container_cpus[c.container_id] = (name, cpus)
+        shares = policy.housekeeping_cpu_shares if name == HOUSEKEEPING else policy.tier(name).cpu_shares
+        if name in tuning.squeeze:
+            shares = 2                                 # the smallest weight cgroup v1 takes
+        why = "unclassified" if name == HOUSEKEEPING else f"class {c.cls or '?'}"
+        out.append(Assignment(target="container", tier=name, cpus=cpus, container_id=c.container_id,
+                              cpu_shares=shares,
+                              reason=f"tier {name} → pool {cpulist_format(cpus)} "
+                                     f"({pools[name].reason}); {why}"))
+    for p in procs:
+        name = _pool_name(p.tier, p.housekeeping)
+        cpus = pool_cpus[name]
+        extra = ""
+        if p.container_id and p.container_id in container_cpus:
+            # the container's cpuset bounds its processes whatever their own tier
+            c_name, cpus = container_cpus[p.container_id]
+            if c_name != name:
+                extra = f"; inside container {p.container_id[:12]} (tier {c_name}), whose cpuset wins"
+        if name == HOUSEKEEPING:
+            why = "housekeeping: placed, never re-prioritised" if p.housekeeping else \
+                  f"unclassified ({p.tier or 'no tier'}): placed with housekeeping, priorities left alone"
+            out.append(Assignment(target="process", tier=name, cpus=cpus, pid=p.pid,
+                                  start_time=p.start_time, container_id=p.container_id,
+                                  reason=f"{why} → pool {cpulist_format(cpus)} "
+                                         f"({pools[name].reason}){extra}"))
+            continue
+        nice, ioclass, iolevel, pol, note = _tier_settings(name, policy.tier(name), tuning)
+        reason = f"tier {name} → pool {cpulist_format(cpus)} ({pools[name].reason}); class {p.cls or '?'}"
+        if note:
+            reason += f"; {note}"
+        out.append(Assignment(target="process", tier=name, cpus=cpus, pid=p.pid,
+                              start_time=p.start_time, container_id=p.container_id, nice=nice,
+                              ioclass=ioclass, iolevel=iolevel, policy=pol,
+                              reason=reason + extra))
+    out.sort(key=lambda a: (a.target != "process", a.pid or 0, a.start_time or 0, a.container_id or ""))
+    return out
+
+
+def _cap_moves(assignments: list[Assignment], previous: Plan | None,
+               exclusive_cpus: Mapping[str, set[int]], max_moves: int
+               ) -> tuple[list[Assignment], int, int]:
+    """Hold back cpu changes beyond ``max_moves``; a target on another tier's exclusive
+    cores always moves. Most protected tiers move first, then by identity."""
+    if previous is None:
+        return assignments, 0, 0
+    before = {a.key: a for a in previous.assignments}
+    must: list[int] = []
+    may: list[int] = []
+    for i, a in enumerate(assignments):
+        old = before.get(a.key)
+        if old is None or old.cpus == a.cpus:
+            continue                                  # new targets are placements, not moves
+        intrudes = any(set(old.cpus) & cpus for name, cpus in exclusive_cpus.items() if name != a.tier)
+        (must if intrudes else may).append(i)
+    may.sort(key=lambda i: (_RANK.get(assignments[i].tier, len(_RANK)), assignments[i].key))
+    allowed = max(0, max_moves - len(must))
+    held = may[allowed:]
+    out = list(assignments)
+    for i in held:
+        a = out[i]
+        old = before[a.key]
+        out[i] = replace(a, cpus=old.cpus,
+                         reason=f"{a.reason}; move to {a.cpulist} deferred "
+                                f"(at most {max_moves} per plan), stays on {old.cpulist}")
+    return out, len(must) + min(len(may), allowed), len(held)
+
+
+# --- the plan as an event ------------------------------------------------------------------
+
+def to_decisions(plan: Plan) -> list[Decision]:
+    """The plan's ``Decision`` rows, in the plan's order (send with ``Decisions``,
+    ``plan_seq=plan.seq`` and ``mode=plan.mode``)."""
+    return [Decision(target=a.target, tier=a.tier, cpus=cpulist_format(a.cpus), pid=a.pid,
+                     start_time=a.start_time, container_id=a.container_id, nice=a.nice,
+                     ioclass=a.ioclass, iolevel=a.iolevel, policy=a.policy,
+                     cpu_shares=a.cpu_shares, reason=a.reason)
+            for a in plan.assignments]
+
+
+def plan_from_decisions(topology: Topology, decisions: Iterable[Decision], seq: int,
+                        mode: str = "balanced") -> Plan:
+    """Rebuild a previous plan from its decisions event, e.g. after a restart.
+
+    Pools are the union of their members' cpus, held at that many cores; hysteresis streaks
+    are not in the event and start again from zero, which only delays a change.
+    """
+    assignments: list[Assignment] = []
+    cpus_by_pool: dict[str, set[int]] = {}
+    for d in decisions:
+        cpus = tuple(cpulist_parse(d.cpus))
+        assignments.append(Assignment(target=d.target, tier=d.tier, cpus=cpus, pid=d.pid,
+                                      start_time=d.start_time, container_id=d.container_id,
+                                      nice=d.nice, ioclass=d.ioclass, iolevel=d.iolevel,
+                                      policy=d.policy, cpu_shares=d.cpu_shares, reason=d.reason))
+        cpus_by_pool.setdefault(d.tier, set()).update(c for c in cpus if c in topology.cpu_ids)
+    pools = []
+    for name in (*TIERS, HOUSEKEEPING):
+        if name in cpus_by_pool:
+            cpus = tuple(sorted(cpus_by_pool[name]))
+            size = max(1, len({topology.cpu(c).core for c in cpus}))
+            pools.append(Pool(name=name, cpus=cpus, size=size, demand=0.0, need=0.0,
+                              reason="restored from a decisions event"))
+    return Plan(seq=seq, mode=mode, pools=tuple(pools), assignments=tuple(assignments))
+
+
+__all__ = [
+    "Assignment", "ContainerTarget", "Plan", "ProcessTarget", "Target", "Utilization",
+    "plan", "plan_from_decisions", "process_targets", "to_decisions",
+]

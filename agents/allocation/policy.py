@@ -1,0 +1,186 @@
+"""The allocator's configuration: what each tier gets, how pools are sized, what each mode
+changes. Everything has a default; ``Policy.from_mapping`` reads a YAML section and raises
+``PolicyError`` with a message that names the bad key.
+
+Defaults follow the measurements in STACK.md: isolation beats priority alone (a busy
+neighbour at SCHED_IDLE on the *same* core still costs a latency-critical task about four
+times its idle p99; on another core almost nothing), so the two latency-critical tiers get
+cores of their own, and priorities only order what shares the rest.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from agents.classification.classes import TIERS
+
+MODES: tuple[str, ...] = ("high_performance", "balanced", "power_save", "emergency")
+# The pool of everything that is not latency-critical by class: corelane itself, its broker,
+# unclassified processes. It is also the decision tier of those targets.
+HOUSEKEEPING = "housekeeping"
+
+SchedPolicy = Literal["other", "batch", "idle", "fifo", "rr"]
+IoClass = Literal["rt", "be", "idle"]
+CoreType = Literal["P", "E"]
+
+
+class PolicyError(ValueError):
+    """An allocator policy that cannot be used; the message is meant for a person."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TierPolicy(_Frozen):
+    """How one tier is treated. ``None`` leaves that setting as the process has it."""
+    nice: int | None = Field(None, ge=-20, le=19)
+    ioclass: IoClass | None = None
+    iolevel: int | None = Field(None, ge=0, le=7)
+    # Real-time (fifo, rr) is never a default: only a policy that names it gets it.
+    policy: SchedPolicy | None = None
+    # Extra cores on top of the measured demand, as a fraction (0.25 = +25%).
+    headroom: float = Field(0.25, ge=0, le=10)
+    # Exclusive pools hold cores nothing else runs on (their SMT siblings included).
+    exclusive: bool = False
+    # Core type placed first: P for tiers that want fast cores, E for cheap work.
+    prefer: CoreType = "P"
+    min_cores: int = Field(1, ge=1)
+    # cgroup cpu.shares for containers of this tier (Docker's default is 1024).
+    cpu_shares: int = Field(1024, ge=2, le=262144)
+
+    @model_validator(mode="after")
+    def _io(self) -> TierPolicy:
+        if self.ioclass == "idle" and self.iolevel is not None:
+            raise ValueError("ioclass 'idle' takes no iolevel (leave iolevel empty)")
+        if self.iolevel is not None and self.ioclass is None:
+            raise ValueError("iolevel needs an ioclass ('rt' or 'be')")
+        return self
+
+
+class ModeTuning(_Frozen):
+    """What a mode changes relative to the tier policies."""
+    # Multiplies every tier's headroom.
+    headroom_scale: float = Field(1.0, ge=0, le=10)
+    # Core type the non-exclusive pools take first, overriding their tier's ``prefer``.
+    shared_prefer: CoreType | None = None
+    # Cores left over after every pool has its size join the housekeeping pool; when false
+    # they stay in no pool, so the hardware can keep them in deep idle states.
+    fill_spare_cores: bool = True
+    # Exclusive tiers get the size they ask for at once (no grow_cycles wait) and the
+    # emergency reserve joins the most critical non-empty exclusive pool.
+    critical_at_once: bool = False
+    # Tiers cut to their minimum size, with SCHED_IDLE, nice 19 and the idle I/O class;
+    # they share one pool.
+    squeeze: tuple[str, ...] = ()
+    # When false, SCHED_IDLE becomes SCHED_BATCH and the idle I/O class best-effort 7:
+    # SCHED_IDLE work can starve for long stretches, which costs throughput.
+    sched_idle: bool = True
+
+
+def _default_tiers() -> dict[str, TierPolicy]:
+    return {
+        "ultra_critical": TierPolicy(nice=-10, ioclass="be", iolevel=0, policy="other",
+                                     headroom=0.5, exclusive=True, cpu_shares=4096),
+        "critical": TierPolicy(nice=-5, ioclass="be", iolevel=1, policy="other",
+                               headroom=0.25, exclusive=True, cpu_shares=2048),
+        "high": TierPolicy(nice=-2, ioclass="be", iolevel=2, policy="other",
+                           headroom=0.25, cpu_shares=1536),
+        "normal": TierPolicy(nice=0, ioclass="be", iolevel=4, policy="other",
+                             headroom=0.25, cpu_shares=1024),
+        "low": TierPolicy(nice=10, ioclass="be", iolevel=6, policy="batch",
+                          headroom=0.1, prefer="E", cpu_shares=512),
+        "background": TierPolicy(nice=19, ioclass="idle", policy="idle",
+                                 headroom=0.1, prefer="E", cpu_shares=128),
+    }
+
+
+def _default_modes() -> dict[str, ModeTuning]:
+    return {
+        "high_performance": ModeTuning(headroom_scale=2.0, sched_idle=False),
+        "balanced": ModeTuning(),
+        "power_save": ModeTuning(headroom_scale=0.5, shared_prefer="E", fill_spare_cores=False),
+        "emergency": ModeTuning(critical_at_once=True, squeeze=("low", "background")),
+    }
+
+
+class Policy(_Frozen):
+    """The allocator's configuration. Tiers and modes not named keep their defaults."""
+    tiers: dict[str, TierPolicy] = Field(default_factory=_default_tiers)
+    modes: dict[str, ModeTuning] = Field(default_factory=_default_modes)
+    # Housekeeping and unclassified work: placed, never niced or re-prioritised.
+    housekeeping_headroom: float = Field(0.25, ge=0, le=10)
+    housekeeping_prefer: CoreType = "E"
+    housekeeping_cpu_shares: int = Field(1024, ge=2, le=262144)
+    # Cores kept free for emergencies, only on machines with at least reserve_min_cores.
+    reserve_cores: int = Field(1, ge=0)
+    reserve_min_cores: int = Field(8, ge=1)
+    # Hysteresis. need = demand x (1 + headroom). A pool grows when need exceeds its size
+    # by more than grow_band for grow_cycles plans in a row; it shrinks when it would keep
+    # shrink_band cores spare after shrinking, for shrink_cycles plans in a row.
+    grow_band: float = Field(0.0, ge=0)
+    grow_cycles: int = Field(2, ge=1)
+    shrink_band: float = Field(0.5, ge=0)
+    shrink_cycles: int = Field(3, ge=1)
+    # Targets whose CPUs change per plan, beyond those that must leave a core that became
+    # exclusive to a critical tier (isolation is never deferred). New targets are not moves.
+    max_moves: int = Field(100, ge=0)
+    # SMT siblings of an exclusive pool's cores: "pool" puts them in the same pool, "idle"
+    # leaves them in no pool at all (quieter, half the threads).
+    smt_siblings: Literal["pool", "idle"] = "pool"
+    # CPUs on the kernel's isolcpus= list get no load balancing; leave them alone unless asked.
+    use_isolated_cpus: bool = False
+    skip_kernel_threads: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill(cls, data: Any) -> Any:
+        # a partial tiers/modes mapping overrides only what it names
+        if isinstance(data, Mapping):
+            data = dict(data)
+            for key, defaults in (("tiers", _default_tiers()), ("modes", _default_modes())):
+                given = data.get(key)
+                if isinstance(given, Mapping):
+                    merged: dict[str, Any] = dict(defaults)
+                    merged.update(given)
+                    data[key] = merged
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> Policy:
+        unknown = sorted(set(self.tiers) - set(TIERS))
+        if unknown:
+            raise ValueError(f"unknown tier(s) {unknown}; tiers are {', '.join(TIERS)}")
+        unknown = sorted(set(self.modes) - set(MODES))
+        if unknown:
+            raise ValueError(f"unknown mode(s) {unknown}; modes are {', '.join(MODES)}")
+        for name, mode in self.modes.items():
+            bad = sorted(set(mode.squeeze) - set(TIERS))
+            if bad:
+                raise ValueError(f"mode {name}: squeeze names unknown tier(s) {bad}")
+        return self
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None, where: str = "allocator") -> Policy:
+        """Validate a configuration section; errors name the key path under ``where``."""
+        try:
+            return cls.model_validate(dict(data or {}))
+        except ValidationError as exc:
+            lines = []
+            for err in exc.errors():
+                path = ".".join(str(p) for p in (where, *err["loc"]))
+                lines.append(f"{path}: {err['msg']}")
+            raise PolicyError("; ".join(lines)) from None
+
+    def tier(self, name: str) -> TierPolicy:
+        return self.tiers[name]
+
+    def mode(self, name: str) -> ModeTuning:
+        if name not in MODES:
+            raise PolicyError(f"unknown mode {name!r}; modes are {', '.join(MODES)}")
+        return self.modes[name]
+
+
+__all__ = ["HOUSEKEEPING", "MODES", "ModeTuning", "Policy", "PolicyError", "TierPolicy"]
