@@ -1,0 +1,98 @@
+"""Enforcement primitives: apply settings to processes and containers, journal the originals,
+and put them back.
+
+- ``process``: ``ProcessSettings``, ``read_settings``, ``apply_settings`` (every thread,
+  identity-checked, read back).
+- ``container``: ``read_container``, ``apply_container`` (cpuset and CPU weight via Docker).
+- ``safety``: protection, scope, and detection of changes someone else made.
+- ``journal``: the crash-safe record of originals, ``restore_all`` and ``reconcile``.
+
+``enforce_process`` and ``enforce_container`` tie them together the way the applier uses
+them: the original goes into the journal before the first write, and what corelane left is
+noted after it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import docker
+
+from agents.enforcement.container import apply_container, read_container
+from agents.enforcement.journal import Identity, Journal, JournalEntry, JournalError, RestoreFn
+from agents.enforcement.process import (FIELDS, ApplyResult, ProcessSettings, apply_settings,
+                                        read_settings, read_thread_settings, read_threads)
+from agents.enforcement.safety import Guard, Scope, detect_override, is_protected, protection
+
+__all__ = [
+    "ApplyResult", "Guard", "Identity", "Journal", "JournalEntry", "JournalError",
+    "ProcessSettings", "Scope", "apply_container", "apply_settings", "detect_override",
+    "enforce_container", "enforce_process", "is_protected", "protection", "read_container",
+    "read_settings", "read_thread_settings", "read_threads", "restorer",
+]
+
+CONTAINER_FIELDS = ("cpuset", "cpu_shares")
+
+
+def enforce_process(journal: Journal, pid: int, start_time: int, wanted: ProcessSettings, *,
+                    guard: Guard | None = None, respect_override: bool = True,
+                    proc_root: str = "/") -> ApplyResult:
+    """``apply_settings`` with the journal: the original is recorded before the first write,
+    and the settings corelane left are noted after. With ``respect_override`` a target whose
+    settings someone else changed since corelane's last apply is left alone."""
+    identity = Identity.process(pid, start_time)
+    entry = journal.get(identity)
+    result = apply_settings(
+        pid, start_time, wanted, proc_root=proc_root, guard=guard,
+        last_applied=entry.applied if entry and respect_override else None,
+        before_change=lambda before: journal.record_original(identity, before))
+    if result.applied and journal.get(identity) is not None:
+        # what is really there now, for the fields corelane asked for
+        asked = [name for name in FIELDS if getattr(wanted, name) is not None]
+        journal.mark_applied(identity, {name: result.after.get(name) for name in asked})
+    return result
+
+
+def enforce_container(journal: Journal, client: docker.DockerClient, container_id: str,
+                      cpuset: str | None, cpu_shares: int | None, *,
+                      respect_override: bool = True) -> ApplyResult:
+    """``apply_container`` with the journal (see ``enforce_process``)."""
+    entry = journal.get(Identity.container(container_id))
+    recorded: list[Identity] = []
+
+    def record(before: dict[str, Any]) -> None:
+        identity = Identity.container(before["id"])
+        journal.record_original(identity, {name: before[name] for name in CONTAINER_FIELDS})
+        recorded.append(identity)
+
+    result = apply_container(client, container_id, cpuset, cpu_shares,
+                             last_applied=entry.applied if entry and respect_override else None,
+                             before_change=record)
+    identity = Identity.container(result.container_id or container_id)
+    if result.applied and journal.get(identity) is not None:
+        asked = {"cpuset": cpuset, "cpu_shares": cpu_shares}
+        journal.mark_applied(identity, {name: result.after.get(name)
+                                        for name, value in asked.items() if value is not None})
+    return result
+
+
+def restorer(docker_client: docker.DockerClient | None = None, *, guard: Guard | None = None,
+             proc_root: str = "/") -> RestoreFn:
+    """The function ``Journal.restore_all`` and ``reconcile`` call for each entry: a process
+    gets its original settings back on every thread (threads that had their own settings get
+    theirs), a container its cpuset and weight. A target someone else changed since corelane
+    applied is left as they set it."""
+    def restore(entry: JournalEntry) -> ApplyResult:
+        identity, original = entry.identity, entry.original
+        if identity.target == "process":
+            return apply_settings(int(identity.pid or 0), int(identity.start_time or 0),
+                                  ProcessSettings.from_dict(original), proc_root=proc_root,
+                                  guard=guard, last_applied=entry.applied,
+                                  thread_overrides=original.get("thread_overrides"))
+        if docker_client is None:
+            return ApplyResult("container", "failed",
+                               "no Docker engine was given to restore this container",
+                               container_id=identity.container_id)
+        return apply_container(docker_client, str(identity.container_id),
+                               original.get("cpuset"), original.get("cpu_shares"),
+                               last_applied=entry.applied, proc_root=proc_root)
+    return restore
