@@ -16,39 +16,16 @@ import asyncio
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.synthetic import Fleet  # noqa: E402
-from pipeline.bus import Publisher, ensure_topics  # noqa: E402
-from pipeline.events import HostSample, ProcessSamples  # noqa: E402
-from pipeline.kafka.broker import LocalBroker  # noqa: E402
-from pipeline.settings import Settings, load_settings  # noqa: E402
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def bench_settings(env: dict[str, str]) -> Settings:
-    return load_settings(env=env)
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+from bench.harness import (bench_settings, child_process, cpu_seconds,  # noqa: E402
+                           publish_sweeps, running_broker)
+from pipeline.bus import Publisher  # noqa: E402
+from pipeline.settings import Settings  # noqa: E402
 
 
 async def run_recorder_only() -> None:
@@ -75,28 +52,16 @@ async def run_recorder_only() -> None:
 async def publish(settings: Settings, procs: int, seconds: float, pid: int,
                   warmup: float) -> tuple[int, float, float]:
     """Publish at 1 Hz; returns (rows published, recorder CPU s and wall s after warm-up)."""
-    fleet = Fleet(procs)
-    rows = 0
     cpu0 = wall0 = None
-    async with Publisher(settings) as publisher:
-        start = time.monotonic()
-        tick = 0
-        while time.monotonic() - start < seconds:
-            ts = time.time()
-            samples = fleet.sweep()
-            events = [publisher.stamper.stamp(HostSample(
-                cpu_percent=[50.0, 40.0], cpu_freq_khz=[None, None], load=(1.0, 1.0, 1.0),
-                mem_total_bytes=24 << 30, mem_available_bytes=20 << 30, interval_s=1.0), ts)]
-            events += [publisher.stamper.stamp(part, ts)
-                       for part in publisher.batch(ProcessSamples, samples, "samples",
-                                                   interval_s=1.0)]
-            await publisher.publish_many(events)
-            rows += len(samples)
-            if cpu0 is None and time.monotonic() - start >= warmup:
-                cpu0, wall0 = cpu_seconds(pid), time.monotonic()
-            tick += 1
-            await asyncio.sleep(max(0.0, start + tick - time.monotonic()))
-        cpu1, wall1 = cpu_seconds(pid), time.monotonic()
+    start = time.monotonic()
+
+    def after_sweep(tick: int, ts: float, messages: int) -> None:
+        nonlocal cpu0, wall0
+        if cpu0 is None and time.monotonic() - start >= warmup:
+            cpu0, wall0 = cpu_seconds(pid), time.monotonic()
+
+    rows = await publish_sweeps(settings, procs, seconds, after_sweep)
+    cpu1, wall1 = cpu_seconds(pid), time.monotonic()
     assert cpu0 is not None and wall0 is not None, "--seconds must be longer than --warmup"
     return rows, cpu1 - cpu0, wall1 - wall0
 
@@ -112,31 +77,15 @@ def main() -> None:
         asyncio.run(run_recorder_only())
         return
 
-    with tempfile.TemporaryDirectory(prefix="corelane-bench-recorder-") as tmp:
-        bootstrap = f"127.0.0.1:{free_port()}"
-        env = {**os.environ, "CORELANE_KAFKA": bootstrap, "CORELANE_HOME": tmp,
-               "CORELANE_DB": str(Path(tmp) / "history.duckdb")}
-        env.pop("CORELANE_CONFIG", None)
-        settings = bench_settings(env)
-        broker = LocalBroker(bootstrap, home=tmp, heap_mb=512, controller_port=free_port())
-        print(f"starting a broker at {bootstrap} ...", flush=True)
-        broker.start(timeout=180)
-        child = None
-        try:
-            asyncio.run(ensure_topics(settings))
-            child = subprocess.Popen([sys.executable, __file__, "--child"], env=env,
-                                     stdout=subprocess.PIPE, text=True)
-            print(f"recorder pid {child.pid}; publishing {args.procs} processes at 1 Hz for "
-                  f"{args.seconds:.0f} s (warm-up {args.warmup:.0f} s)", flush=True)
-            rows, cpu, wall = asyncio.run(
-                publish(settings, args.procs, args.seconds, child.pid, args.warmup))
-            child.send_signal(signal.SIGTERM)
-            out, _ = child.communicate(timeout=120)
-            stats = json.loads(out.strip().splitlines()[-1])
-        finally:
-            if child is not None and child.poll() is None:
-                child.kill()
-            broker.stop()
+    with running_broker("corelane-bench-recorder-") as bench, \
+            child_process(__file__, bench.env) as child:
+        print(f"recorder pid {child.pid}; publishing {args.procs} processes at 1 Hz for "
+              f"{args.seconds:.0f} s (warm-up {args.warmup:.0f} s)", flush=True)
+        rows, cpu, wall = asyncio.run(
+            publish(bench.settings, args.procs, args.seconds, child.pid, args.warmup))
+        child.send_signal(signal.SIGTERM)
+        out, _ = child.communicate(timeout=120)
+        stats = json.loads(out.strip().splitlines()[-1])
 
     share = cpu / wall
     print(f"recorder CPU: {cpu:.2f} s over {wall:.1f} s = {share * 100:.2f}% of one core "
