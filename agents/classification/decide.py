@@ -3,13 +3,13 @@
 Precedence, highest first:
 1. an explicit label;
 2. an identity rule (a rule with a ``match``: who the process is);
-3. the model, when its probability is at least ``min_model_confidence``;
-4. a behaviour prior (a rule with only ``when``: what the process does);
+3. a behaviour prior (a rule with only ``when``: what the process does);
+4. the model, when its probability is at least ``min_model_confidence``;
 5. the model below that confidence, only while nothing else has said anything.
 
 Labels and identity rules are statements and apply at once. The model and the priors are
 guesses about behaviour, so they feed one tracked "behaviour guess" per process: each window
-offers at most one opinion (a confident model vote, else the matching prior), and the guess
+offers at most one opinion (the matching prior, else a confident model vote), and the guess
 only changes after ``hysteresis_windows`` consecutive windows agree on a new class. The same
 count applies when the same class moves from a prior to the model or back, so neither the
 class nor its source flaps when the model's confidence hovers around the threshold. A
@@ -93,19 +93,24 @@ class Decider:
 
     def _opinion(self, model: ModelVote | None, prior: RuleHit | None
                  ) -> tuple[_Opinion | None, _Opinion | None]:
-        """(this window's opinion, a below-confidence model vote) for the guess."""
-        weak = None
+        """(this window's opinion, a below-confidence model vote) for the guess.
+
+        A matching behaviour prior outranks the model (rules over the model): a model
+        taught on a host of mostly idle processes is confidently wrong about the rare
+        latency-critical one, which the prior recognises. The model speaks where no rule
+        does.
+        """
+        if prior is not None and prior.cls is not None and prior.cls in self.tier_of:
+            return (prior.cls, prior.tier or self.tier_of[prior.cls], prior.confidence,
+                    "rule", f"rule {prior.name}"), None
         if model is not None and model[0] in self.tier_of:
             cls, p, tag = model
             reason = f"model {tag} p={p:.2f}"
             if p >= self.min_model_confidence:
                 return (cls, self.tier_of[cls], p, "model", reason), None
-            weak = (cls, self.tier_of[cls], p, "model",
-                    f"{reason} (below {self.min_model_confidence:.2f})")
-        if prior is not None and prior.cls is not None and prior.cls in self.tier_of:
-            return (prior.cls, prior.tier or self.tier_of[prior.cls], prior.confidence,
-                    "rule", f"rule {prior.name}"), None
-        return None, weak
+            return None, (cls, self.tier_of[cls], p, "model",
+                          f"{reason} (below {self.min_model_confidence:.2f})")
+        return None, None
 
     @staticmethod
     def _commit(st: DecisionState, op: _Opinion, weak: bool = False) -> None:
