@@ -19,9 +19,10 @@ class Instance:
     """`corelane up` as a user runs it, on the test broker, with its own files."""
 
     def __init__(self, tmp: Path, bootstrap: str, prefix: str, broker: str | None = None,
-                 **sections: str) -> None:
+                 dry_run: bool = True, **sections: str) -> None:
         """``broker`` is the kafka.broker section and ``sections`` are other top-level
-        sections, each as a YAML flow mapping."""
+        sections, each as a YAML flow mapping. A dry run (the default) changes nothing on
+        the host."""
         self.api = f"127.0.0.1:{free_port()}"
         self.db = tmp / "history.duckdb"
         config = tmp / "corelane.yml"
@@ -32,18 +33,25 @@ class Instance:
         self.env = {**os.environ, "PYTHONFAULTHANDLER": "1", "CORELANE_CONFIG": str(config),
                     "CORELANE_KAFKA": bootstrap, "CORELANE_API": self.api,
                     "CORELANE_HOME": str(tmp), "CORELANE_DB": str(self.db)}
-        self.cmd = [sys.executable, "-m", "pipeline.cli", "up", "--dry-run"]
+        self.cmd = [sys.executable, "-m", "pipeline.cli", "up", *(["--dry-run"] if dry_run else [])]
         self.proc: subprocess.Popen[str] | None = None
+        # A file, not a pipe: a pipe nobody reads while it runs fills up, and then every
+        # log line blocks the whole process.
+        self.log = tmp / "corelane.log"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, text=True,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with open(self.log, "a") as log:
+            self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, text=True,
+                                         stdout=subprocess.DEVNULL, stderr=log)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def wait_recording(self, timeout_s: float = 60) -> dict:
         assert self.proc is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.proc.communicate()[1]
+            assert self.proc.poll() is None, self.log_text()[-5000:]
             try:
                 health = httpx.get(f"http://{self.api}/api/v1/health", timeout=2).json()
                 if health["recorder"]["batches"] >= 1 and health["collector"]["sweeps"] >= 2:
@@ -51,23 +59,29 @@ class Instance:
             except (httpx.HTTPError, KeyError):
                 pass
             time.sleep(0.1)
-        raise AssertionError("corelane did not start recording in time")
+        raise AssertionError(f"corelane did not start recording in time:\n"
+                             f"{self.log_text()[-5000:]}")
+
+    def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Another corelane command, with this instance's configuration and files."""
+        return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT,
+                              env=self.env, capture_output=True, text=True, timeout=timeout)
 
     def kill(self) -> None:
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
-        self.proc.stderr.close()  # type: ignore[union-attr]
 
     def terminate(self) -> str:
+        """Stop it as a user would; returns what it logged."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
         try:
-            _, stderr = self.proc.communicate(timeout=60)
+            self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            # Its stacks on stderr (faulthandler), so a hang says where it is.
+            # Its stacks go to the log (faulthandler), so a hang says where it is.
             self.proc.send_signal(signal.SIGABRT)
-            _, stderr = self.proc.communicate(timeout=10)
-            raise AssertionError(f"corelane did not stop on SIGTERM:\n{stderr[-6000:]}")
-        assert self.proc.returncode == 0, stderr
-        return stderr
+            self.proc.wait(timeout=10)
+            raise AssertionError(f"corelane did not stop on SIGTERM:\n{self.log_text()[-20000:]}")
+        assert self.proc.returncode == 0, self.log_text()[-5000:]
+        return self.log_text()
