@@ -15,7 +15,6 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -23,7 +22,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from agents.classification.decide import Classifier, SweepResult
 from agents.classification.model import ModelSnapshotError, OnlineModel
 from agents.classification.rules import LabelError, RuleSet, load_rules
-from pipeline.bus import Publisher, dead_letter, read_record, topic_partitions, topic_types
+from pipeline.app import decoded, keep_going
+from pipeline.bus import Publisher, read_record, topic_partitions, topic_types
 from pipeline.events import (Classification, Classifications, ContainerSamples, Envelope, EventDecodeError,
                              Label, ProcessSamples)
 from pipeline.settings import Settings
@@ -118,33 +118,26 @@ class ClassifierAgent:
 
         @app.agent(topics["process_samples"], name=f"{prefix}classifier.samples")
         async def samples(stream: faust.StreamT) -> None:
-            async for event in self._events(stream):
-                result = self.on_samples(event)
-                await self._publish(event.host, result)
+            async for event in decoded(stream, self._types, self.publisher):
+                with keep_going(log, f"classifying a sweep of {event.host}"):
+                    result = self.on_samples(event)
+                    await self._publish(event.host, result)
                 self.last_offset = stream.current_event.message.offset
 
         @app.agent(topics["label"], name=f"{prefix}classifier.labels")
         async def labels(stream: faust.StreamT) -> None:
-            async for event in self._events(stream):
+            async for event in decoded(stream, self._types, self.publisher):
                 self.on_label(event)
 
         @app.agent(topics["container_samples"], name=f"{prefix}classifier.containers")
         async def containers(stream: faust.StreamT) -> None:
-            async for event in self._events(stream):
+            async for event in decoded(stream, self._types, self.publisher):
                 self.on_containers(event)
 
         @app.timer(self.settings.classifier.snapshot_interval_s)
         async def snapshot() -> None:
-            await asyncio.to_thread(self.save_model)
-
-    async def _events(self, stream: faust.StreamT) -> Any:
-        """Decoded envelopes; what cannot be read goes to dead-letter and is skipped."""
-        async for faust_event in stream.events():
-            message = faust_event.message
-            try:
-                yield read_record(message, self._types)
-            except EventDecodeError as exc:
-                await dead_letter(self.publisher, message, str(exc))
+            with keep_going(log, "saving the model"):
+                await asyncio.to_thread(self.save_model)
 
     async def _publish(self, host: str, result: SweepResult) -> None:
         # The envelope's host is where the processes run, not where this worker runs.

@@ -28,7 +28,7 @@ STALE_AFTER_S = 30.0
 
 def create_api(host: str, kafka_bootstrap: str, collector_stats: CollectorStats,
                recorder_stats: Any | None = None,
-               classifier_stats: dict[str, int] | None = None,
+               agent_stats: dict[str, dict[str, int]] | None = None,
                get_engine: Callable[[], QueryEngine | None] | None = None,
                started_at: float | None = None) -> FastAPI:
     """The API of a running instance; each part's stats object is read live by /health."""
@@ -59,7 +59,7 @@ def create_api(host: str, kafka_bootstrap: str, collector_stats: CollectorStats,
                       "last_publish_ts": collector_stats.last_emit_ts},
             "collector": asdict(collector_stats),
             "recorder": asdict(recorder_stats) if recorder_stats is not None else None,
-            "classifier": classifier_stats,
+            **(agent_stats or {}),
         }
 
     if get_engine is not None:

@@ -6,9 +6,14 @@ agent inside faust's own deserializer.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator
+
 import faust
 
-from pipeline.events import EVENT_TYPES
+from pipeline.bus import Publisher, dead_letter, read_record
+from pipeline.events import EVENT_TYPES, Envelope, EventDecodeError
 from pipeline.settings import Settings
 
 
@@ -36,3 +41,26 @@ def create_app(settings: Settings, app_id: str = "corelane", **options: object) 
         for name in EVENT_TYPES
     }
     return app
+
+
+async def decoded(stream: faust.StreamT, topic_types: dict[str, str],
+                  publisher: Publisher) -> AsyncIterator[Envelope]:
+    """The envelopes of an agent's stream; a message that cannot be read goes to the
+    dead-letter topic with the reason and the agent carries on."""
+    async for event in stream.events():
+        message = event.message
+        try:
+            yield read_record(message, topic_types)
+        except EventDecodeError as exc:
+            await dead_letter(publisher, message, str(exc))
+
+
+@contextlib.contextmanager
+def keep_going(log: logging.Logger, what: str) -> Iterator[None]:
+    """Log a failure of one event's handling and carry on: in faust an exception that
+    leaves an agent or a timer crashes the whole app, and every agent with it. The broker
+    being slow for a moment (a publish timing out) must cost one event, not corelane."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - anything, by design; it is logged
+        log.warning("%s failed, going on: %s: %s", what, type(exc).__name__, exc)

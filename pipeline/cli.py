@@ -14,6 +14,7 @@ from rich.logging import RichHandler
 from rich.text import Text
 
 from pipeline.kafka.cli import kafka_app
+from pipeline.admin_commands import revert_command, status_command
 from pipeline.label_command import label_command
 from pipeline.query_command import query_command
 from pipeline.settings import ConfigError, Settings, load_settings
@@ -23,6 +24,8 @@ app = typer.Typer(name="corelane", no_args_is_help=True, add_completion=False,
 app.add_typer(kafka_app, name="kafka")
 app.command("query")(query_command)
 app.command("label")(label_command)
+app.command("status")(status_command)
+app.command("revert")(revert_command)
 
 err = Console(stderr=True)
 _config_path: Optional[Path] = None

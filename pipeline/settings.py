@@ -15,6 +15,7 @@ from typing import Any, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agents.allocation.policy import Policy
 from config import CONFIG_DIR, DEFAULT_CONFIG
 
 DEFAULT_RULES = CONFIG_DIR / "rules" / "default.yml"
@@ -167,6 +168,62 @@ def _default_tier_of() -> dict[str, str]:
     return DEFAULT_TIER_OF
 
 
+MODES = ("high_performance", "balanced", "power_save", "emergency")
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class ScheduleEntry(_Section):
+    """A mode for a span of the day (local time), e.g. trading hours."""
+    mode: Literal["high_performance", "balanced", "power_save", "emergency"]
+    start: str                                   # "HH:MM", inclusive
+    end: str                                     # "HH:MM", exclusive; before start wraps midnight
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = list(DAYS)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        hours, sep, minutes = value.partition(":")
+        if not (sep and hours.isdigit() and minutes.isdigit() and int(hours) < 24
+                and int(minutes) < 60):
+            raise ValueError(f"expected a time of day as HH:MM, got {value!r}")
+        return value
+
+
+class AllocatorSettings(_Section):
+    """Which cores, nice level, I/O class and policy each tier gets."""
+    interval_s: float = Field(5.0, gt=0)         # plan this often (and at once on a class change)
+    mode: Literal["high_performance", "balanced", "power_save", "emergency"] = "balanced"
+    schedule: list[ScheduleEntry] = []           # first entry that covers now wins over `mode`
+    heartbeat_s: float = Field(60.0, gt=0)       # republish an unchanged plan this often
+    policy: Policy = Field(default_factory=Policy)
+
+
+class ScopeSettings(_Section):
+    pids: list[int] = []
+    patterns: list[str] = []                     # regexes over name and command line
+    cgroups: list[str] = []                      # cgroup path prefixes
+
+
+class ApplierSettings(_Section):
+    """What the applier may change, and what it never touches."""
+    scope: Literal["all"] | ScopeSettings = "all"
+    # Never changed at all (besides PID 1 and kernel threads): regexes over name/cmdline.
+    protected: list[str] = ["^(systemd|init)$", "^systemd-", "^sshd", "^(dockerd|containerd)"]
+    respect_overrides: bool = True               # leave what someone else changed after us
+    journal_dir: str | None = None               # defaults to <home>/journal
+
+    @field_validator("protected")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        import re
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+        return value
+
+
 class Settings(_Section):
     host_id: str | None = None               # defaults to the hostname
     home: str = "~/.local/share/corelane"
@@ -177,6 +234,8 @@ class Settings(_Section):
     api: ApiSettings = ApiSettings()
     topology: TopologySettings = TopologySettings()
     storage: StorageSettings = StorageSettings()
+    allocator: AllocatorSettings = AllocatorSettings()
+    applier: ApplierSettings = ApplierSettings()
     classifier: ClassifierSettings = ClassifierSettings()
 
     source: str = Field("<defaults>", exclude=True)

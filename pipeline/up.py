@@ -12,15 +12,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 from collections.abc import Iterator
+from typing import Any
 
+import docker
 import faust
 import uvicorn
 
 from faust.contrib.asgi import faust_app_running
 
+from agents.allocator import AllocatorAgent
+from agents.applier import ApplierAgent
 from agents.classifier import ClassifierAgent
 from agents.recorder import Recorder
 from api.server import create_api
@@ -29,6 +34,7 @@ from pipeline.bus import Publisher, Stamper, ensure_topics
 from pipeline.collect import Collector, KafkaSink, run_collector
 from pipeline.kafka.broker import LocalBroker, broker_from_settings, is_answering
 from pipeline.settings import Settings
+from pipeline.topology import load_profile, read_topology
 from storage.history import HistoryStore, StoreError
 from storage.query import QueryEngine
 
@@ -80,6 +86,30 @@ async def ensure_broker(settings: Settings) -> LocalBroker | None:
     return broker
 
 
+def own_pids(settings: Settings) -> set[int]:
+    """corelane's own processes: never niced or idled, but kept off critical cores."""
+    pids = {os.getpid()}
+    broker_pid = broker_from_settings(settings).read_pid()
+    if broker_pid is not None:
+        pids.add(broker_pid)
+    return pids
+
+
+_docker: dict[str | None, Any] = {}
+
+
+def docker_client(base_url: str | None) -> Any:
+    """One Docker client per address, or None where no engine answers (asked once)."""
+    if base_url not in _docker:
+        try:
+            client = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
+            client.ping()
+            _docker[base_url] = client
+        except Exception:  # noqa: BLE001 - any failure means: no engine to enforce through
+            _docker[base_url] = None
+    return _docker[base_url]
+
+
 def up(settings: Settings, dry_run: bool = False, leftover_timeout_s: float = 5.0) -> None:
     """Run corelane until SIGINT/SIGTERM. Tasks that a library leaves behind after the parts
     have stopped get a bounded time to finish, so a stop never hangs on them."""
@@ -117,6 +147,7 @@ async def run_up(settings: Settings, dry_run: bool = False) -> None:
     # recorder's final read sees everything that was published.
     stop_collecting, stop_agents, stop_recording = (asyncio.Event() for _ in range(3))
     classifier: ClassifierAgent | None = None
+    applier: ApplierAgent | None = None
     tasks: dict[str, asyncio.Task[object]] = {}
     try:
         store = await asyncio.to_thread(HistoryStore, settings.db_path, settings.storage)
@@ -132,8 +163,17 @@ async def run_up(settings: Settings, dry_run: bool = False) -> None:
         recorder = Recorder(settings, store, publisher)
         agents = create_app(settings, app_id=settings.kafka.topic_prefix + "agents")
         classifier = ClassifierAgent(settings, agents, publisher)
+        topology = (load_profile(settings.topology.profile) if settings.topology.profile
+                    else read_topology(settings.topology.sys_root))
+        allocator = AllocatorAgent(settings, agents, publisher, topology,
+                                   housekeeping_pids=lambda: own_pids(settings))
+        applier = ApplierAgent(settings, agents, publisher, own_pids=lambda: own_pids(settings),
+                               dry_run=dry_run,
+                               docker_client=lambda: docker_client(settings.collector.docker_host))
         api = create_api(settings.host, settings.kafka.bootstrap, collector.stats,
-                         recorder_stats=recorder.stats, classifier_stats=classifier.stats,
+                         recorder_stats=recorder.stats,
+                         agent_stats={"classifier": classifier.stats,
+                                      "allocator": allocator.stats, "applier": applier.stats},
                          get_engine=lambda: engine)
         server = _QuietServer(uvicorn.Config(api, log_level="warning", lifespan="off"))
         tasks["api"] = asyncio.create_task(server.serve(sockets=[sock]))
@@ -173,6 +213,10 @@ async def run_up(settings: Settings, dry_run: bool = False) -> None:
                     await asyncio.wait_for(tasks[name], timeout=30)
         if classifier is not None:
             await asyncio.to_thread(classifier.save_model)
+        if applier is not None:
+            # Everything corelane changed goes back before the history closes.
+            await asyncio.to_thread(applier.restore_all)
+            applier.close()
         if server is not None:
             server.should_exit = True
             with contextlib.suppress(asyncio.CancelledError, Exception):

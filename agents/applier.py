@@ -1,0 +1,185 @@
+"""The applier agent: host-local; applies the newest plan for its host and says what happened.
+
+It takes the ``decisions`` of its own host only, waits for every chunk of a plan, and applies
+the plan in a worker thread (system calls and Docker calls block): every thread of each
+process, each container through the Docker API, identities checked so a reused pid is never
+touched, the original settings journalled before the first change. Each apply is one
+``enforcements`` batch: applied, skipped (gone, protected, not permitted, changed by someone
+else, dry run) or failed, with before and after. Targets outside the configured scope are
+left alone and not reported one by one.
+
+On stop it restores every journalled target still alive; after a crash, the first plan it
+sees decides what is still managed (kept) and what is not (restored).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import docker
+import faust
+
+from agents.enforcement import (ApplyResult, Guard, Identity, Journal, ProcessSettings, Scope,
+                                enforce_container, enforce_process, read_settings, restorer)
+from agents.enforcement.process import read_threads, summarize
+from pipeline.app import decoded, keep_going
+from pipeline.bus import Publisher, topic_types
+from pipeline.events import Decision, Decisions, Enforcement, Enforcements, Envelope
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+OUT_OF_SCOPE = "out of scope"
+
+
+def journal_dir(settings: Settings) -> Path:
+    folder = settings.applier.journal_dir
+    return Path(folder).expanduser() if folder else settings.home_path / "journal"
+
+
+def make_guard(settings: Settings, own_pids: Iterable[int]) -> Guard:
+    scope = settings.applier.scope
+    return Guard(protected_patterns=tuple(settings.applier.protected), own_pids=frozenset(own_pids),
+                 scope=Scope.all() if scope == "all" else Scope.from_config(scope.model_dump()))
+
+
+class ApplierAgent:
+    def __init__(self, settings: Settings, app: faust.App, publisher: Publisher,
+                 own_pids: Callable[[], Iterable[int]], dry_run: bool = False,
+                 docker_client: Callable[[], docker.DockerClient | None] | None = None) -> None:
+        self.settings = settings
+        self.publisher = publisher
+        self.own_pids = own_pids
+        self.dry_run = dry_run
+        self.docker_client = docker_client or (lambda: None)
+        self.journal = Journal(journal_dir(settings))
+        self._types = topic_types(settings, ("decisions",))
+        self._chunks: dict[str, list[Decisions]] = {}
+        self._reconciled = False
+        self.last_plan_seq: int | None = None
+        self.stats = {"plans": 0, "applied": 0, "changed": 0, "skipped": 0, "failed": 0,
+                      "out_of_scope": 0}
+        self._install(app)
+
+    # --- applying ------------------------------------------------------------------------------
+
+    def guard(self) -> Guard:
+        return make_guard(self.settings, self.own_pids())
+
+    def apply_plan(self, decisions: list[Decision]) -> list[ApplyResult]:
+        """Apply one whole plan (blocking). Returns the results worth reporting."""
+        guard = self.guard()
+        if not self._reconciled and not self.dry_run:
+            # After a crash: what this plan no longer manages gets its original back.
+            managed = [Identity.process(d.pid, d.start_time) if d.target == "process"
+                       else Identity.container(d.container_id or "") for d in decisions]
+            for result in self.journal.reconcile(managed, restorer(self.docker_client(),
+                                                                   guard=guard)):
+                log.info("restored %s after restart: %s", result.target, result.reason)
+            self._reconciled = True
+        results = []
+        for decision in decisions:
+            result = self._apply_one(decision, guard)
+            if result is None:
+                continue
+            if result.reason == OUT_OF_SCOPE:
+                self.stats["out_of_scope"] += 1
+                continue
+            self.stats[result.outcome] = self.stats.get(result.outcome, 0) + 1
+            self.stats["changed"] += bool(result.changed)
+            results.append(result)
+        return results
+
+    def _apply_one(self, d: Decision, guard: Guard) -> ApplyResult | None:
+        respect = self.settings.applier.respect_overrides
+        if d.target == "process" and d.pid is not None and d.start_time is not None:
+            wanted = ProcessSettings.from_decision(d)
+            if self.dry_run:
+                return self._dry_run(d, wanted, guard)
+            return enforce_process(self.journal, d.pid, d.start_time, wanted, guard=guard,
+                                   respect_override=respect)
+        if d.target == "container" and d.container_id:
+            client = self.docker_client()
+            if client is None:
+                return ApplyResult("container", "skipped", "no Docker engine reachable",
+                                   container_id=d.container_id)
+            if self.dry_run:
+                return ApplyResult("container", "skipped", "dry run",
+                                   container_id=d.container_id,
+                                   after={"cpuset": d.cpus, "cpu_shares": d.cpu_shares})
+            return enforce_container(self.journal, client, d.container_id, d.cpus,
+                                     d.cpu_shares, respect_override=respect)
+        return None
+
+    def _dry_run(self, d: Decision, wanted: ProcessSettings, guard: Guard) -> ApplyResult:
+        # What would change, without a single write: read, compare, report.
+        from pipeline.collectors.procfs import proc_dir, read_stat
+        proc = proc_dir("/")
+        stat = read_stat(proc, d.pid)  # type: ignore[arg-type]
+        if stat is None or stat.start_time != d.start_time:
+            return ApplyResult("process", "skipped", "gone", pid=d.pid, start_time=d.start_time)
+        refused = guard.check(d.pid, stat, proc)  # type: ignore[arg-type]
+        if refused is not None and not refused.affinity_allowed:
+            return ApplyResult("process", "skipped", refused.reason, pid=d.pid,
+                               start_time=d.start_time)
+        current = read_settings(d.pid)  # type: ignore[arg-type]
+        before = summarize(d.pid, read_threads(d.pid)) if current else {}  # type: ignore[arg-type]
+        return ApplyResult("process", "skipped", "dry run", before=before,
+                           after={**before, **{k: v for k, v in wanted.to_dict().items()
+                                               if v is not None}},
+                           pid=d.pid, start_time=d.start_time)
+
+    def restore_all(self) -> list[ApplyResult]:
+        """Every journalled target still alive back to its original settings."""
+        results = self.journal.restore_all(restorer(self.docker_client(), guard=self.guard()))
+        for result in results:
+            log.info("restored %s %s: %s", result.target, result.pid or result.container_id,
+                     result.outcome if result.applied else result.reason)
+        return results
+
+    # --- the shell -----------------------------------------------------------------------------
+
+    def on_decisions(self, event: Envelope) -> list[Decision] | None:
+        """Collect the chunks of a plan for this host; the whole plan once the last arrives."""
+        if event.host != self.settings.host:
+            return None
+        data: Decisions = event.data
+        parts = self._chunks.setdefault(data.batch, [])
+        parts.append(data)
+        if len(parts) < data.chunks:
+            return None
+        del self._chunks[data.batch]
+        if self.last_plan_seq is not None and data.plan_seq < self.last_plan_seq:
+            return None  # an older plan arriving late: the newer one already holds
+        self._chunks.clear()  # anything half-collected is older than this plan
+        self.last_plan_seq = data.plan_seq
+        return [d for part in sorted(parts, key=lambda p: p.chunk) for d in part.items]
+
+    def _install(self, app: faust.App) -> None:
+        topics = app.corelane_topics  # type: ignore[attr-defined]
+        prefix = self.settings.kafka.topic_prefix
+
+        @app.agent(topics["decisions"], name=f"{prefix}applier.{self.settings.host}")
+        async def decisions(stream: faust.StreamT) -> None:
+            async for event in decoded(stream, self._types, self.publisher):
+                plan = self.on_decisions(event)
+                if plan is None:
+                    continue
+                with keep_going(log, f"applying plan {event.data.plan_seq}"):
+                    results = await asyncio.to_thread(self.apply_plan, plan)
+                    self.stats["plans"] += 1
+                    await self._publish(event.data.plan_seq, results)
+
+    async def _publish(self, plan_seq: int, results: list[ApplyResult]) -> None:
+        items: list[Enforcement] = [r.to_enforcement() for r in results]
+        if not items:
+            return
+        stamp = self.publisher.stamper.stamp
+        await self.publisher.publish_many(
+            [stamp(part) for part in self.publisher.batch(Enforcements, items, "items",
+                                                          plan_seq=plan_seq)])
+
+    def close(self) -> None:
+        self.journal.close()

@@ -1,0 +1,116 @@
+"""corelane up on the real host: a latency-critical process beside CPU hogs, classified by
+behaviour, placed by the allocator and enforced on every thread; all of it undone on stop.
+The scope is narrowed to the processes this test starts."""
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.workloads import start_mix
+from pipeline.collectors.procfs import list_tids
+from pipeline.topology import cpulist_parse
+from storage.query import QueryEngine, open_for_query
+from support.corelane_instance import Instance
+
+pytestmark = pytest.mark.integration
+WORKLOAD_MARK = "CLW_PATH"  # in every generator process's command line, and nowhere else
+
+
+def thread_settings(pid: int) -> list[tuple[list[int], int, int]]:
+    """(allowed cpus, nice, policy) of every thread, read from /proc."""
+    out = []
+    for tid in list_tids("/proc", pid):
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            allowed = next(line.split(":", 1)[1].strip() for line in f
+                           if line.startswith("Cpus_allowed_list"))
+        with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        out.append((cpulist_parse(allowed), int(fields[16]), int(fields[38])))
+    return out
+
+
+async def test_latency_work_isolated_from_hogs_and_restored(kafka_bootstrap: str,
+                                                            tmp_path: Path) -> None:
+    seed = random.randrange(10**6)
+    original = sorted(os.sched_getaffinity(0))
+    # Scope: only the workload generator's processes (their shared bootstrap command line),
+    # so corelane can start first: hogs started before it would only slow its start.
+    corelane = Instance(tmp_path, kafka_bootstrap, f"e2e-enf-{seed}.", dry_run=False,
+                        collector="{interval_s: 1.0, containers: false}",
+                        allocator="{interval_s: 1.0}",
+                        applier=f"{{scope: {{patterns: ['{WORKLOAD_MARK}']}}}}")
+    corelane.start()
+    corelane.wait_recording()
+    with start_mix({"latency_critical": 1, "compute_batch": 2}, seed=seed,
+                   overrides={"latency_critical": {"mt": True}}) as mix:
+        mains = [w for w in mix.workloads if w.role == "main"]
+        probe = next(w for w in mains if w.label == "latency_critical")
+        hogs = [w for w in mains if w.label == "compute_batch"]
+        try:
+            def isolated() -> bool:
+                probe_threads = thread_settings(probe.pid)
+                cpus = {tuple(c) for c, _, _ in probe_threads}
+                if len(cpus) != 1 or list(next(iter(cpus))) == original:
+                    return False
+                mine = set(next(iter(cpus)))
+                return all(not set(c) & mine and (nice, policy) == (10, 3)
+                           for hog in hogs for c, nice, policy in thread_settings(hog.pid))
+
+            def wait_isolated() -> None:
+                deadline = time.monotonic() + 45
+                while time.monotonic() < deadline and not isolated():
+                    time.sleep(0.5)
+
+            wait_isolated()
+            # Every thread of the latency-critical process on its own cores; the hogs, on
+            # every thread too, elsewhere, with SCHED_BATCH and nice 10 (the low tier).
+            probe_threads = thread_settings(probe.pid)
+            assert len(probe_threads) > 1  # the worker-thread variant
+            probe_cpus = set(probe_threads[0][0])
+            assert probe_cpus and probe_cpus != set(original), (seed, probe_threads)
+            assert all(set(cpus) == probe_cpus for cpus, _, _ in probe_threads), probe_threads
+            for hog in hogs:
+                for cpus, nice, policy in thread_settings(hog.pid):
+                    assert not set(cpus) & probe_cpus, (seed, hog.pid, cpus, probe_cpus)
+                    assert (nice, policy) == (10, 3), (seed, hog.pid, nice, policy)
+
+            status = corelane.run("status")
+            assert status.returncode == 0, status.stderr
+            assert "ultra_critical" in status.stdout and probe.name in status.stdout
+        finally:
+            if corelane.proc is not None and corelane.proc.poll() is None:
+                corelane.terminate()
+
+        # Each change is in the history as an enforcement with before and after.
+        con = open_for_query(corelane.db)
+        try:
+            rows = QueryEngine(con, 10, 1000).run(
+                f"SELECT before, after FROM enforcements WHERE pid = {probe.pid} "
+                f"AND outcome = 'applied' AND reason = ''").rows
+        finally:
+            con.close()
+        assert rows, "no applied enforcement recorded for the latency-critical process"
+
+        # On stop, everything corelane changed is back as it was.
+        def restored() -> bool:
+            return all(cpus == original and nice == 0 and policy == 0
+                       for w in [probe, *hogs] for cpus, nice, policy in thread_settings(w.pid))
+        assert restored(), [thread_settings(w.pid) for w in [probe, *hogs]]
+
+        # A crash leaves the changes in place; `corelane revert` puts them back from the
+        # journal.
+        corelane.start()
+        try:
+            corelane.wait_recording()
+            wait_isolated()
+            assert isolated()
+        finally:
+            corelane.kill()
+        assert not restored()
+        reverted = corelane.run("revert")
+        assert reverted.returncode == 0, reverted.stderr
+        assert restored(), [thread_settings(w.pid) for w in [probe, *hogs]]
