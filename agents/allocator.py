@@ -19,12 +19,13 @@ from typing import Callable, Iterable
 
 import faust
 
-from agents.allocation import (HOUSEKEEPING, Plan, ProcessTarget, Utilization, plan,
-                               process_targets, to_decisions)
+from agents.allocation import (HOUSEKEEPING, ContainerTarget, Plan, ProcessTarget,
+                               Utilization, plan, process_targets, to_decisions)
+from agents.classification.classes import TIERS
 from pipeline.app import decoded, keep_going
 from pipeline.bus import Publisher, topic_types
-from pipeline.events import (Classification, Command, Decision, Decisions, Envelope,
-                             HostSample, ProcessSample)
+from pipeline.events import (Classification, Command, ContainerSample, Decision, Decisions,
+                             Envelope, HostSample, ProcessSample)
 from pipeline.settings import DAYS, Settings
 from pipeline.topology import Topology
 
@@ -38,6 +39,7 @@ class HostView:
     samples: dict[tuple[int, int], ProcessSample] = field(default_factory=dict)
     sweep: dict[tuple[int, int], ProcessSample] = field(default_factory=dict)  # being filled
     sweep_batch: str | None = None
+    containers: dict[str, ContainerSample] = field(default_factory=dict)
     host_sample: HostSample | None = None
     commanded_mode: str | None = None
     previous: Plan | None = None
@@ -59,6 +61,23 @@ def scheduled_mode(settings: Settings, now: datetime) -> str | None:
     return None
 
 
+def container_targets(view: HostView) -> list[ContainerTarget]:
+    """Each container at the most protected tier among its processes' classes (housekeeping
+    while none of them is classified): a container holds one service, and its cpuset must
+    suit the part of it that needs the most."""
+    rank = {tier: i for i, tier in enumerate(TIERS)}
+    tiers: dict[str, str] = {}
+    for key, sample in view.samples.items():
+        c = view.classes.get(key)
+        if sample.container_id and c is not None and c.tier in rank:
+            old = tiers.get(sample.container_id)
+            if old is None or rank[c.tier] < rank[old]:
+                tiers[sample.container_id] = c.tier
+    return [ContainerTarget(container_id=cid, tier=tiers.get(cid, HOUSEKEEPING),
+                            cpu_share=c.cpu_share, name=c.name)
+            for cid, c in sorted(view.containers.items())]
+
+
 def decision_key(decisions: Iterable[Decision]) -> tuple:
     """What the applier acts on, without the reasons (their demand figures move every cycle)."""
     return tuple((d.target, d.pid, d.start_time, d.container_id, d.cpus, d.nice, d.ioclass,
@@ -74,7 +93,7 @@ class AllocatorAgent:
         self.housekeeping_pids = housekeeping_pids
         self.hosts: dict[str, HostView] = {}
         self._types = topic_types(settings, ("classifications", "process_samples",
-                                             "host_sample", "command"))
+                                             "container_samples", "host_sample", "command"))
         self.stats = {"plans": 0, "published": 0, "decisions": 0}
         self._install(app)
 
@@ -106,6 +125,13 @@ class AllocatorAgent:
             live = view.samples.keys()
             view.classes = {k: c for k, c in view.classes.items() if k in live}
 
+    def on_containers(self, event: Envelope) -> None:
+        view = self.view(event.host)
+        data = event.data
+        if data.chunk == 0:
+            view.containers = {}
+        view.containers.update((c.id, c) for c in data.samples)
+
     def on_host_sample(self, event: Envelope) -> None:
         self.view(event.host).host_sample = event.data
 
@@ -136,7 +162,7 @@ class AllocatorAgent:
                                       cpu_share=s.cpu_share, kernel_thread=s.kernel_thread,
                                       housekeeping=s.pid in own)
                         for key, s in view.samples.items() if key not in known]
-        result = plan(self.topology, classified + unclassified,
+        result = plan(self.topology, classified + unclassified + container_targets(view),
                       Utilization.from_host_sample(view.host_sample),
                       mode=self.mode_for(host, now), policy=self.settings.allocator.policy,
                       previous_plan=view.previous)
@@ -179,6 +205,11 @@ class AllocatorAgent:
         async def samples(stream: faust.StreamT) -> None:
             async for event in decoded(stream, self._types, self.publisher):
                 self.on_samples(event)
+
+        @app.agent(topics["container_samples"], name=f"{prefix}allocator.containers")
+        async def containers(stream: faust.StreamT) -> None:
+            async for event in decoded(stream, self._types, self.publisher):
+                self.on_containers(event)
 
         @app.agent(topics["host_sample"], name=f"{prefix}allocator.hosts")
         async def hosts(stream: faust.StreamT) -> None:

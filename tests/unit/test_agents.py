@@ -1,0 +1,164 @@
+"""The agents' own logic, without a broker: what the allocator keeps of each host and plans
+from it, and how the applier collects and filters plans. (Their faust wiring runs against a
+real broker in the integration tests.)"""
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from agents.allocator import AllocatorAgent, container_targets, decision_key, scheduled_mode
+from agents.applier import ApplierAgent
+from pipeline import events as ev
+from pipeline.app import create_app
+from pipeline.bus import Publisher
+from pipeline.settings import Settings, load_settings
+from pipeline.topology import load_profile
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(env={"CORELANE_HOME": str(tmp_path), "CORELANE_KAFKA": "127.0.0.1:1"})
+
+
+def sample(pid: int, cpu: float = 0.0, container: str | None = None) -> ev.ProcessSample:
+    return ev.ProcessSample(pid=pid, start_time=pid * 10, ppid=1, name=f"p{pid}",
+                            cpu_share=cpu, container_id=container)
+
+
+def sweep(host: str, samples: list[ev.ProcessSample], size: int) -> list[ev.Envelope]:
+    parts = ev.batched(ev.ProcessSamples, samples, size, "samples")
+    return [ev.envelope(part, host=host, seq=i) for i, part in enumerate(parts)]
+
+
+def classes(host: str, *items: tuple[int, str, str]) -> ev.Envelope:
+    return ev.envelope(ev.Classifications(batch="b", items=[
+        ev.Classification(pid=pid, start_time=pid * 10, cls=cls, tier=tier, confidence=0.9,
+                          source="rule") for pid, cls, tier in items]), host=host, seq=1)
+
+
+def allocator(settings: Settings) -> AllocatorAgent:
+    # A hybrid profile: P-cores for the critical tiers, E-cores for the rest.
+    topo = load_profile("apple-m4-max")
+    return AllocatorAgent(settings, create_app(settings), Publisher(settings), topo,
+                          housekeeping_pids=lambda: {os.getpid()})
+
+
+async def test_a_sweep_counts_only_once_all_its_chunks_arrived(settings: Settings) -> None:
+    agent = allocator(settings)
+    first = sweep("h", [sample(p) for p in range(1, 8)], size=3)
+    for part in first:
+        agent.on_samples(part)
+    assert set(p for p, _ in agent.view("h").samples) == set(range(1, 8))
+    agent.on_classifications(classes("h", (2, "idle", "background")))
+    second = sweep("h", [sample(p) for p in (1, 3)], size=1)
+    agent.on_samples(second[0])
+    assert len(agent.view("h").samples) == 7         # half a sweep says nothing of the gone
+    agent.on_samples(second[1])
+    assert set(p for p, _ in agent.view("h").samples) == {1, 3}
+    assert (2, 20) not in agent.view("h").classes     # a gone process's class is dropped
+
+
+async def test_every_live_process_gets_a_decision_and_isolation_follows_tiers(
+        settings: Settings) -> None:
+    agent = allocator(settings)
+    for part in sweep("h", [sample(1, 0.02), sample(2, 1.0), sample(3, 0.0)], size=10):
+        agent.on_samples(part)
+    assert agent.on_classifications(classes("h", (1, "latency_critical", "ultra_critical"),
+                                                (2, "compute_batch", "low")))
+    assert not agent.on_classifications(classes("h", (1, "latency_critical", "ultra_critical")))
+    plan = agent.make_plan("h", now=0.0)
+    assert plan is not None
+    by_pid = {a.pid: a for a in plan.assignments if a.target == "process"}
+    assert set(by_pid) == {1, 2, 3}
+    assert by_pid[3].tier == "housekeeping"                 # unclassified: placed, not reniced
+    assert by_pid[3].nice is None
+    assert not set(by_pid[1].cpus) & set(by_pid[2].cpus)    # critical alone on its cores
+    assert not set(by_pid[1].cpus) & set(by_pid[3].cpus)
+
+
+async def test_containers_take_their_most_protected_process_tier(settings: Settings) -> None:
+    agent = allocator(settings)
+    cid = "c" * 64
+    for part in sweep("h", [sample(1, container=cid), sample(2, container=cid)], size=10):
+        agent.on_samples(part)
+    agent.on_containers(ev.envelope(ev.ContainerSamples(batch="c", samples=[
+        ev.ContainerSample(id=cid, name="db"), ev.ContainerSample(id="d" * 64, name="idle")]),
+        host="h", seq=1))
+    agent.on_classifications(classes("h", (1, "background", "background"),
+                                     (2, "realtime_stream", "critical")))
+    targets = {t.container_id: t.tier for t in container_targets(agent.view("h"))}
+    assert targets == {cid: "critical", "d" * 64: "housekeeping"}
+    plan = agent.make_plan("h", now=0.0)
+    assert {a.container_id for a in plan.assignments if a.target == "container"} == set(targets)
+
+
+async def test_mode_from_schedule_then_command_then_config(settings: Settings) -> None:
+    settings.allocator = settings.allocator.model_validate({"schedule": [
+        {"mode": "high_performance", "start": "08:30", "end": "17:30",
+         "days": ["mon", "tue", "wed", "thu", "fri"]},
+        {"mode": "power_save", "start": "22:00", "end": "06:00"}]})
+    monday = datetime(2026, 11, 23)
+    assert scheduled_mode(settings, monday.replace(hour=9)) == "high_performance"
+    assert scheduled_mode(settings, monday.replace(hour=17, minute=30)) is None
+    assert scheduled_mode(settings, monday.replace(hour=23)) == "power_save"   # wraps midnight
+    assert scheduled_mode(settings, monday.replace(hour=5)) == "power_save"
+    assert scheduled_mode(settings, datetime(2026, 11, 28, 9)) is None        # a Saturday
+    agent = allocator(settings)
+    saturday_noon = datetime(2026, 11, 28, 12).timestamp()
+    assert agent.mode_for("h", saturday_noon) == "balanced"
+    agent.on_command(ev.envelope(ev.Command(name="mode", args={"mode": "emergency",
+                                                               "hosts": ["h"]}), "ops", 1))
+    assert agent.mode_for("h", saturday_noon) == "emergency"
+    assert agent.mode_for("h", datetime(2026, 11, 23, 9).timestamp()) == "high_performance"
+
+
+def test_decision_key_ignores_reasons() -> None:
+    a = ev.Decision(target="process", tier="low", cpus="0", pid=1, start_time=2, nice=10,
+                    reason="demand 0.91 cores")
+    b = ev.Decision(target="process", tier="low", cpus="0", pid=1, start_time=2, nice=10,
+                    reason="demand 0.97 cores")
+    assert decision_key([a]) == decision_key([b])
+    assert decision_key([a]) != decision_key([ev.Decision(**{**ev.to_builtins(a), "cpus": "1"})])
+
+
+def applier(settings: Settings, dry_run: bool = False) -> ApplierAgent:
+    return ApplierAgent(settings, create_app(settings), Publisher(settings),
+                        own_pids=lambda: {os.getpid()}, dry_run=dry_run)
+
+
+def plan_events(host: str, plan_seq: int, decisions: list[ev.Decision], size: int
+                ) -> list[ev.Envelope]:
+    parts = ev.batched(ev.Decisions, decisions, size, "items", plan_seq=plan_seq)
+    return [ev.envelope(p, host=host, seq=i) for i, p in enumerate(parts)]
+
+
+async def test_applier_takes_whole_plans_of_its_own_host_only(settings: Settings) -> None:
+    agent = applier(settings)
+    mine = [ev.Decision(target="process", tier="low", cpus="0", pid=p, start_time=p)
+            for p in range(5)]
+    assert all(agent.on_decisions(e) is None
+               for e in plan_events("another-host", 1, mine, size=10))
+    parts = plan_events(settings.host, 2, mine, size=2)
+    assert [agent.on_decisions(e) for e in parts[:-1]] == [None, None]
+    assert agent.on_decisions(parts[-1]) == mine
+    late = plan_events(settings.host, 1, mine[:1], size=10)       # an older plan, late
+    assert agent.on_decisions(late[0]) is None
+    agent.close()
+
+
+async def test_dry_run_reports_what_would_change_and_changes_nothing(settings: Settings) -> None:
+    agent = applier(settings, dry_run=True)
+    pid = os.getpid()
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        start = int(f.read().rsplit(b")", 1)[1].split()[19])
+    before = os.sched_getaffinity(0), os.getpriority(os.PRIO_PROCESS, 0)
+    (result,) = agent.apply_plan([ev.Decision(target="process", tier="low", cpus="0",
+                                              pid=pid, start_time=start, nice=10)])
+    assert (result.outcome, result.reason) == ("skipped", "dry run")
+    assert result.after["nice"] == 10 and result.after["cpus"] == "0"
+    assert (os.sched_getaffinity(0), os.getpriority(os.PRIO_PROCESS, 0)) == before
+    assert not list(agent.journal.entries())                      # nothing to undo
+    agent.close()
