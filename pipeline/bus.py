@@ -116,7 +116,12 @@ class Publisher:
     def __init__(self, settings: Settings, stamper: Stamper | None = None) -> None:
         self.settings = settings
         self.stamper = stamper or Stamper(settings.host)
-        kafka = settings.kafka
+        self._producer: AIOKafkaProducer | None = None  # made in start(): needs the loop
+        self._key = self.stamper.host.encode()
+        self.sent = 0
+
+    async def start(self) -> None:
+        kafka = self.settings.kafka
         self._producer = AIOKafkaProducer(
             bootstrap_servers=kafka.bootstrap,
             compression_type=None if kafka.compression == "none" else kafka.compression,
@@ -124,14 +129,18 @@ class Publisher:
             linger_ms=5,
             acks="all",
         )
-        self._key = self.stamper.host.encode()
-        self.sent = 0
-
-    async def start(self) -> None:
         await self._producer.start()
 
     async def stop(self) -> None:
-        await self._producer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("the publisher is not started")
+        return self._producer
 
     async def __aenter__(self) -> "Publisher":
         await self.start()
@@ -146,7 +155,7 @@ class Publisher:
         if len(raw) > self.settings.kafka.max_message_bytes:
             raise MessageTooLarge(f"{event.type} event {event.id} is {len(raw)} bytes, over "
                                   f"kafka.max_message_bytes={self.settings.kafka.max_message_bytes}")
-        await self._producer.send_and_wait(self.settings.topic(event.type), raw, key=self._key)
+        await self.producer.send_and_wait(self.settings.topic(event.type), raw, key=self._key)
         self.sent += 1
         EVENTS_PUBLISHED.labels(event.type).inc()
 
@@ -168,7 +177,7 @@ class Publisher:
             raw = encode(event)
             if len(raw) > self.settings.kafka.max_message_bytes:
                 raise MessageTooLarge(f"{event.type} event {event.id} is {len(raw)} bytes")
-            futures.append(await self._producer.send(self.settings.topic(event.type), raw,
+            futures.append(await self.producer.send(self.settings.topic(event.type), raw,
                                                      key=self._key))
             EVENTS_PUBLISHED.labels(event.type).inc()
         await asyncio.gather(*futures)

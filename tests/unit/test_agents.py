@@ -46,7 +46,7 @@ def allocator(settings: Settings) -> AllocatorAgent:
                           housekeeping_pids=lambda: {os.getpid()})
 
 
-async def test_a_sweep_counts_only_once_all_its_chunks_arrived(settings: Settings) -> None:
+def test_a_sweep_counts_only_once_all_its_chunks_arrived(settings: Settings) -> None:
     agent = allocator(settings)
     first = sweep("h", [sample(p) for p in range(1, 8)], size=3)
     for part in first:
@@ -61,7 +61,7 @@ async def test_a_sweep_counts_only_once_all_its_chunks_arrived(settings: Setting
     assert (2, 20) not in agent.view("h").classes     # a gone process's class is dropped
 
 
-async def test_every_live_process_gets_a_decision_and_isolation_follows_tiers(
+def test_every_live_process_gets_a_decision_and_isolation_follows_tiers(
         settings: Settings) -> None:
     agent = allocator(settings)
     for part in sweep("h", [sample(1, 0.02), sample(2, 1.0), sample(3, 0.0)], size=10):
@@ -79,7 +79,7 @@ async def test_every_live_process_gets_a_decision_and_isolation_follows_tiers(
     assert not set(by_pid[1].cpus) & set(by_pid[3].cpus)
 
 
-async def test_containers_take_their_most_protected_process_tier(settings: Settings) -> None:
+def test_containers_take_their_most_protected_process_tier(settings: Settings) -> None:
     agent = allocator(settings)
     cid = "c" * 64
     for part in sweep("h", [sample(1, container=cid), sample(2, container=cid)], size=10):
@@ -95,7 +95,7 @@ async def test_containers_take_their_most_protected_process_tier(settings: Setti
     assert {a.container_id for a in plan.assignments if a.target == "container"} == set(targets)
 
 
-async def test_mode_from_schedule_then_command_then_config(settings: Settings) -> None:
+def test_mode_from_schedule_then_command_then_config(settings: Settings) -> None:
     settings.allocator = settings.allocator.model_validate({"schedule": [
         {"mode": "high_performance", "start": "08:30", "end": "17:30",
          "days": ["mon", "tue", "wed", "thu", "fri"]},
@@ -135,7 +135,7 @@ def plan_events(host: str, plan_seq: int, decisions: list[ev.Decision], size: in
     return [ev.envelope(p, host=host, seq=i) for i, p in enumerate(parts)]
 
 
-async def test_applier_takes_whole_plans_of_its_own_host_only(settings: Settings) -> None:
+def test_applier_takes_whole_plans_of_its_own_host_only(settings: Settings) -> None:
     agent = applier(settings)
     mine = [ev.Decision(target="process", tier="low", cpus="0", pid=p, start_time=p)
             for p in range(5)]
@@ -149,7 +149,7 @@ async def test_applier_takes_whole_plans_of_its_own_host_only(settings: Settings
     agent.close()
 
 
-async def test_dry_run_reports_what_would_change_and_changes_nothing(settings: Settings) -> None:
+def test_dry_run_reports_what_would_change_and_changes_nothing(settings: Settings) -> None:
     agent = applier(settings, dry_run=True)
     pid = os.getpid()
     with open(f"/proc/{pid}/stat", "rb") as f:
