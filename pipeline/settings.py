@@ -215,12 +215,9 @@ class ApplierSettings(_Section):
     @field_validator("protected")
     @classmethod
     def _patterns(cls, value: list[str]) -> list[str]:
-        import re
+        from agents.classification.rules import check_regex
         for pattern in value:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+            check_regex(pattern)
         return value
 
 
@@ -271,6 +268,8 @@ def _describe(error: Mapping[str, Any]) -> str:
         return "unknown key (check its spelling against config/default.yml)"
     if kind == "missing":
         return "required key is missing"
+    if kind == "value_error":  # our own validators already say what was expected
+        return msg.removeprefix("Value error, ")
     if kind in ("model_type", "dict_type"):
         what = "a mapping of settings"
     elif msg.startswith("Input should be "):

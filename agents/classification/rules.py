@@ -55,7 +55,8 @@ class LabelError(ValueError):
     """A label that cannot be applied; the message says why."""
 
 
-def _check_regex(value: str | None) -> str | None:
+def check_regex(value: str | None) -> str | None:
+    """The value, or a ValueError for a person when it is not a regular expression."""
     if value is not None:
         try:
             re.compile(value)
@@ -81,7 +82,7 @@ class RuleMatch(BaseModel):
     @field_validator("name", "cmdline", "exe", "cgroup", "container", "parent_name")
     @classmethod
     def _regex(cls, value: str | None) -> str | None:
-        return _check_regex(value)
+        return check_regex(value)
 
     @field_validator("container_label")
     @classmethod
