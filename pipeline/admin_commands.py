@@ -5,18 +5,23 @@ import typer
 
 # Each tier's pool and members in this host's newest plan (history: the decisions table).
 STATUS_SQL = """
-WITH newest AS (
-    SELECT max(plan_seq) AS seq FROM decisions WHERE host = $host
+WITH complete AS (  -- a plan whose every chunk is recorded
+    SELECT plan_seq, batch FROM decisions WHERE host = $host
+    GROUP BY plan_seq, batch HAVING count(DISTINCT chunk) = max(chunks)
+), newest AS (
+    SELECT plan_seq AS seq, batch FROM complete ORDER BY plan_seq DESC LIMIT 1
 ), names AS (
     SELECT pid, start_time, any_value(name) AS name FROM process_samples
     WHERE host = $host AND ts > now()::TIMESTAMP - INTERVAL 10 MINUTE
     GROUP BY pid, start_time
 )
 SELECT d.tier, d.cpus, count(*) AS members,
-       array_to_string(list_slice(list(DISTINCT coalesce(n.name, d.container_id)), 1, 6),
-                       ', ') AS some_members
+       coalesce(array_to_string(list_slice(
+           list(DISTINCT coalesce(n.name, d.container_id))
+               FILTER (WHERE coalesce(n.name, d.container_id) IS NOT NULL), 1, 6), ', '),
+           '') AS some_members
 FROM decisions d
-JOIN newest ON d.plan_seq = newest.seq
+JOIN newest ON d.plan_seq = newest.seq AND d.batch = newest.batch
 LEFT JOIN names n ON n.pid = d.pid AND n.start_time = d.start_time
 WHERE d.host = $host
 GROUP BY d.tier, d.cpus
