@@ -78,9 +78,16 @@ async def test_latency_work_isolated_from_hogs_and_restored(kafka_bootstrap: str
                     assert not set(cpus) & probe_cpus, (seed, hog.pid, cpus, probe_cpus)
                     assert (nice, policy) == (10, 3), (seed, hog.pid, nice, policy)
 
-            status = corelane.run("status")
-            assert status.returncode == 0, status.stderr
-            assert "ultra_critical" in status.stdout and probe.name in status.stdout
+            # status reads the history, which trails the live plan by up to a flush.
+            deadline = time.monotonic() + 15
+            while True:
+                status = corelane.run("status")
+                assert status.returncode == 0, status.stderr
+                if "ultra_critical" in status.stdout or time.monotonic() > deadline:
+                    break
+                time.sleep(1)
+            assert "ultra_critical" in status.stdout and probe.name in status.stdout, \
+                status.stdout
         finally:
             if corelane.proc is not None and corelane.proc.poll() is None:
                 corelane.terminate()
