@@ -40,7 +40,6 @@ class RecorderStats:
     dead_lettered: int = 0
     last_flush_ts: float | None = None
     last_flush_s: float = 0.0
-    lag: int = 0
 
 
 def rows_in(event: Envelope) -> int:
@@ -180,14 +179,3 @@ class Recorder:
     async def _position(self, tp: TopicPartition) -> int:
         assert self._consumer is not None
         return await self._consumer.position(tp)
-
-    async def lag(self) -> int:
-        """Messages on the topics not yet read (for health and benchmarks)."""
-        assert self._consumer is not None
-        ends = await self._consumer.end_offsets(self._partitions)
-        total = 0
-        for tp, end in ends.items():
-            total += max(end - await self._position(tp), 0)
-        self.stats.lag = total
-        return total
-

@@ -262,9 +262,6 @@ class EventReader:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def check(self, record: ConsumerRecord) -> Envelope:
-        return read_record(record, self._topic_type)
-
     async def dead_letter(self, record: ConsumerRecord, reason: str) -> None:
         await dead_letter(self.publisher, record, reason)
         self.dead_lettered += 1
@@ -272,7 +269,7 @@ class EventReader:
     async def __aiter__(self) -> AsyncIterator[Received]:
         async for record in self._consumer:
             try:
-                event = self.check(record)
+                event = read_record(record, self._topic_type)
             except EventDecodeError as exc:
                 await self.dead_letter(record, str(exc))
                 continue

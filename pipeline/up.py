@@ -18,7 +18,6 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-import docker
 import faust
 import uvicorn
 
@@ -32,7 +31,8 @@ from api.server import create_api
 from pipeline.app import create_app
 from pipeline.bus import Publisher, Stamper, ensure_topics
 from pipeline.collect import Collector, KafkaSink, run_collector
-from pipeline.kafka.broker import LocalBroker, broker_from_settings, is_answering
+from pipeline.collectors.containers import default_client_factory
+from pipeline.kafka.broker import LocalBroker, is_answering
 from pipeline.settings import Settings
 from pipeline.topology import load_profile, read_topology
 from storage.history import HistoryStore, StoreError
@@ -79,7 +79,7 @@ async def ensure_broker(settings: Settings) -> LocalBroker | None:
     if "," in bootstrap or host not in LOCAL_HOSTS:
         raise UpError(f"no Kafka broker answers at {bootstrap} (kafka.bootstrap / "
                       f"CORELANE_KAFKA); corelane starts a broker only on this host's loopback")
-    broker = broker_from_settings(settings)
+    broker = LocalBroker.from_settings(settings)
     log.info("starting a local Kafka broker at %s (data in %s); this can take up to a minute",
              bootstrap, broker.state_dir)
     await asyncio.to_thread(broker.start, settings.kafka.broker.start_timeout_s)
@@ -89,7 +89,7 @@ async def ensure_broker(settings: Settings) -> LocalBroker | None:
 def own_pids(settings: Settings) -> set[int]:
     """corelane's own processes: never niced or idled, but kept off critical cores."""
     pids = {os.getpid()}
-    broker_pid = broker_from_settings(settings).read_pid()
+    broker_pid = LocalBroker.from_settings(settings).read_pid()
     if broker_pid is not None:
         pids.add(broker_pid)
     return pids
@@ -102,7 +102,7 @@ def docker_client(base_url: str | None) -> Any:
     """One Docker client per address, or None where no engine answers (asked once)."""
     if base_url not in _docker:
         try:
-            client = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
+            client = default_client_factory(base_url)
             client.ping()
             _docker[base_url] = client
         except Exception:  # noqa: BLE001 - any failure means: no engine to enforce through

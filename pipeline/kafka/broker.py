@@ -549,7 +549,3 @@ class LocalBroker:
                             answering=is_answering(self.bootstrap, timeout),
                             state_dir=self.state_dir, log_file=self.log_file)
 
-
-def broker_from_settings(settings: Settings, cache_dir: Path | str | None = None) -> LocalBroker:
-    """The local broker for these settings (address, home, heap, controller port)."""
-    return LocalBroker.from_settings(settings, cache_dir=cache_dir)
