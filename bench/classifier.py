@@ -294,6 +294,7 @@ def published(clf: Classifier, records: list[Record]) -> tuple[list[str], list[s
     truth: list[str] = []
     out: list[str | None] = []
     vectors: list[list[float]] = []
+    first: dict[tuple, tuple[str, str | None]] = {}
     for t, run, batch in _sweeps(records):
         clf.sweep(t, [s for _, _, s in batch], host=run)
         for ident, label, s in batch:
@@ -305,7 +306,14 @@ def published(clf: Classifier, records: list[Record]) -> tuple[list[str], list[s
             truth.append(label)
             out.append(state.cls if state is not None else None)
             vectors.append(feature_vector(window))
+            first.setdefault(key, (label, out[-1]))
+    FIRST_JUDGEMENTS[:] = list(first.values())
     return truth, out, vectors
+
+
+# (label, class) of each held-out process's first published judgement, from the last
+# ``published`` run: what a new process is placed by before any correction.
+FIRST_JUDGEMENTS: list[tuple[str, str | None]] = []
 
 
 def _classifier(model: OnlineModel, rules: RuleSet, learn: bool) -> Classifier:
@@ -327,9 +335,12 @@ def evaluate_cold_start(rules: RuleSet, train_records: list[Record],
     macro, per = f1_scores(truth, decided)
     raw = [p[0] if p else None for p in model.predict_many(vectors)]
     macro_m, per_m = f1_scores(truth, raw)
+    first_macro, first_per = f1_scores([a for a, _ in FIRST_JUDGEMENTS],
+                                       [b for _, b in FIRST_JUDGEMENTS])
     return {"learned": learned, "classes": sorted(model.classes), "macro_f1": macro,
             "per_class": per, "model_macro_f1": macro_m, "model_per_class": per_m,
-            "windows": len(truth)}
+            "windows": len(truth), "first_macro_f1": first_macro, "first_per_class": first_per,
+            "first_n": len(FIRST_JUDGEMENTS)}
 
 
 def evaluate_labelled_with_priors(model: OnlineModel, rules: RuleSet,
@@ -389,6 +400,7 @@ def speed(model: OnlineModel, procs: int, sweeps: int,
 
 
 def main(argv: list[str] | None = None) -> int:
+    global MIN_SAMPLES, MIN_SPAN_S
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train", type=Path)
     parser.add_argument("--test", type=Path)
@@ -402,7 +414,12 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: the shipped config/rules/default.yml)")
     parser.add_argument("--modes", default="priors,cold,labelled",
                         help="which of priors, cold, labelled to run (comma-separated)")
+    parser.add_argument("--min-samples", type=int, default=MIN_SAMPLES,
+                        help="samples a window needs before it is classified")
+    parser.add_argument("--min-span", type=float, default=MIN_SPAN_S,
+                        help="seconds a window needs to span before it is classified")
     args = parser.parse_args(argv)
+    MIN_SAMPLES, MIN_SPAN_S = args.min_samples, args.min_span
     modes = {m.strip() for m in args.modes.split(",") if m.strip()}
     unknown = modes - {"priors", "cold", "labelled"}
     if unknown:
@@ -453,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  per class: {_per_class(res['per_class'])}")
         print(f"  the frozen model alone: macro-F1 {res['model_macro_f1']:.3f}; "
               f"{_per_class(res['model_per_class'])}")
+        print(f"  first judgement per process ({res['first_n']} processes): macro-F1 "
+              f"{res['first_macro_f1']:.3f}; {_per_class(res['first_per_class'])}")
 
     results = []
     if "labelled" in modes:

@@ -16,6 +16,7 @@ matches only the processes of the corelane case (and nothing else on the host).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import ctypes
 import io
@@ -450,19 +451,24 @@ def main() -> None:
                     help="which of idle,hogs,nice19,corelane to run")
     ap.add_argument("--place-timeout", type=float, default=60,
                     help="seconds to wait for corelane to place a probe")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="work in this folder and keep it (corelane's log, history and "
+                         "journal) instead of a temporary one")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("corelane's applier needs root to pin and renice")
 
     print(f"cpus {ALL_CPUS}; load average before: {loadavg()}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="corelane-efficacy-") as tmpdir:
+    with contextlib.nullcontext(str(a.keep)) if a.keep else \
+            tempfile.TemporaryDirectory(prefix="corelane-efficacy-") as tmpdir:
         tmp = Path(tmpdir)
+        tmp.mkdir(parents=True, exist_ok=True)
         token_scoped, token_plain = secrets.token_hex(4), secrets.token_hex(4)
         bench = Bench(a, tmp, Launcher(tmp, token_plain), Launcher(tmp, token_scoped))
         runs: list[Run] = []
         reaction: list[tuple[float | None, float | None, str]] = []
         corelane_home = tmp / "corelane"
-        corelane_home.mkdir()
+        corelane_home.mkdir(exist_ok=True)
         try:
             # A reference idle run before corelane (and its broker) exist on the host.
             print("idle, before corelane starts ...", flush=True)

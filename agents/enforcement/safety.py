@@ -5,7 +5,8 @@ Three separate questions, asked before any setting is written:
 - **protection** (``is_protected`` / ``protection``): PID 1 and kernel threads are never
   touched at all; processes matching a configured pattern are never touched either.
   corelane's own processes and its broker are never niced, idled or stopped, but they may be
-  given an affinity: they belong on the non-critical cores like any housekeeping work.
+  given an affinity, whatever the scope: they belong on the non-critical cores like any
+  housekeeping work.
 - **scope** (``Scope``): which processes corelane may change at all (everything by default;
   tests narrow it to what they started).
 - **operator override** (``detect_override``): the settings corelane last applied differ from
@@ -156,7 +157,9 @@ class Guard:
         needs_cmdline = bool(self.protected_patterns) or self.scope.needs_details
         cmdline = (procfs.read_cmdline(proc, pid) or "") if needs_cmdline else ""
         found = protection(pid, stat, self.protected_patterns, self.own_pids, cmdline)
-        if found is not None and not found.affinity_allowed:
+        if found is not None:
+            # corelane's own processes are placed whatever the scope: the scope guards other
+            # people's work, and corelane running on a critical core defeats the point.
             return found
         cgroup = ""
         if self.scope.cgroup_prefixes and not self.scope.everything:

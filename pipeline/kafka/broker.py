@@ -463,11 +463,14 @@ class LocalBroker:
         args = [*self._jvm_args(self.heap_mb), _BROKER_MAIN, str(self.config_file)]
         # Truncated per launch: its tail must be about this start, not an old crash.
         with self.out_file.open("wb") as out:
-            # A session of its own: the broker outlives the command that started it and
-            # does not receive the terminal's Ctrl-C.
+            # A process group of its own: the broker outlives the command that started it
+            # and does not receive the terminal's Ctrl-C. Not a session of its own: that
+            # makes it a scheduler autogroup of its own, and on a core shared with CPU
+            # hogs such a group was seen starved for a minute (its threads runnable, no
+            # CPU time), which stalls every producer; in corelane's group it shares fairly.
             self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out,
                                              stderr=subprocess.STDOUT, cwd=self.state_dir,
-                                             start_new_session=True)
+                                             process_group=0)
         self.pid_file.write_text(f"{self._process.pid}\n")
         return self._process.pid
 

@@ -125,6 +125,16 @@ def test_guard_reads_what_it_needs_from_proc(tmp_path: Path) -> None:
     assert by_cmdline is not None and not by_cmdline.affinity_allowed
 
 
+def test_own_processes_get_an_affinity_whatever_the_scope(tmp_path: Path) -> None:
+    fake_proc(tmp_path, 300, "java", "java kafka.Kafka", "/")
+    proc = str(tmp_path / "proc")
+    narrow = Scope(patterns=("^nothing-here$",))
+    found = Guard(scope=narrow, own_pids=frozenset({300})).check(300, stat(300, "java"), proc)
+    assert found is not None and found.affinity_allowed
+    other = Guard(scope=narrow).check(300, stat(300, "java"), proc)
+    assert other is not None and other.reason == "out of scope"
+
+
 def test_apply_refuses_protected_targets_before_any_write(tmp_path: Path,
                                                           no_writes: list[str]) -> None:
     kthread_start = fake_proc(tmp_path, 50, "kworker/1:2", "", "/", flags=PF_KTHREAD, ppid=2)
