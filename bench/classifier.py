@@ -58,6 +58,7 @@ DEFAULT_RULES = CONFIG_DIR / "rules" / "default.yml"
 WINDOW_S = 20.0
 MIN_SAMPLES = 5
 MIN_SPAN_S = 4.0
+EARLY_TIERS: tuple[str, ...] = ("ultra_critical",)  # the classifier's default
 
 Record = tuple[float, tuple, str, ProcessSample, bool]  # (t, identity, label, sample, mt)
 
@@ -299,14 +300,15 @@ def published(clf: Classifier, records: list[Record]) -> tuple[list[str], list[s
         clf.sweep(t, [s for _, _, s in batch], host=run)
         for ident, label, s in batch:
             key = (run, s.pid, s.start_time)
+            state = clf.decider.current(key)
+            if state is not None and state.cls is not None:
+                first.setdefault(key, (label, state.cls))
             window = clf._windows.get(key)
             if window is None or not window.enough_history(clf.min_samples, clf.min_span_s):
                 continue
-            state = clf.decider.current(key)
             truth.append(label)
             out.append(state.cls if state is not None else None)
             vectors.append(feature_vector(window))
-            first.setdefault(key, (label, out[-1]))
     FIRST_JUDGEMENTS[:] = list(first.values())
     return truth, out, vectors
 
@@ -318,7 +320,8 @@ FIRST_JUDGEMENTS: list[tuple[str, str | None]] = []
 
 def _classifier(model: OnlineModel, rules: RuleSet, learn: bool) -> Classifier:
     return Classifier(model=model, rules=rules, window_s=WINDOW_S, min_samples=MIN_SAMPLES,
-                      min_span_s=MIN_SPAN_S, heartbeat_s=1e9, learn=learn,
+                      min_span_s=MIN_SPAN_S, early_tiers=EARLY_TIERS, heartbeat_s=1e9,
+                      learn=learn,
                       user_name=lambda uid: None)
 
 
@@ -335,6 +338,9 @@ def evaluate_cold_start(rules: RuleSet, train_records: list[Record],
     macro, per = f1_scores(truth, decided)
     raw = [p[0] if p else None for p in model.predict_many(vectors)]
     macro_m, per_m = f1_scores(truth, raw)
+    confusion = Counter(FIRST_JUDGEMENTS)
+    print("  first judgements (label -> class: processes): " + ", ".join(
+        f"{a}->{b}: {n}" for (a, b), n in sorted(confusion.items(), key=str) if a != b))
     first_macro, first_per = f1_scores([a for a, _ in FIRST_JUDGEMENTS],
                                        [b for _, b in FIRST_JUDGEMENTS])
     return {"learned": learned, "classes": sorted(model.classes), "macro_f1": macro,
@@ -400,7 +406,7 @@ def speed(model: OnlineModel, procs: int, sweeps: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    global MIN_SAMPLES, MIN_SPAN_S
+    global MIN_SAMPLES, MIN_SPAN_S, EARLY_TIERS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train", type=Path)
     parser.add_argument("--test", type=Path)
@@ -418,8 +424,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="samples a window needs before it is classified")
     parser.add_argument("--min-span", type=float, default=MIN_SPAN_S,
                         help="seconds a window needs to span before it is classified")
+    parser.add_argument("--early-tiers", default=",".join(EARLY_TIERS),
+                        help="tiers a first judgement may reach from a short window "
+                             "(empty: none)")
     args = parser.parse_args(argv)
     MIN_SAMPLES, MIN_SPAN_S = args.min_samples, args.min_span
+    EARLY_TIERS = tuple(t for t in args.early_tiers.split(",") if t)
     modes = {m.strip() for m in args.modes.split(",") if m.strip()}
     unknown = modes - {"priors", "cold", "labelled"}
     if unknown:

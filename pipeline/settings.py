@@ -114,6 +114,10 @@ class ClassifierSettings(_Section):
     window_s: float = Field(20.0, gt=0, le=600)         # span of each process's feature window
     min_samples: int = Field(5, ge=2)                   # a window classifies once it holds
     min_span_s: float = Field(4.0, ge=0)                # ... this many samples over this span
+    early_min_samples: int = Field(2, ge=2)             # a first judgement into one of
+    early_min_span_s: float = Field(1.0, ge=0)          # early_tiers needs only this much
+    early_tiers: list[Literal["ultra_critical", "critical", "high", "normal", "low",
+                              "background"]] = ["ultra_critical"]
     hysteresis_windows: int = Field(3, ge=1)            # windows agreeing before a model change
     heartbeat_s: float = Field(60.0, gt=0)              # re-emit an unchanged class this often
     min_model_confidence: float = Field(0.5, ge=0, le=1)

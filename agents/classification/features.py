@@ -163,7 +163,9 @@ class FeatureWindow:
                 part.popleft()
 
     def enough_history(self, min_samples: int = 5, min_span_s: float = 4.0) -> bool:
-        return len(self._ts) >= max(min_samples, 2) and self.span >= min_span_s
+        # Sweeps jitter by milliseconds: five samples a second apart may span 3.998 s, and
+        # a strict bound would make every process wait a whole extra sweep.
+        return len(self._ts) >= max(min_samples, 2) and self.span >= 0.9 * min_span_s
 
 
 def _cv(values: deque, dts: deque, mean_rate: float) -> tuple[float, float]:

@@ -208,6 +208,27 @@ def test_classifier_emits_once_the_window_is_ready_and_teaches_the_model() -> No
     assert first_seen[4][1].reason.startswith("model v0+")
 
 
+def test_only_an_early_tier_is_judged_from_a_short_window_and_it_teaches_nothing() -> None:
+    rules = parse_rules({"rules": [
+        {"name": "spinners", "match": {"name": "^spin"}, "class": "compute_batch"},
+        {"name": "wakers", "match": {"name": "^wake"}, "class": "latency_critical",
+         "learn": True}]})
+    clf = Classifier(model=OnlineModel(), rules=rules, min_samples=5, min_span_s=4,
+                     heartbeat_s=1e9, user_name=lambda uid: None)
+    first_seen: dict[int, int] = {}
+    for k in range(6):
+        result = clf.sweep(1000.0 + k, [proc(1, k, "busy", "spin1"), proc(2, k, "wakey", "wake2")])
+        for c in result.classifications:
+            first_seen.setdefault(c.pid, k)
+        if k < 4:
+            assert clf.model.n_learned == 0           # short windows teach nothing
+    assert first_seen == {2: 1, 1: 4}                 # ultra_critical at its second sample
+    late = Classifier(model=OnlineModel(), rules=rules, min_samples=5, min_span_s=4,
+                      early_tiers=(), heartbeat_s=1e9, user_name=lambda uid: None)
+    seen = [k for k in range(6) if late.sweep(1000.0 + k, [proc(2, k, "wakey", "wake2")]).classifications]
+    assert seen[0] == 4
+
+
 def test_from_settings_loads_the_shipped_priors_unless_turned_off() -> None:
     from pipeline.settings import ClassifierSettings
     clf = Classifier.from_settings(ClassifierSettings())

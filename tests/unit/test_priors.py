@@ -117,7 +117,7 @@ def test_a_latency_probe_beside_hogs_is_latency_critical_within_seconds(
     make += [(h, lambda p: starved_hog(p, share=0.5)) for h in hogs]
     clf, out = classify(make)
     first_k, first = out[probe.pid][0]
-    assert first_k == 4                                # the first sweep with a full window
+    assert first_k == 1        # its second sample: an ultra_critical call is made early
     assert (first.cls, first.source, first.reason) == (
         "latency_critical", "rule", "rule short-frequent-wakeups")
     assert first.tier == "ultra_critical"
