@@ -24,6 +24,7 @@ import faust
 from agents.enforcement import (ApplyResult, Guard, Identity, Journal, ProcessSettings, Scope,
                                 enforce_container, enforce_process, read_settings, restorer)
 from agents.enforcement.process import read_threads, summarize
+from agents.enforcement.safety import OUT_OF_SCOPE
 from pipeline.app import decoded, keep_going
 from pipeline.bus import Publisher, topic_types
 from pipeline.events import Decision, Decisions, Enforcement, Enforcements, Envelope
@@ -31,7 +32,6 @@ from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-OUT_OF_SCOPE = "out of scope"
 
 
 def journal_dir(settings: Settings) -> Path:
@@ -110,7 +110,7 @@ class ApplierAgent:
                                    container_id=d.container_id,
                                    after={"cpuset": d.cpus, "cpu_shares": d.cpu_shares})
             return enforce_container(self.journal, client, d.container_id, d.cpus,
-                                     d.cpu_shares, respect_override=respect)
+                                     d.cpu_shares, respect_override=respect, scope=guard.scope)
         return None
 
     def _dry_run(self, d: Decision, wanted: ProcessSettings, guard: Guard) -> ApplyResult:

@@ -206,6 +206,7 @@ class ScopeSettings(_Section):
     pids: list[int] = []
     patterns: list[str] = []                     # regexes over name and command line
     cgroups: list[str] = []                      # cgroup path prefixes
+    containers: list[str] = []                   # regexes over container name or id
 
 
 class ApplierSettings(_Section):

@@ -54,7 +54,7 @@ def enforce_process(journal: Journal, pid: int, start_time: int, wanted: Process
 
 def enforce_container(journal: Journal, client: docker.DockerClient, container_id: str,
                       cpuset: str | None, cpu_shares: int | None, *,
-                      respect_override: bool = True) -> ApplyResult:
+                      respect_override: bool = True, scope: Scope | None = None) -> ApplyResult:
     """``apply_container`` with the journal (see ``enforce_process``)."""
     entry = journal.get(Identity.container(container_id))
     recorded: list[Identity] = []
@@ -66,7 +66,8 @@ def enforce_container(journal: Journal, client: docker.DockerClient, container_i
 
     result = apply_container(client, container_id, cpuset, cpu_shares,
                              last_applied=entry.applied if entry and respect_override else None,
-                             before_change=record)
+                             before_change=record,
+                             allowed=scope.allows_container if scope is not None else None)
     identity = Identity.container(result.container_id or container_id)
     if result.applied and journal.get(identity) is not None:
         asked = {"cpuset": cpuset, "cpu_shares": cpu_shares}

@@ -19,6 +19,7 @@ import docker
 import docker.errors
 
 from agents.enforcement.process import ALREADY, GONE, ApplyResult
+from agents.enforcement.safety import OUT_OF_SCOPE
 from agents.enforcement.safety import DEFAULT_CPU_SHARES, detect_override, override_reason
 from pipeline.collectors import procfs
 from pipeline.topology import cpulist_format, cpulist_parse
@@ -55,6 +56,7 @@ def read_container(client: docker.DockerClient, container_id: str,
         cpus_allowed = status.cpus_allowed_list if status else None
     return {
         "id": attrs["Id"],
+        "name": (attrs.get("Name") or "").lstrip("/"),
         "cpuset": host_config.get("CpusetCpus") or "",
         "cpu_shares": int(host_config.get("CpuShares") or 0),
         "running": bool(state.get("Running")),
@@ -66,6 +68,7 @@ def read_container(client: docker.DockerClient, container_id: str,
 def apply_container(client: docker.DockerClient, container_id: str, cpuset: str | None,
                     cpu_shares: int | None, *, last_applied: Mapping[str, Any] | None = None,
                     before_change: Callable[[dict[str, Any]], None] | None = None,
+                    allowed: Callable[[str, str], bool] | None = None,
                     proc_root: str = "/", sys_root: str = "/") -> ApplyResult:
     """Set a container's cpuset (``""`` = every CPU) and CPU weight (``0`` = the default);
     None leaves a setting as it is.
@@ -73,7 +76,8 @@ def apply_container(client: docker.DockerClient, container_id: str, cpuset: str 
     Skipped: a container that is gone, or one whose settings differ from ``last_applied``
     (someone else changed them). Applying what is already there writes nothing and reports
     ``applied`` with reason ``already in place``. ``before_change`` gets the settings as they
-    were before the write (the journal records them there).
+    were before the write (the journal records them there). ``allowed(id, name)`` says
+    whether the container is in scope; one that is not is skipped before any write.
     """
     def result(outcome: str, reason: str = "", before: dict[str, Any] | None = None,
                after: dict[str, Any] | None = None, changes: int = 0,
@@ -97,6 +101,8 @@ def apply_container(client: docker.DockerClient, container_id: str, cpuset: str 
     if before is None:
         return result("skipped", GONE)
     cid = before["id"]
+    if allowed is not None and not allowed(cid, before["name"]):
+        return result("skipped", OUT_OF_SCOPE, cid=cid)
 
     if last_applied:
         changed = detect_override(last_applied, before)

@@ -27,6 +27,7 @@ from pipeline.collectors.procfs import Stat
 from pipeline.topology import cpulist_parse
 
 KTHREADD_PID = 2
+OUT_OF_SCOPE = "out of scope"
 # Docker's default weight: a container whose cpu_shares reads 0 gets this.
 DEFAULT_CPU_SHARES = 1024
 
@@ -86,21 +87,27 @@ def is_protected(pid: int, stat: Stat | None, protected_patterns: Iterable[str |
 
 @dataclass(frozen=True)
 class Scope:
-    """Which processes corelane may change. A process is in scope when ``everything`` is set
-    or it matches any one of the pid set, the patterns (over name and command line) or the
-    cgroup prefixes. An empty scope lets nothing be changed."""
+    """Which processes and containers corelane may change. A process is in scope when
+    ``everything`` is set or it matches any one of the pid set, the patterns (over name and
+    command line) or the cgroup prefixes; a container when ``everything`` is set or its name
+    or id matches one of ``containers``. An empty scope lets nothing be changed."""
     everything: bool = False
     pids: frozenset[int] = frozenset()
     patterns: tuple[str, ...] = ()
     cgroup_prefixes: tuple[str, ...] = ()
+    containers: tuple[str, ...] = ()
     _compiled: tuple[re.Pattern[str], ...] = field(default=(), init=False, repr=False,
                                                    compare=False)
+    _containers: tuple[re.Pattern[str], ...] = field(default=(), init=False, repr=False,
+                                                     compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pids", frozenset(self.pids))
         object.__setattr__(self, "patterns", tuple(self.patterns))
         object.__setattr__(self, "cgroup_prefixes", tuple(self.cgroup_prefixes))
+        object.__setattr__(self, "containers", tuple(self.containers))
         object.__setattr__(self, "_compiled", _compile(self.patterns))
+        object.__setattr__(self, "_containers", _compile(self.containers))
 
     @classmethod
     def all(cls) -> Scope:
@@ -108,19 +115,21 @@ class Scope:
 
     @classmethod
     def from_config(cls, value: Any) -> Scope:
-        """``"all"`` (or None), or a mapping with ``pids``, ``patterns``, ``cgroups``."""
+        """``"all"`` (or None), or a mapping with ``pids``, ``patterns``, ``cgroups``,
+        ``containers``."""
         if value is None or value == "all":
             return cls.all()
         if not isinstance(value, Mapping):
-            raise ValueError(f"scope must be 'all' or a mapping with pids, patterns, cgroups; "
-                             f"got {value!r}")
-        unknown = set(value) - {"pids", "patterns", "cgroups"}
+            raise ValueError(f"scope must be 'all' or a mapping with pids, patterns, cgroups, "
+                             f"containers; got {value!r}")
+        unknown = set(value) - {"pids", "patterns", "cgroups", "containers"}
         if unknown:
             raise ValueError(f"unknown scope keys {sorted(unknown)}: "
-                             "expected pids, patterns, cgroups")
+                             "expected pids, patterns, cgroups, containers")
         return cls(pids=frozenset(int(p) for p in value.get("pids") or ()),
                    patterns=tuple(value.get("patterns") or ()),
-                   cgroup_prefixes=tuple(value.get("cgroups") or ()))
+                   cgroup_prefixes=tuple(value.get("cgroups") or ()),
+                   containers=tuple(value.get("containers") or ()))
 
     @property
     def needs_details(self) -> bool:
@@ -135,6 +144,12 @@ class Scope:
                 return True
         return any(cgroup == prefix or cgroup.startswith(prefix.rstrip("/") + "/")
                    for prefix in self.cgroup_prefixes if cgroup)
+
+
+    def allows_container(self, container_id: str, name: str = "") -> bool:
+        if self.everything:
+            return True
+        return any(p.search(name) or p.search(container_id) for p in self._containers)
 
 
 # --- the guard the process primitives ask ----------------------------------------------------
@@ -165,7 +180,7 @@ class Guard:
         if self.scope.cgroup_prefixes and not self.scope.everything:
             cgroup = (procfs.read_cgroup(proc, pid) or ("", None))[0]
         if not self.scope.allows(pid, stat.comm, cmdline, cgroup):
-            return Protection("out of scope", False)
+            return Protection(OUT_OF_SCOPE, False)
         return found
 
 

@@ -377,3 +377,15 @@ def test_a_removed_container_is_skipped_as_gone(docker_engine, docker_containers
     result = enforce_container(journal, docker_engine.client, container.id, "0", None)
     assert (result.outcome, result.reason) == ("skipped", "gone")
     assert journal.entries() == []
+
+
+def test_a_container_out_of_scope_is_left_alone(docker_engine, docker_containers,
+                                                journal: Journal) -> None:
+    container = docker_containers(["sleep", "300"])
+    narrow = Scope(containers=("^not-this-one$",))
+    result = enforce_container(journal, docker_engine.client, container.id, "0", 512,
+                               scope=narrow)
+    assert (result.outcome, result.reason) == ("skipped", "out of scope")
+    inspect = docker_engine.client.api.inspect_container(container.id)["HostConfig"]
+    assert (inspect["CpusetCpus"], inspect["CpuShares"]) == ("", 0)
+    assert journal.entries() == []

@@ -121,3 +121,67 @@ async def test_latency_work_isolated_from_hogs_and_restored(kafka_bootstrap: str
         reverted = corelane.run("revert")
         assert reverted.returncode == 0, reverted.stderr
         assert restored(), [thread_settings(w.pid) for w in [probe, *hogs]]
+
+
+def _container_cpus(docker_engine, container_id: str) -> tuple[str, str]:
+    """(the engine's cpuset, the container's main process's Cpus_allowed_list)."""
+    attrs = docker_engine.client.api.inspect_container(container_id)
+    pid = attrs["State"]["Pid"]
+    with open(f"/proc/{pid}/status") as f:
+        allowed = next(line.split(":", 1)[1].strip() for line in f
+                       if line.startswith("Cpus_allowed_list"))
+    return attrs["HostConfig"]["CpusetCpus"] or "", allowed
+
+
+async def test_a_container_is_kept_off_the_critical_cores_and_restored(
+        kafka_bootstrap: str, tmp_path: Path, docker_engine, docker_containers) -> None:
+    seed = random.randrange(10**6)
+    name = f"corelane-test-hog-{seed}"
+    online = Path("/sys/devices/system/cpu/online").read_text().strip()
+    # Scope: the generator's processes and this one container, through the real engine.
+    corelane = Instance(tmp_path, kafka_bootstrap, f"e2e-ctr-{seed}.", dry_run=False,
+                        collector=f"{{interval_s: 1.0, containers: true, "
+                                  f"docker_host: '{docker_engine.host}'}}",
+                        allocator="{interval_s: 1.0}",
+                        applier=f"{{scope: {{patterns: ['{WORKLOAD_MARK}'], "
+                                f"containers: ['^{name}$']}}}}")
+    corelane.start()
+    corelane.wait_recording()
+    container = docker_containers(["sh", "-c", "while :; do :; done"], name=name)
+    assert _container_cpus(docker_engine, container.id) == ("", online)
+    with start_mix({"latency_critical": 1}, seed=seed) as mix:
+        probe = next(w for w in mix.workloads if w.role == "main")
+        try:
+            def placed() -> tuple[set[int], set[int]] | None:
+                probe_cpus = {tuple(c) for c, _, _ in thread_settings(probe.pid)}
+                cpuset, allowed = _container_cpus(docker_engine, container.id)
+                if len(probe_cpus) != 1 or not cpuset:
+                    return None
+                mine, theirs = set(next(iter(probe_cpus))), set(cpulist_parse(cpuset))
+                if mine & theirs or set(cpulist_parse(allowed)) != theirs:
+                    return None
+                return mine, theirs
+
+            deadline = time.monotonic() + 45
+            while time.monotonic() < deadline and placed() is None:
+                time.sleep(0.5)
+            # The container's cgroup, set through the engine, keeps its process off the
+            # latency-critical process's cores.
+            assert placed() is not None, (seed, _container_cpus(docker_engine, container.id),
+                                          thread_settings(probe.pid), corelane.log_text()[-3000:])
+        finally:
+            if corelane.proc is not None and corelane.proc.poll() is None:
+                corelane.terminate()
+
+        con = open_for_query(corelane.db)
+        try:
+            rows = QueryEngine(con, 10, 1000).run(
+                f"SELECT outcome, after FROM enforcements WHERE target = 'container' "
+                f"AND container_id = '{container.id}' AND outcome = 'applied'").rows
+        finally:
+            con.close()
+        assert rows, "no applied enforcement recorded for the container"
+        # On stop, the process may run anywhere again. (The engine cannot be given back an
+        # empty cpuset: "every CPU" is written as the online list.)
+        cpuset, allowed = _container_cpus(docker_engine, container.id)
+        assert cpuset in ("", online) and allowed == online, (cpuset, allowed)

@@ -89,6 +89,15 @@ def test_scope_from_config() -> None:
         Scope.from_config("some")
 
 
+def test_containers_are_in_scope_by_name_or_id_only() -> None:
+    scope = Scope.from_config({"patterns": ["^web"], "containers": ["^cle-"]})
+    assert scope.allows_container("ab" * 32, "cle-hog-1")
+    assert scope.allows_container("cle-" + "0" * 60, "")
+    assert not scope.allows_container("ab" * 32, "web-frontend")    # process patterns don't
+    assert Scope.all().allows_container("ab" * 32, "anything")
+    assert not Scope.from_config({"pids": [1]}).allows_container("ab" * 32, "x")
+
+
 # --- the guard over a fake /proc, and no write for what it refuses ----------------------------
 
 def fake_proc(root: Path, pid: int, comm: str, cmdline: str, cgroup: str, flags: int = 0,
