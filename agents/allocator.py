@@ -6,14 +6,16 @@ sequence, when it differs from the last one published or every ``heartbeat_s``. 
 process gets a decision: one without a class yet is housekeeping, so that nothing but the
 critical tiers runs on their cores.
 
-The topology used is this host's (or the configured profile): the allocator runs beside
-the hosts it plans for.
+Each host's topology comes with its host samples (a collector sends it on its first sweep
+and every minute). Until a host's has arrived, this host's own (or the configured profile)
+stands in for this host, and another host waits: a plan for the wrong CPUs is worse than
+none.
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Callable, Iterable
 
@@ -26,7 +28,7 @@ from pipeline.app import decoded, keep_going
 from pipeline.bus import Publisher, topic_types
 from pipeline.events import (Classification, Command, ContainerSample, Decision, Decisions,
                              Envelope, HostSample, ProcessSample)
-from pipeline.settings import DAYS, Settings
+from pipeline.settings import DAYS, MODES, Settings
 from pipeline.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -41,9 +43,11 @@ class HostView:
     sweep_batch: str | None = None
     containers: dict[str, ContainerSample] = field(default_factory=dict)
     host_sample: HostSample | None = None
+    topology: Topology | None = None
     commanded_mode: str | None = None
     previous: Plan | None = None
-    published: tuple | None = None
+    planned_with: Topology | None = None     # the topology ``previous`` was made for
+    published: tuple | None = None           # (mode, decision_key) of the last plan sent
     published_at: float = 0.0
 
 
@@ -133,25 +137,48 @@ class AllocatorAgent:
         view.containers.update((c.id, c) for c in data.samples)
 
     def on_host_sample(self, event: Envelope) -> None:
-        self.view(event.host).host_sample = event.data
+        view = self.view(event.host)
+        sample: HostSample = event.data
+        view.host_sample = sample
+        if sample.topology is not None:
+            try:
+                topology = Topology.from_dict(sample.topology)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("host %s sent a topology that cannot be read (%s); keeping the "
+                            "last one", event.host, exc)
+                return
+            view.topology = topology
+
+    def topology_for(self, host: str) -> Topology | None:
+        """The host's own topology, else this host's for this host, else None (wait)."""
+        view = self.view(host)
+        if view.topology is not None:
+            return view.topology
+        return self.topology if host == self.publisher.stamper.host else None
 
     def on_command(self, event: Envelope) -> None:
         command: Command = event.data
         if command.name != "mode":
             return
         mode = command.args.get("mode")
+        if mode != "auto" and mode not in MODES:
+            log.warning("command %s asks for unknown mode %r; ignored", event.id, mode)
+            return
         hosts = command.args.get("hosts") or list(self.hosts) or [event.host]
         for host in hosts:
-            self.view(host).commanded_mode = mode
+            self.view(host).commanded_mode = None if mode == "auto" else mode
         log.info("mode %s for %s by command %s", mode, ", ".join(hosts), event.id)
 
     def mode_for(self, host: str, now: float) -> str:
-        return (scheduled_mode(self.settings, datetime.fromtimestamp(now))
-                or self.view(host).commanded_mode or self.settings.allocator.mode)
+        """A commanded mode (until 'auto'), else the schedule, else allocator.mode."""
+        return (self.view(host).commanded_mode
+                or scheduled_mode(self.settings, datetime.fromtimestamp(now))
+                or self.settings.allocator.mode)
 
     def make_plan(self, host: str, now: float) -> Plan | None:
         view = self.view(host)
-        if not view.samples:
+        topology = self.topology_for(host)
+        if not view.samples or topology is None:
             return None
         classified = process_targets(view.classes.values(), view.samples.values(),
                                      housekeeping_pids=self.housekeeping_pids())
@@ -162,11 +189,15 @@ class AllocatorAgent:
                                       cpu_share=s.cpu_share, kernel_thread=s.kernel_thread,
                                       housekeeping=s.pid in own)
                         for key, s in view.samples.items() if key not in known]
-        result = plan(self.topology, classified + unclassified + container_targets(view),
+        previous = view.previous
+        if previous is not None and view.planned_with != topology:
+            # Other CPUs: the old pools mean nothing now, but the sequence goes on.
+            previous = replace(previous, pools=(), assignments=(), reserve=(), unused=())
+        result = plan(topology, classified + unclassified + container_targets(view),
                       Utilization.from_host_sample(view.host_sample),
                       mode=self.mode_for(host, now), policy=self.settings.allocator.policy,
-                      previous_plan=view.previous)
-        view.previous = result
+                      previous_plan=previous)
+        view.previous, view.planned_with = result, topology
         self.stats["plans"] += 1
         return result
 
@@ -179,7 +210,7 @@ class AllocatorAgent:
             return
         view = self.view(host)
         decisions = to_decisions(result)
-        key = decision_key(decisions)
+        key = (result.mode, decision_key(decisions))   # a new mode is news even if nothing moves
         if key == view.published and now - view.published_at < self.settings.allocator.heartbeat_s:
             return
         stamp = self.publisher.stamper.stamp

@@ -82,6 +82,23 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str],
         await asyncio.sleep(0.1)
 
 
+class BrokerUnreachable(RuntimeError):
+    """No broker answers at the configured address."""
+
+
+async def send_one(settings: Settings, payload: Any) -> Envelope:
+    """Publish one event from a short-lived command (a label, a mode): checks that a broker
+    answers first, so a stopped corelane is a clear error rather than a long retry."""
+    from pipeline.kafka.broker import is_answering
+    bootstrap = settings.kafka.bootstrap
+    if not await asyncio.to_thread(is_answering, bootstrap, 5.0):
+        raise BrokerUnreachable(f"no Kafka broker answers at {bootstrap} (CORELANE_KAFKA); "
+                                f"is corelane running?")
+    await ensure_topics(settings)
+    async with Publisher(settings) as publisher:
+        return await publisher.publish(payload)
+
+
 class KafkaTopicError(RuntimeError):
     pass
 

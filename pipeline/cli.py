@@ -16,6 +16,7 @@ from rich.text import Text
 from pipeline.kafka.cli import kafka_app
 from pipeline.admin_commands import revert_command, status_command
 from pipeline.label_command import label_command
+from pipeline.mode_command import mode_command
 from pipeline.query_command import query_command
 from pipeline.settings import ConfigError, Settings, load_settings
 
@@ -25,6 +26,7 @@ app.add_typer(kafka_app, name="kafka")
 app.command("query")(query_command)
 app.command("label")(label_command)
 app.command("status")(status_command)
+app.command("mode")(mode_command)
 app.command("revert")(revert_command)
 
 err = Console(stderr=True)

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Protocol
 
+from aiokafka.errors import KafkaError
+
 from pipeline.bus import Publisher, Stamper
 from pipeline.collectors.containers import ContainerSampler
 from pipeline.collectors.host import HostSampler
@@ -21,6 +23,11 @@ from pipeline.events import (Alert, ContainerSamples, Envelope, ProcessSamples, 
                              encode)
 from pipeline.metrics import SWEEP_SECONDS, SWEEPS
 from pipeline.settings import Settings
+from pipeline.topology import Topology
+
+# How often the host sample carries the topology again (an allocator that starts later
+# learns it within this long; its own host's it knows at once).
+TOPOLOGY_EVERY_S = 60.0
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +64,19 @@ class CollectorStats:
     containers: int = 0
     containers_available: bool | None = None
     errors: list[str] = field(default_factory=list)
+    dropped_sweeps: int = 0                  # sweeps the broker did not take
 
 
 class Collector:
     """Turns one sweep of this host into events: a host sample and the process and
     container batches, chunked so each message stays under the broker's limit."""
 
-    def __init__(self, settings: Settings, stamper: Stamper) -> None:
+    def __init__(self, settings: Settings, stamper: Stamper,
+                 topology: Topology | None = None) -> None:
         self.settings = settings
         self.stamper = stamper
+        self.topology = topology
+        self._topology_sent: float | None = None
         cfg = settings.collector
         self.host = HostSampler()
         self.processes = ProcessSampler(proc_root=cfg.proc_root, thread_detail=cfg.thread_detail)
@@ -81,7 +92,12 @@ class Collector:
         self._last_sweep = started
         kafka = self.settings.kafka
 
-        events = [self.stamper.stamp(self.host.sample(), ts)]
+        host_sample = self.host.sample()
+        if self.topology is not None and (self._topology_sent is None
+                                          or started - self._topology_sent >= TOPOLOGY_EVERY_S):
+            host_sample.topology = self.topology.to_dict()
+            self._topology_sent = started
+        events = [self.stamper.stamp(host_sample, ts)]
         procs = self.processes.sweep()
         events += [self.stamper.stamp(part, ts) for part in batched(
             ProcessSamples, procs, kafka.chunk_rows, "samples",
@@ -104,6 +120,10 @@ class Collector:
         SWEEPS.inc()
         SWEEP_SECONDS.observe(self.stats.last_sweep_s)
         return events
+
+    def resend_topology(self) -> None:
+        """Send the topology with the next sweep (the one that carried it was lost)."""
+        self._topology_sent = None
 
     def _container_availability_alerts(self, ts: float) -> list[Envelope]:
         # Reported once when Docker goes away and once when it comes back, never per sweep.
@@ -130,8 +150,17 @@ async def run_collector(collector: Collector, sink: Sink, count: int | None = No
     next_at = time.monotonic()
     while not stop.is_set() and (count is None or collector.stats.sweeps < count):
         events = await asyncio.to_thread(collector.sweep)
-        await sink.emit(events)
-        collector.stats.last_emit_ts = time.time()
+        try:
+            await sink.emit(events)
+            collector.stats.last_emit_ts = time.time()
+        except KafkaError as exc:
+            # A broker that times out now may answer at the next sweep; stopping the
+            # collector would stop everything. The sweep is lost, and counted.
+            collector.stats.dropped_sweeps += 1
+            collector.resend_topology()
+            collector.stats.errors = (collector.stats.errors + [f"{time.strftime('%H:%M:%S')} "
+                                      f"sweep not published: {exc!r}"])[-5:]
+            log.warning("sweep %d not published (%r); going on", collector.stats.sweeps, exc)
         if count is not None and collector.stats.sweeps >= count:
             break
         next_at += interval

@@ -36,6 +36,9 @@ class HostSample(msgspec.Struct, kw_only=True):
     temperatures_c: dict[str, float] = {}    # sensor label -> degrees; empty where none
     boot_time: float = 0.0
     interval_s: float = 0.0
+    # The host's CPU topology (Topology.to_dict()), on a collector's first sweep and every
+    # few minutes after: an allocator planning for this host from elsewhere needs it.
+    topology: dict[str, Any] | None = None
 
 
 class ProcessSample(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -25,11 +25,10 @@ def label_command(
 ) -> None:
     """Give processes an explicit class (it outranks rules and the model)."""
     from agents.classification.rules import CLEAR_LABEL
-    from pipeline.bus import Publisher, ensure_topics
+    from pipeline.bus import BrokerUnreachable, send_one
     from pipeline.cli import err, fail, settings
     from pipeline.collectors.procfs import proc_dir, read_stat
     from pipeline.events import Label
-    from pipeline.kafka.broker import is_answering
 
     cfg = settings()
     classes = cfg.classifier.classes
@@ -52,15 +51,10 @@ def label_command(
     label = Label(cls=cls, pid=pid, start_time=start_time, match=match,
                   author=getpass.getuser())
 
-    async def send() -> str:
-        if not await asyncio.to_thread(is_answering, cfg.kafka.bootstrap, 5.0):
-            fail(f"no Kafka broker answers at {cfg.kafka.bootstrap} (CORELANE_KAFKA); is "
-                 f"corelane running?")
-        await ensure_topics(cfg)
-        async with Publisher(cfg) as publisher:
-            return (await publisher.publish(label)).id
-
-    event_id = asyncio.run(send())
+    try:
+        event_id = asyncio.run(send_one(cfg, label)).id
+    except BrokerUnreachable as exc:
+        fail(str(exc))
     target = f"process {pid} (started at tick {start_time})" if pid is not None \
         else f"processes matching {match!r}"
     err.print(f"labelled {target} as {cls} (event {event_id})", highlight=False)

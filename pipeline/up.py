@@ -158,13 +158,13 @@ async def run_up(settings: Settings, dry_run: bool = False) -> None:
         limits = settings.storage
         engine = QueryEngine(store.connection, limits.query_timeout_s, limits.query_max_rows)
         stamper = Stamper(settings.host)
-        collector = Collector(settings, stamper)
+        topology = (load_profile(settings.topology.profile) if settings.topology.profile
+                    else read_topology(settings.topology.sys_root))
+        collector = Collector(settings, stamper, topology)
         publisher = Publisher(settings, stamper)
         recorder = Recorder(settings, store, publisher)
         agents = create_app(settings, app_id=settings.kafka.topic_prefix + "agents")
         classifier = ClassifierAgent(settings, agents, publisher)
-        topology = (load_profile(settings.topology.profile) if settings.topology.profile
-                    else read_topology(settings.topology.sys_root))
         allocator = AllocatorAgent(settings, agents, publisher, topology,
                                    housekeeping_pids=lambda: own_pids(settings))
         applier = ApplierAgent(settings, agents, publisher, own_pids=lambda: own_pids(settings),

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -129,3 +130,42 @@ def test_up_starts_a_broker_when_none_answers_and_stops_it(tmp_path: Path) -> No
     # It stopped the broker it started, by that broker's pid.
     assert not Path(f"/proc/{pid}").exists()
     assert not is_answering(bootstrap, 2.0)
+
+
+def test_mode_command_switches_the_plans_and_auto_hands_back(kafka_bootstrap: str,
+                                                            tmp_path: Path) -> None:
+    corelane = Instance(tmp_path, kafka_bootstrap, f"e2e-mode-{os.getpid()}.",
+                        collector="{interval_s: 0.5, containers: false}",
+                        allocator="{interval_s: 0.5}")
+    corelane.start()
+
+    def newest_mode() -> str:
+        out = corelane.run("query", "--format", "csv",
+                           "SELECT mode FROM decisions ORDER BY plan_seq DESC LIMIT 1")
+        assert out.returncode == 0, out.stderr
+        rows = out.stdout.split()
+        return rows[1] if len(rows) > 1 else ""
+
+    def wait_for(mode: str) -> str:
+        deadline, seen = time.monotonic() + 30, ""
+        while time.monotonic() < deadline:
+            seen = newest_mode()
+            if seen == mode:
+                break
+            time.sleep(0.5)
+        return seen
+
+    try:
+        corelane.wait_recording()
+        assert wait_for("balanced") == "balanced"
+        bad = corelane.run("mode", "turbo")
+        assert bad.returncode == 2 and "unknown mode 'turbo'" in bad.stderr, bad.stderr
+        switched = corelane.run("mode", "emergency")
+        assert switched.returncode == 0, switched.stderr
+        assert wait_for("emergency") == "emergency"
+        back = corelane.run("mode", "auto")
+        assert back.returncode == 0, back.stderr
+        assert wait_for("balanced") == "balanced"
+    finally:
+        stderr = corelane.terminate()
+    assert "Traceback" not in stderr

@@ -15,7 +15,7 @@ from pipeline import events as ev
 from pipeline.app import create_app
 from pipeline.bus import Publisher
 from pipeline.settings import Settings, load_settings
-from pipeline.topology import load_profile
+from pipeline.topology import Topology, load_profile
 
 
 @pytest.fixture
@@ -40,7 +40,9 @@ def classes(host: str, *items: tuple[int, str, str]) -> ev.Envelope:
 
 
 def allocator(settings: Settings) -> AllocatorAgent:
-    # A hybrid profile: P-cores for the critical tiers, E-cores for the rest.
+    # A hybrid profile: P-cores for the critical tiers, E-cores for the rest; "h" is the
+    # allocator's own host, so this topology stands in for it.
+    settings.host_id = "h"
     topo = load_profile("apple-m4-max")
     return AllocatorAgent(settings, create_app(settings), Publisher(settings), topo,
                           housekeeping_pids=lambda: {os.getpid()})
@@ -79,6 +81,39 @@ def test_every_live_process_gets_a_decision_and_isolation_follows_tiers(
     assert not set(by_pid[1].cpus) & set(by_pid[3].cpus)
 
 
+def host_sample(host: str, topology: Topology | None) -> ev.Envelope:
+    return ev.envelope(ev.HostSample(
+        cpu_percent=[], cpu_freq_khz=[], load=(0.0, 0.0, 0.0), mem_total_bytes=1,
+        mem_available_bytes=1, topology=topology.to_dict() if topology else None),
+        host=host, seq=1)
+
+
+def test_each_host_is_planned_on_its_own_topology(settings: Settings) -> None:
+    agent = allocator(settings)
+    for host in ("h", "remote"):
+        for part in sweep(host, [sample(1, 0.02), sample(2, 1.0)], size=10):
+            agent.on_samples(part)
+        agent.on_classifications(classes(host, (1, "latency_critical", "ultra_critical"),
+                                         (2, "compute_batch", "low")))
+    local = agent.make_plan("h", now=0.0)
+    assert local is not None and set(local.cpus_of("ultra_critical")) <= set(range(16))
+    assert agent.make_plan("remote", now=0.0) is None      # no topology of its own yet
+    agent.on_host_sample(host_sample("remote", None))
+    assert agent.make_plan("remote", now=0.0) is None      # a sample without one
+    two = Topology.from_dict(load_profile("apple-m4-max").to_dict() | {"cpus": [
+        c.to_dict() for c in load_profile("apple-m4-max").cpus[:2]]})
+    agent.on_host_sample(host_sample("remote", two))
+    remote = agent.make_plan("remote", now=0.0)
+    assert remote is not None and remote.seq == 1
+    used = {c for a in remote.assignments for c in a.cpus}
+    assert used and used <= {0, 1}
+    # The local host's own topology replaces the stand-in, and the sequence goes on.
+    agent.on_host_sample(host_sample("h", two))
+    again = agent.make_plan("h", now=0.0)
+    assert again.seq == local.seq + 1
+    assert {c for a in again.assignments for c in a.cpus} <= {0, 1}
+
+
 def test_containers_take_their_most_protected_process_tier(settings: Settings) -> None:
     agent = allocator(settings)
     cid = "c" * 64
@@ -95,7 +130,7 @@ def test_containers_take_their_most_protected_process_tier(settings: Settings) -
     assert {a.container_id for a in plan.assignments if a.target == "container"} == set(targets)
 
 
-def test_mode_from_schedule_then_command_then_config(settings: Settings) -> None:
+def test_mode_from_command_then_schedule_then_config(settings: Settings) -> None:
     settings.allocator = settings.allocator.model_validate({"schedule": [
         {"mode": "high_performance", "start": "08:30", "end": "17:30",
          "days": ["mon", "tue", "wed", "thu", "fri"]},
@@ -112,7 +147,13 @@ def test_mode_from_schedule_then_command_then_config(settings: Settings) -> None
     agent.on_command(ev.envelope(ev.Command(name="mode", args={"mode": "emergency",
                                                                "hosts": ["h"]}), "ops", 1))
     assert agent.mode_for("h", saturday_noon) == "emergency"
-    assert agent.mode_for("h", datetime(2026, 11, 23, 9).timestamp()) == "high_performance"
+    monday_nine = datetime(2026, 11, 23, 9).timestamp()
+    assert agent.mode_for("h", monday_nine) == "emergency"     # the operator's word wins
+    agent.on_command(ev.envelope(ev.Command(name="mode", args={"mode": "turbo"}), "ops", 2))
+    assert agent.mode_for("h", monday_nine) == "emergency"     # an unknown mode is ignored
+    agent.on_command(ev.envelope(ev.Command(name="mode", args={"mode": "auto"}), "ops", 3))
+    assert agent.mode_for("h", monday_nine) == "high_performance"
+    assert agent.mode_for("h", saturday_noon) == "balanced"
 
 
 def test_decision_key_ignores_reasons() -> None:
