@@ -4,14 +4,17 @@ fast does it react to a new one?
 A probe sleeps a fixed interval in a loop and records how late each wake-up is; CPU hogs
 oversubscribe the cores. Cases, interleaved (order rotated per repeat): idle (probe alone),
 hogs, hogs at a static nice 19, and hogs with `corelane up` on its defaults, its applier
-scoped to this benchmark's own processes. Then the reaction time: from a probe's start until
-corelane has applied its placement.
+scoped to this benchmark's own processes (``--scope all``: to every process on the host but
+the benchmark itself and the processes of the other cases, as a user would run it). Then
+the reaction time: from a probe's start until corelane has applied its placement. For each
+corelane run it also lists who else ran where the probe was pinned.
 
 Every process here runs as ``python -c "import os;exec(os.environ['CLE_<token>'])"``: the
 code arrives in the environment and each process renames itself (comm) to random letters,
 so neither name nor command line says what it does; corelane must judge by behaviour. The
 token differs between the corelane case and the others, so the applier's scope pattern
-matches only the processes of the corelane case (and nothing else on the host).
+matches only the processes of the corelane case (and, with ``--scope all``, the protected
+patterns the processes of the others).
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.harness import cpu_seconds, free_port  # noqa: E402
+from pipeline.topology import cpulist_parse  # noqa: E402
 
 ALL_CPUS = sorted(os.sched_getaffinity(0))
 CASES = ("idle", "hogs", "nice19", "corelane")
@@ -180,6 +184,50 @@ def hogs_clear(hogs: list[subprocess.Popen[bytes]], probe_cpus: frozenset[int]) 
     return all(not (cpus & probe_cpus) for h in hogs for cpus in allowed_cpus(h.pid))
 
 
+def task_runtimes() -> dict[tuple[int, int], tuple[str, int]]:
+    """(pid, tid) -> (comm, run time in ns) of every task on the host (schedstat)."""
+    out: dict[tuple[int, int], tuple[str, int]] = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    ran = int(f.read().split()[0])
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    comm = f.read().strip()
+            except (OSError, ValueError, IndexError):
+                continue
+            out[(int(pid), int(tid))] = (comm, ran)
+    return out
+
+
+def sharers(before: dict[tuple[int, int], tuple[str, int]], cpus: frozenset[int],
+            skip: set[int], top: int = 5) -> str:
+    """The processes allowed on ``cpus`` that ran since ``before``, busiest first: who could
+    have delayed a probe pinned there (the probe itself and ``skip`` left out)."""
+    ran: dict[tuple[int, str], int] = {}
+    for (pid, tid), (comm, was) in before.items():
+        if pid in skip:
+            continue
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                now = int(f.read().split()[0])
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                allowed = next(l for l in f if l.startswith("Cpus_allowed_list")).split(":")[1]
+        except (OSError, ValueError, IndexError, StopIteration):
+            continue
+        if now > was and cpus & set(cpulist_parse(allowed.strip())):
+            key = (pid, comm)
+            ran[key] = ran.get(key, 0) + now - was
+    busiest = sorted(ran.items(), key=lambda kv: -kv[1])[:top]
+    return ", ".join(f"{comm}[{pid}] {ns / 1e6:.0f} ms" for (pid, comm), ns in busiest) or "none"
+
+
 def loadavg() -> str:
     return " / ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -209,22 +257,31 @@ class Run:
     placed_after_s: float | None = None  # corelane case: probe start -> isolated (polled)
     applied_after_s: float | None = None  # corelane case: probe start -> 'applied' in history
     note: str = ""
+    sharers: str = ""  # corelane case: who else ran where the probe was pinned
 
 
 @dataclass
 class Corelane:
     """`corelane up` on its own broker, ports and files; everything under ``home``."""
     home: Path
-    scope_pattern: str
+    scope_pattern: str | None  # None: corelane's default scope, every process on the host
+    protect: tuple[str, ...] = ()  # with the whole host in scope: what it must not touch
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[str] | None = None
 
     def start(self, timeout_s: float = 240) -> None:
         config = self.home / "corelane.yml"
-        # Defaults everywhere; only what it may touch (this benchmark's processes) and no
-        # container sampling.
-        config.write_text(f"collector: {{containers: false}}\n"
-                          f"applier: {{scope: {{patterns: ['{self.scope_pattern}']}}}}\n")
+        # Defaults everywhere but what it may touch and no container sampling. With the
+        # whole host in scope, ``protect`` keeps it off this benchmark's own process (a
+        # sleeper, it would be idled beside the hogs and its timing with it) and the
+        # processes of cases a-c.
+        if self.scope_pattern is not None:
+            applier = f"{{scope: {{patterns: ['{self.scope_pattern}']}}}}"
+        else:
+            from pipeline.settings import ApplierSettings
+            protected = [*ApplierSettings().protected, *self.protect]
+            applier = "{protected: [" + ", ".join(f"'{p}'" for p in protected) + "]}"
+        config.write_text(f"collector: {{containers: false}}\napplier: {applier}\n")
         port = free_port()
         while not _port_free(port + 1):  # its controller listens on the broker port + 1
             port = free_port()
@@ -372,11 +429,16 @@ class Bench:
                 run.placed_after_s, run.note = self.wait_placed(probe, hogs, t_start, a.place_timeout)
             else:
                 time.sleep(1.0)  # interpreter start-up and the hogs' first slices
+            pinned = probe_pinned(probe.pid) if case == "corelane" else None
+            tasks0 = task_runtimes() if pinned is not None else None
             busy0, cl0 = host_busy(), self.corelane.cpu_s() if self.corelane else None
             t_from = time.perf_counter_ns()
             time.sleep(a.seconds)
             t_to = time.perf_counter_ns()
             busy1, cl1 = host_busy(), self.corelane.cpu_s() if self.corelane else None
+            if tasks0 is not None and pinned is not None:
+                run.sharers = (f"cpus {sorted(pinned)}: "
+                               + sharers(tasks0, pinned, {probe.pid, os.getpid()}))
         finally:
             launcher.stop(probe)
             for hog in hogs:
@@ -451,6 +513,10 @@ def main() -> None:
                     help="which of idle,hogs,nice19,corelane to run")
     ap.add_argument("--place-timeout", type=float, default=60,
                     help="seconds to wait for corelane to place a probe")
+    ap.add_argument("--scope", choices=("bench", "all"), default="bench",
+                    help="what corelane may change: this benchmark's processes (cases a-c "
+                         "run outside it), or, as on its defaults, every process on the host "
+                         "(all restored when it stops)")
     ap.add_argument("--keep", type=Path, default=None,
                     help="work in this folder and keep it (corelane's log, history and "
                          "journal) instead of a temporary one")
@@ -474,10 +540,13 @@ def main() -> None:
             print("idle, before corelane starts ...", flush=True)
             runs.append(bench.run_case("idle0", 0))
             t0 = time.monotonic()
-            bench.corelane = Corelane(corelane_home, f"CLE_{token_scoped}")
+            bench.corelane = Corelane(corelane_home, None if a.scope == "all"
+                                      else f"CLE_{token_scoped}",
+                                      protect=(r"bench/efficacy\.py", f"CLE_{token_plain}"))
             bench.corelane.start()
-            print(f"corelane up recording after {time.monotonic() - t0:.0f} s "
-                  f"(scope: CLE_{token_scoped})", flush=True)
+            print(f"corelane up recording after {time.monotonic() - t0:.0f} s (scope: "
+                  f"{'every process' if a.scope == 'all' else 'CLE_' + token_scoped})",
+                  flush=True)
             for rep in range(a.repeats):
                 cases = tuple(c for c in CASES if c in a.cases.split(","))
                 order = cases[rep % len(cases):] + cases[:rep % len(cases)]
@@ -488,7 +557,8 @@ def main() -> None:
                     extra = ""
                     if case == "corelane":
                         extra = (f", isolated after {_fmt_s(run.placed_after_s)}, applied "
-                                 f"(history) after {_fmt_s(run.applied_after_s)} {run.note}")
+                                 f"(history) after {_fmt_s(run.applied_after_s)} {run.note}"
+                                 f"\n    also ran on the probe's {run.sharers}")
                     print(f"repeat {rep + 1} {case:9s} n={s['n']} p50={s['p50']:.0f} "
                           f"p99={s['p99']:.0f} max={s['max']:.0f} µs, host busy "
                           f"{run.host_busy_pct:.0f}%{extra}", flush=True)
