@@ -85,7 +85,7 @@ def container_targets(view: HostView) -> list[ContainerTarget]:
 def decision_key(decisions: Iterable[Decision]) -> tuple:
     """What the applier acts on, without the reasons (their demand figures move every cycle)."""
     return tuple((d.target, d.pid, d.start_time, d.container_id, d.cpus, d.nice, d.ioclass,
-                  d.iolevel, d.policy, d.cpu_shares) for d in decisions)
+                  d.iolevel, d.policy, d.cpu_shares, d.idle_latency_us) for d in decisions)
 
 
 class AllocatorAgent:

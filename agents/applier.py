@@ -2,7 +2,8 @@
 
 It takes the ``decisions`` of its own host only, waits for every chunk of a plan, and applies
 the plan in a worker thread (system calls and Docker calls block): every thread of each
-process, each container through the Docker API, identities checked so a reused pid is never
+process, each container through the Docker API, each critical core's idle-state limit through
+sysfs (given back when the core leaves its pool), identities checked so a reused pid is never
 touched, the original settings journalled before the first change. Each apply is one
 ``enforcements`` batch: applied, skipped (gone, protected, not permitted, changed by someone
 else, dry run) or failed, with before and after. Targets outside the configured scope are
@@ -22,7 +23,8 @@ import docker
 import faust
 
 from agents.enforcement import (ApplyResult, Guard, Identity, Journal, ProcessSettings, Scope,
-                                enforce_container, enforce_process, read_settings, restorer)
+                                enforce_container, enforce_cpu_idle, enforce_process,
+                                read_settings, restorer)
 from agents.enforcement.process import read_threads, summarize
 from agents.enforcement.safety import OUT_OF_SCOPE
 from pipeline.app import decoded, keep_going
@@ -37,6 +39,15 @@ log = logging.getLogger(__name__)
 def journal_dir(settings: Settings) -> Path:
     folder = settings.applier.journal_dir
     return Path(folder).expanduser() if folder else settings.home_path / "journal"
+
+
+def managed_identity(d: Decision) -> Identity:
+    """The journal identity a decision is about."""
+    if d.target == "process":
+        return Identity.process(int(d.pid or 0), int(d.start_time or 0))
+    if d.target == "cpu":
+        return Identity.of_cpu(int(d.cpus))
+    return Identity.container(d.container_id or "")
 
 
 def make_guard(settings: Settings, own_pids: Iterable[int]) -> Guard:
@@ -73,13 +84,20 @@ class ApplierAgent:
         guard = self.guard()
         if not self._reconciled and not self.dry_run:
             # After a crash: what this plan no longer manages gets its original back.
-            managed = [Identity.process(d.pid, d.start_time) if d.target == "process"
-                       else Identity.container(d.container_id or "") for d in decisions]
+            managed = [managed_identity(d) for d in decisions]
             for result in self.journal.reconcile(managed, restorer(self.docker_client(),
                                                                    guard=guard)):
-                log.info("restored %s after restart: %s", result.target, result.reason)
+                log.info("restored %s after restart: %s", result.subject,
+                         result.outcome if result.applied else result.reason)
             self._reconciled = True
         results = []
+        # A core no longer in an exclusive pool gets its own idle limit back.
+        limited = {d.cpus for d in decisions if d.target == "cpu"}
+        released = [e.identity for e in self.journal.entries()
+                    if e.identity.target == "cpu" and str(e.identity.cpu) not in limited]
+        if released and not self.dry_run:
+            results += self.journal.restore_targets(released, restorer(self.docker_client(),
+                                                                       guard=guard))
         for decision in decisions:
             result = self._apply_one(decision, guard)
             if result is None:
@@ -100,6 +118,12 @@ class ApplierAgent:
                 return self._dry_run(d, wanted, guard)
             return enforce_process(self.journal, d.pid, d.start_time, wanted, guard=guard,
                                    respect_override=respect)
+        if d.target == "cpu" and d.idle_latency_us is not None:
+            cpu = int(d.cpus)
+            if self.dry_run:
+                return ApplyResult("cpu", "skipped", "dry run",
+                                   after={"cpu": cpu, "idle_latency_us": d.idle_latency_us})
+            return enforce_cpu_idle(self.journal, cpu, d.idle_latency_us, respect_override=respect)
         if d.target == "container" and d.container_id:
             client = self.docker_client()
             if client is None:
@@ -135,7 +159,7 @@ class ApplierAgent:
         """Every journalled target still alive back to its original settings."""
         results = self.journal.restore_all(restorer(self.docker_client(), guard=self.guard()))
         for result in results:
-            log.info("restored %s %s: %s", result.target, result.pid or result.container_id,
+            log.info("restored %s: %s", result.subject,
                      result.outcome if result.applied else result.reason)
         return results
 

@@ -23,7 +23,7 @@ SELECT d.tier, d.cpus, count(*) AS members,
 FROM decisions d
 JOIN newest ON d.plan_seq = newest.seq AND d.batch = newest.batch
 LEFT JOIN names n ON n.pid = d.pid AND n.start_time = d.start_time
-WHERE d.host = $host
+WHERE d.host = $host AND d.target <> 'cpu'
 GROUP BY d.tier, d.cpus
 ORDER BY CASE d.tier WHEN 'ultra_critical' THEN 0 WHEN 'critical' THEN 1 WHEN 'high' THEN 2
          WHEN 'normal' THEN 3 WHEN 'low' THEN 4 WHEN 'background' THEN 5 ELSE 6 END, d.cpus
@@ -67,7 +67,7 @@ def revert_command() -> None:
     finally:
         journal.close()
     for r in results:
-        target = f"process {r.pid}" if r.target == "process" else f"container {r.container_id}"
+        target = r.subject
         err.print(f"{target}: {r.outcome}{' (' + r.reason + ')' if r.reason else ''}",
                   highlight=False)
     err.print(f"{len(results)} target(s) handled", highlight=False)

@@ -128,7 +128,7 @@ class Classifications(Batch, kw_only=True):
 
 
 class Decision(msgspec.Struct, kw_only=True):
-    target: str                              # "process" | "container"
+    target: str                              # "process" | "container" | "cpu"
     tier: str
     cpus: str                                # cpu list
     pid: int | None = None
@@ -139,6 +139,7 @@ class Decision(msgspec.Struct, kw_only=True):
     iolevel: int | None = None
     policy: str | None = None                # "other" | "batch" | "idle" | "fifo" | "rr"
     cpu_shares: int | None = None
+    idle_latency_us: int | None = None       # target "cpu": its idle-state limit (0 = poll)
     reason: str = ""
 
 

@@ -5,14 +5,14 @@ No Kafka, no /proc, no system calls: the same functions run live in the allocato
 offline in replay.
 """
 from agents.allocation.plan import (
-    Assignment, ContainerTarget, Plan, ProcessTarget, Target, Utilization, plan,
+    Assignment, ContainerTarget, CpuIdleLimit, Plan, ProcessTarget, Target, Utilization, plan,
     plan_from_decisions, process_targets, to_decisions,
 )
 from agents.allocation.policy import HOUSEKEEPING, MODES, ModeTuning, Policy, PolicyError, TierPolicy
 from agents.allocation.pools import AllocationError, Pool
 
 __all__ = [
-    "AllocationError", "Assignment", "ContainerTarget", "HOUSEKEEPING", "MODES", "ModeTuning",
+    "AllocationError", "Assignment", "ContainerTarget", "CpuIdleLimit", "HOUSEKEEPING", "MODES", "ModeTuning",
     "Plan", "Policy", "PolicyError", "Pool", "ProcessTarget", "Target", "TierPolicy",
     "Utilization", "plan", "plan_from_decisions", "process_targets", "to_decisions",
 ]

@@ -162,6 +162,15 @@ class Assignment:
 
 
 @dataclass(frozen=True)
+class CpuIdleLimit:
+    """A core of an exclusive pool held out of idle states deeper than ``latency_us``."""
+    cpu: int
+    tier: str
+    latency_us: int
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Plan:
     seq: int
     mode: str
@@ -173,6 +182,7 @@ class Plan:
     moves: int = 0                           # targets whose cpus changed since the previous plan
     deferred: int = 0                        # moves held back by max_moves
     notes: tuple[str, ...] = ()
+    idle_limits: tuple[CpuIdleLimit, ...] = ()   # cores kept out of deep idle states
 
     def pool(self, name: str) -> Pool | None:
         return next((p for p in self.pools if p.name == name), None)
@@ -488,7 +498,28 @@ def plan(topology: Topology,
     return Plan(seq=(previous_plan.seq + 1) if previous_plan else 1, mode=mode,
                 pools=tuple(pools), assignments=tuple(assignments), reserve=reserve_cpus,
                 unused=unused, skipped=tuple((f"{k[0]} {k[1]}", why) for k, why in skipped),
-                moves=moves, deferred=deferred, notes=tuple(notes))
+                moves=moves, deferred=deferred, notes=tuple(notes),
+                idle_limits=_idle_limits(pools, policy, tuning, mode))
+
+
+def _idle_limits(pools: Sequence[Pool], policy: Policy, tuning: ModeTuning,
+                 mode: str) -> tuple[CpuIdleLimit, ...]:
+    """Each exclusive pool's cores, where its tier asks for an idle limit and the mode
+    allows one: a core shared with other work gains nothing a limit costs."""
+    if not tuning.idle_limits:
+        return ()
+    out = []
+    for pool in pools:
+        if not pool.exclusive or pool.name == HOUSEKEEPING:
+            continue
+        latency = policy.tier(pool.name).idle_latency_us
+        if latency is None:
+            continue
+        how = "polls when idle" if latency == 0 else f"idles no deeper than {latency} µs exit"
+        out.extend(CpuIdleLimit(cpu=c, tier=pool.name, latency_us=latency,
+                                reason=f"tier {pool.name}: exclusive core {how} "
+                                       f"(mode {mode})") for c in pool.cpus)
+    return tuple(sorted(out, key=lambda x: x.cpu))
 
 
 def _assign(procs: Sequence[ProcessTarget], conts: Sequence[ContainerTarget],
@@ -575,7 +606,9 @@ def to_decisions(plan: Plan) -> list[Decision]:
                      start_time=a.start_time, container_id=a.container_id, nice=a.nice,
                      ioclass=a.ioclass, iolevel=a.iolevel, policy=a.policy,
                      cpu_shares=a.cpu_shares, reason=a.reason)
-            for a in plan.assignments]
+            for a in plan.assignments] + [
+        Decision(target="cpu", tier=x.tier, cpus=str(x.cpu), idle_latency_us=x.latency_us,
+                 reason=x.reason) for x in plan.idle_limits]
 
 
 def plan_from_decisions(topology: Topology, decisions: Iterable[Decision], seq: int,
@@ -588,6 +621,8 @@ def plan_from_decisions(topology: Topology, decisions: Iterable[Decision], seq: 
     assignments: list[Assignment] = []
     cpus_by_pool: dict[str, set[int]] = {}
     for d in decisions:
+        if d.target == "cpu":
+            continue                                  # idle limits follow the pools again
         cpus = tuple(cpulist_parse(d.cpus))
         assignments.append(Assignment(target=d.target, tier=d.tier, cpus=cpus, pid=d.pid,
                                       start_time=d.start_time, container_id=d.container_id,
@@ -605,6 +640,6 @@ def plan_from_decisions(topology: Topology, decisions: Iterable[Decision], seq: 
 
 
 __all__ = [
-    "Assignment", "ContainerTarget", "Plan", "ProcessTarget", "Target", "Utilization",
+    "Assignment", "ContainerTarget", "CpuIdleLimit", "Plan", "ProcessTarget", "Target", "Utilization",
     "plan", "plan_from_decisions", "process_targets", "to_decisions",
 ]

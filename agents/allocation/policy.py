@@ -50,6 +50,10 @@ class TierPolicy(_Frozen):
     min_cores: int = Field(1, ge=1)
     # cgroup cpu.shares for containers of this tier (Docker's default is 1024).
     cpu_shares: int = Field(1024, ge=2, le=262144)
+    # The deepest idle state (by exit latency, µs) the cores of an exclusive pool of this
+    # tier may enter; 0 keeps them polling, so a wake-up never waits for a core to come out
+    # of halt. None leaves the cores as they are. Costs power (a VM's host: CPU time).
+    idle_latency_us: int | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _io(self) -> TierPolicy:
@@ -78,12 +82,15 @@ class ModeTuning(_Frozen):
     # When false, SCHED_IDLE becomes SCHED_BATCH and the idle I/O class best-effort 7:
     # SCHED_IDLE work can starve for long stretches, which costs throughput.
     sched_idle: bool = True
+    # When false, no tier's idle_latency_us applies: every core may sleep deeply.
+    idle_limits: bool = True
 
 
 def _default_tiers() -> dict[str, TierPolicy]:
     return {
         "ultra_critical": TierPolicy(nice=-10, ioclass="be", iolevel=0, policy="other",
-                                     headroom=0.5, exclusive=True, cpu_shares=4096),
+                                     headroom=0.5, exclusive=True, cpu_shares=4096,
+                                     idle_latency_us=0),
         "critical": TierPolicy(nice=-5, ioclass="be", iolevel=1, policy="other",
                                headroom=0.25, exclusive=True, cpu_shares=2048),
         "high": TierPolicy(nice=-2, ioclass="be", iolevel=2, policy="other",
@@ -101,7 +108,8 @@ def _default_modes() -> dict[str, ModeTuning]:
     return {
         "high_performance": ModeTuning(headroom_scale=2.0, sched_idle=False),
         "balanced": ModeTuning(),
-        "power_save": ModeTuning(headroom_scale=0.5, shared_prefer="E", fill_spare_cores=False),
+        "power_save": ModeTuning(headroom_scale=0.5, shared_prefer="E", fill_spare_cores=False,
+                                 idle_limits=False),
         "emergency": ModeTuning(critical_at_once=True, squeeze=("low", "background")),
     }
 

@@ -4,10 +4,11 @@ and put them back.
 - ``process``: ``ProcessSettings``, ``read_settings``, ``apply_settings`` (every thread,
   identity-checked, read back).
 - ``container``: ``read_container``, ``apply_container`` (cpuset and CPU weight via Docker).
+- ``cpu``: ``read_limit``, ``apply_limit`` (a CPU's idle-state limit, through sysfs).
 - ``safety``: protection, scope, and detection of changes someone else made.
 - ``journal``: the crash-safe record of originals, ``restore_all`` and ``reconcile``.
 
-``enforce_process`` and ``enforce_container`` tie them together the way the applier uses
+``enforce_process``, ``enforce_container`` and ``enforce_cpu_idle`` tie them together the way the applier uses
 them: the original goes into the journal before the first write, and what corelane left is
 noted after it.
 """
@@ -18,6 +19,7 @@ from typing import Any
 import docker
 
 from agents.enforcement.container import apply_container, read_container
+from agents.enforcement.cpu import FIELD, apply_limit, limit_text, read_limit
 from agents.enforcement.journal import Identity, Journal, JournalEntry, JournalError, RestoreFn
 from agents.enforcement.process import (FIELDS, ApplyResult, ProcessSettings, apply_settings,
                                         read_settings, read_thread_settings, read_threads)
@@ -26,8 +28,8 @@ from agents.enforcement.safety import Guard, Scope, detect_override, is_protecte
 __all__ = [
     "ApplyResult", "Guard", "Identity", "Journal", "JournalEntry", "JournalError",
     "ProcessSettings", "Scope", "apply_container", "apply_settings", "detect_override",
-    "enforce_container", "enforce_process", "is_protected", "protection", "read_container",
-    "read_settings", "read_thread_settings", "read_threads", "restorer",
+    "enforce_container", "enforce_cpu_idle", "enforce_process", "is_protected", "protection",
+    "read_container", "read_limit", "read_settings", "read_thread_settings", "read_threads", "restorer",
 ]
 
 CONTAINER_FIELDS = ("cpuset", "cpu_shares")
@@ -76,14 +78,32 @@ def enforce_container(journal: Journal, client: docker.DockerClient, container_i
     return result
 
 
+def enforce_cpu_idle(journal: Journal, cpu: int, latency_us: int, *,
+                     respect_override: bool = True, sys_root: str = "/") -> ApplyResult:
+    """``apply_limit`` with the journal (see ``enforce_process``)."""
+    identity = Identity.of_cpu(cpu)
+    entry = journal.get(identity)
+    text = limit_text(latency_us)
+    result = apply_limit(cpu, text, last_applied=entry.applied if entry and respect_override
+                         else None,
+                         before_change=lambda before: journal.record_original(identity, before),
+                         sys_root=sys_root)
+    if result.applied and journal.get(identity) is not None:
+        journal.mark_applied(identity, {FIELD: result.after.get(FIELD)})
+    return result
+
+
 def restorer(docker_client: docker.DockerClient | None = None, *, guard: Guard | None = None,
-             proc_root: str = "/") -> RestoreFn:
+             proc_root: str = "/", sys_root: str = "/") -> RestoreFn:
     """The function ``Journal.restore_all`` and ``reconcile`` call for each entry: a process
     gets its original settings back on every thread (threads that had their own settings get
-    theirs), a container its cpuset and weight. A target someone else changed since corelane
+    theirs), a container its cpuset and weight, a CPU its idle-state limit. A target someone else changed since corelane
     applied is left as they set it."""
     def restore(entry: JournalEntry) -> ApplyResult:
         identity, original = entry.identity, entry.original
+        if identity.target == "cpu":
+            return apply_limit(int(identity.cpu or 0), str(original.get(FIELD)),
+                               last_applied=entry.applied, sys_root=sys_root)
         if identity.target == "process":
             return apply_settings(int(identity.pid or 0), int(identity.start_time or 0),
                                   ProcessSettings.from_dict(original), proc_root=proc_root,

@@ -42,11 +42,13 @@ class JournalError(Exception):
 
 @dataclass(frozen=True)
 class Identity:
-    """A process is (pid, start_time), never the pid alone; a container is its full id."""
-    target: str                               # "process" | "container"
+    """A process is (pid, start_time), never the pid alone; a container is its full id; a
+    CPU (its idle-state limit) is its number."""
+    target: str                               # "process" | "container" | "cpu"
     pid: int | None = None
     start_time: int | None = None
     container_id: str | None = None
+    cpu: int | None = None
 
     @classmethod
     def process(cls, pid: int, start_time: int) -> Identity:
@@ -56,16 +58,23 @@ class Identity:
     def container(cls, container_id: str) -> Identity:
         return cls("container", container_id=container_id)
 
+    @classmethod
+    def of_cpu(cls, cpu: int) -> Identity:
+        return cls("cpu", cpu=int(cpu))
+
     @property
     def key(self) -> str:
         if self.target == "process":
             return f"process:{self.pid}:{self.start_time}"
+        if self.target == "cpu":
+            return f"cpu:{self.cpu}"
         return f"container:{self.container_id}"
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in (("target", self.target), ("pid", self.pid),
                                   ("start_time", self.start_time),
-                                  ("container_id", self.container_id)) if v is not None}
+                                  ("container_id", self.container_id), ("cpu", self.cpu))
+                if v is not None}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Identity:
@@ -73,6 +82,8 @@ class Identity:
             return cls.process(data["pid"], data["start_time"])
         if data.get("target") == "container":
             return cls.container(data["container_id"])
+        if data.get("target") == "cpu":
+            return cls.of_cpu(data["cpu"])
         raise ValueError(f"not a journal identity: {data!r}")
 
 
@@ -303,6 +314,13 @@ class Journal:
         managed = {identity.key for identity in managed_identities}
         stale = [e for e in self.entries()[::-1] if e.identity.key not in managed]
         return self._restore(stale, apply_fn, alive or process_problem)
+
+    def restore_targets(self, identities: Iterable[Identity], apply_fn: RestoreFn,
+                        alive: AliveFn | None = None) -> list[ApplyResult]:
+        """Put these journalled targets back (those not journalled are ignored)."""
+        keys = {identity.key for identity in identities}
+        chosen = [e for e in self.entries()[::-1] if e.identity.key in keys]
+        return self._restore(chosen, apply_fn, alive or process_problem)
 
     def _restore(self, entries: list[JournalEntry], apply_fn: RestoreFn,
                  alive: AliveFn) -> list[ApplyResult]:

@@ -153,6 +153,15 @@ class ApplyResult:
     def changed(self) -> bool:
         return self.changes > 0
 
+    @property
+    def subject(self) -> str:
+        """What it is about, for a person: "process 42", "container 1a2b3c4d5e6f", "cpu 1"."""
+        if self.target == "process":
+            return f"process {self.pid}"
+        if self.target == "cpu":
+            return f"cpu {self.before.get('cpu', self.after.get('cpu', '?'))}"
+        return f"container {(self.container_id or '?')[:12]}"
+
     def to_enforcement(self) -> Enforcement:
         return Enforcement(target=self.target, outcome=self.outcome, pid=self.pid,
                            start_time=self.start_time, container_id=self.container_id,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from agents.enforcement.cpu import read_limit
 from bench.workloads import start_mix
 from pipeline.collectors.procfs import list_tids
 from pipeline.topology import cpulist_parse
@@ -37,6 +38,7 @@ async def test_latency_work_isolated_from_hogs_and_restored(kafka_bootstrap: str
                                                             tmp_path: Path) -> None:
     seed = random.randrange(10**6)
     original = sorted(os.sched_getaffinity(0))
+    idle_limits = {c: read_limit(c) for c in original}
     # Scope: only the workload generator's processes (their shared bootstrap command line),
     # so corelane can start first: hogs started before it would only slow its start.
     corelane = Instance(tmp_path, kafka_bootstrap, f"e2e-enf-{seed}.", dry_run=False,
@@ -77,6 +79,11 @@ async def test_latency_work_isolated_from_hogs_and_restored(kafka_bootstrap: str
                 for cpus, nice, policy in thread_settings(hog.pid):
                     assert not set(cpus) & probe_cpus, (seed, hog.pid, cpus, probe_cpus)
                     assert (nice, policy) == (10, 3), (seed, hog.pid, nice, policy)
+            # Its cores poll when idle (where the kernel has the limit at all); no other does.
+            if None not in idle_limits.values():
+                assert {read_limit(c) for c in probe_cpus} == {"n/a"}
+                assert all(read_limit(c) == idle_limits[c] for c in original
+                           if c not in probe_cpus)
 
             # status reads the history, which trails the live plan by up to a flush.
             deadline = time.monotonic() + 15
@@ -107,6 +114,7 @@ async def test_latency_work_isolated_from_hogs_and_restored(kafka_bootstrap: str
             return all(cpus == original and nice == 0 and policy == 0
                        for w in [probe, *hogs] for cpus, nice, policy in thread_settings(w.pid))
         assert restored(), [thread_settings(w.pid) for w in [probe, *hogs]]
+        assert {c: read_limit(c) for c in original} == idle_limits
 
         # A crash leaves the changes in place; `corelane revert` puts them back from the
         # journal.
@@ -121,6 +129,7 @@ async def test_latency_work_isolated_from_hogs_and_restored(kafka_bootstrap: str
         reverted = corelane.run("revert")
         assert reverted.returncode == 0, reverted.stderr
         assert restored(), [thread_settings(w.pid) for w in [probe, *hogs]]
+        assert {c: read_limit(c) for c in original} == idle_limits
 
 
 def _container_cpus(docker_engine, container_id: str) -> tuple[str, str]:

@@ -525,7 +525,7 @@ def test_to_decisions_round_trip_through_the_codec(topo):
     t = topo["intel-hybrid-16cpu"]
     p = plan(t, mixed() + [ContainerTarget("e" * 64, "high")])
     items = to_decisions(p)
-    assert len(items) == len(p.assignments)
+    assert len(items) == len(p.assignments) + len(p.idle_limits)
     assert items[0].cpus == p.assignments[0].cpulist and all(d.reason for d in items)
     chunks = batched(Decisions, items, 3, "items", plan_seq=p.seq, mode=p.mode)
     back = [decode(encode(envelope(c, host="h", seq=i, ts=1.0))).data for i, c in enumerate(chunks)]
@@ -533,6 +533,29 @@ def test_to_decisions_round_trip_through_the_codec(topo):
     assert {(c.plan_seq, c.mode) for c in back} == {(1, "balanced")}
     container = next(d for d in items if d.target == "container")
     assert container.cpu_shares == 1536 and container.container_id == "e" * 64
+
+
+def test_exclusive_ultra_critical_cores_poll_when_idle_unless_the_mode_says_no(topo):
+    t = topo["intel-hybrid-16cpu"]
+    p = plan(t, mixed())
+    ultra = p.pool("ultra_critical")
+    assert ultra is not None and ultra.exclusive
+    assert [(x.cpu, x.tier, x.latency_us) for x in p.idle_limits] == [
+        (c, "ultra_critical", 0) for c in ultra.cpus]
+    cpu_rows = [d for d in to_decisions(p) if d.target == "cpu"]
+    assert [(int(d.cpus), d.idle_latency_us) for d in cpu_rows] == [(c, 0) for c in ultra.cpus]
+    assert all("polls when idle" in d.reason for d in cpu_rows)
+    assert plan(t, mixed(), mode="power_save").idle_limits == ()
+    # A tier that asks for none gets none, and a limit in µs is passed as it is.
+    loose = Policy.from_mapping({"tiers": {"ultra_critical": {"idle_latency_us": None},
+                                           "critical": {"idle_latency_us": 20,
+                                                        "exclusive": True}}})
+    limited = plan(t, mixed(), policy=loose)
+    assert {x.tier for x in limited.idle_limits} == {"critical"}
+    assert {x.latency_us for x in limited.idle_limits} == {20}
+    # Rebuilt from its decisions, a plan has no idle limits of its own: they follow the pools.
+    restored = plan_from_decisions(t, to_decisions(p), seq=p.seq, mode=p.mode)
+    assert restored.idle_limits == () and len(restored.assignments) == len(p.assignments)
 
 
 def test_plan_from_decisions_continues_without_moves(topo):
