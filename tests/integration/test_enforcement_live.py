@@ -34,6 +34,15 @@ def thread_settings(pid: int) -> list[tuple[list[int], int, int]]:
     return out
 
 
+def history_rows(db: Path, sql: str) -> list:
+    """Rows of a read-only query over a stopped instance's history."""
+    con = open_for_query(db)
+    try:
+        return QueryEngine(con, 10, 1000).run(sql).rows
+    finally:
+        con.close()
+
+
 async def test_latency_work_isolated_from_hogs_and_restored(kafka_bootstrap: str,
                                                             tmp_path: Path) -> None:
     seed = random.randrange(10**6)
@@ -100,13 +109,8 @@ async def test_latency_work_isolated_from_hogs_and_restored(kafka_bootstrap: str
                 corelane.terminate()
 
         # Each change is in the history as an enforcement with before and after.
-        con = open_for_query(corelane.db)
-        try:
-            rows = QueryEngine(con, 10, 1000).run(
-                f"SELECT before, after FROM enforcements WHERE pid = {probe.pid} "
-                f"AND outcome = 'applied' AND reason = ''").rows
-        finally:
-            con.close()
+        rows = history_rows(corelane.db, f"SELECT before, after FROM enforcements WHERE "
+                                         f"pid = {probe.pid} AND outcome = 'applied' AND reason = ''")
         assert rows, "no applied enforcement recorded for the latency-critical process"
 
         # On stop, everything corelane changed is back as it was.
@@ -182,13 +186,9 @@ async def test_a_container_is_kept_off_the_critical_cores_and_restored(
             if corelane.proc is not None and corelane.proc.poll() is None:
                 corelane.terminate()
 
-        con = open_for_query(corelane.db)
-        try:
-            rows = QueryEngine(con, 10, 1000).run(
-                f"SELECT outcome, after FROM enforcements WHERE target = 'container' "
-                f"AND container_id = '{container.id}' AND outcome = 'applied'").rows
-        finally:
-            con.close()
+        rows = history_rows(corelane.db, f"SELECT after FROM enforcements WHERE target = "
+                                         f"'container' AND container_id = '{container.id}' "
+                                         f"AND outcome = 'applied'")
         assert rows, "no applied enforcement recorded for the container"
         # On stop, the process may run anywhere again. (The engine cannot be given back an
         # empty cpuset: "every CPU" is written as the online list.)
