@@ -21,14 +21,14 @@ from typing import Callable, Iterable
 
 import faust
 
-from agents.allocation import (HOUSEKEEPING, ContainerTarget, Plan, ProcessTarget,
+from agents.allocation import (HOUSEKEEPING, MODES, ContainerTarget, Plan, ProcessTarget,
                                Utilization, plan, process_targets, to_decisions)
 from agents.classification.classes import TIERS
 from pipeline.app import decoded, keep_going
 from pipeline.bus import Publisher, topic_types
 from pipeline.events import (Classification, Command, ContainerSample, Decision, Decisions,
                              Envelope, HostSample, ProcessSample)
-from pipeline.settings import DAYS, MODES, Settings
+from pipeline.settings import DAYS, Settings
 from pipeline.topology import Topology
 
 log = logging.getLogger(__name__)

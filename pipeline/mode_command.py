@@ -26,7 +26,7 @@ def mode_command(
     from pipeline.bus import BrokerUnreachable, send_one
     from pipeline.cli import err, fail, settings
     from pipeline.events import Command
-    from pipeline.settings import MODES
+    from agents.allocation import MODES
 
     if mode != AUTO and mode not in MODES:
         fail(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}, or '{AUTO}'", 2)

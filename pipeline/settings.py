@@ -172,7 +172,6 @@ def _default_tier_of() -> dict[str, str]:
     return DEFAULT_TIER_OF
 
 
-MODES = ("high_performance", "balanced", "power_save", "emergency")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
