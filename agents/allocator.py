@@ -25,7 +25,7 @@ from agents.allocation import (HOUSEKEEPING, MODES, ContainerTarget, Plan, Proce
                                Utilization, plan, process_targets, to_decisions)
 from agents.classification.classes import TIERS
 from pipeline.app import decoded, keep_going
-from pipeline.bus import Publisher, topic_types
+from pipeline.bus import Publisher, replay_topic, topic_types
 from pipeline.events import (Classification, Command, ContainerSample, Decision, Decisions,
                              Envelope, HostSample, ProcessSample)
 from pipeline.settings import DAYS, Settings
@@ -96,6 +96,7 @@ class AllocatorAgent:
         self.topology = topology
         self.housekeeping_pids = housekeeping_pids
         self.hosts: dict[str, HostView] = {}
+        self.commanded_mode: str | None = None    # by a command for every host
         self._types = topic_types(settings, ("classifications", "process_samples",
                                              "container_samples", "host_sample", "command"))
         self.stats = {"plans": 0, "published": 0, "decisions": 0}
@@ -164,14 +165,31 @@ class AllocatorAgent:
         if mode != "auto" and mode not in MODES:
             log.warning("command %s asks for unknown mode %r; ignored", event.id, mode)
             return
-        hosts = command.args.get("hosts") or list(self.hosts) or [event.host]
-        for host in hosts:
-            self.view(host).commanded_mode = None if mode == "auto" else mode
-        log.info("mode %s for %s by command %s", mode, ", ".join(hosts), event.id)
+        wanted = None if mode == "auto" else mode
+        hosts = command.args.get("hosts")
+        if hosts:
+            for host in hosts:
+                self.view(host).commanded_mode = wanted
+        else:
+            # Every host, those not seen yet included; it supersedes per-host commands.
+            self.commanded_mode = wanted
+            for view in self.hosts.values():
+                view.commanded_mode = None
+        log.info("mode %s for %s by command %s", mode, ", ".join(hosts or ["every host"]),
+                 event.id)
+
+    async def warm_up(self) -> int:
+        """Replay the command topic so a mode an operator asked for before a restart still
+        holds after it (the last command per host wins). Returns the commands read."""
+        read = 0
+        async for event in replay_topic(self.settings, "command", self._types):
+            self.on_command(event)
+            read += 1
+        return read
 
     def mode_for(self, host: str, now: float) -> str:
         """A commanded mode (until 'auto'), else the schedule, else allocator.mode."""
-        return (self.view(host).commanded_mode
+        return (self.view(host).commanded_mode or self.commanded_mode
                 or scheduled_mode(self.settings, datetime.fromtimestamp(now))
                 or self.settings.allocator.mode)
 

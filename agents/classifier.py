@@ -17,14 +17,13 @@ import time
 from pathlib import Path
 
 import faust
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agents.classification.decide import Classifier, SweepResult
 from agents.classification.model import ModelSnapshotError, OnlineModel
 from agents.classification.rules import LabelError, RuleSet, load_rules
 from pipeline.app import decoded, keep_going
-from pipeline.bus import Publisher, read_record, topic_partitions, topic_types
-from pipeline.events import (Classification, Classifications, ContainerSamples, Envelope, EventDecodeError,
+from pipeline.bus import Publisher, replay_topic, topic_types
+from pipeline.events import (Classification, Classifications, ContainerSamples, Envelope,
                              Label, ProcessSamples)
 from pipeline.settings import Settings
 
@@ -165,37 +164,14 @@ class ClassifierAgent:
         then say each rebuilt class once (as a heartbeat would), so that readers need not wait
         for a change. Returns the number of sample batches read."""
         window_s = self.settings.classifier.window_s if window_s is None else window_s
-        bootstrap = self.settings.kafka.bootstrap
-        topic = self.settings.topic("process_samples")
-        parts = await topic_partitions(bootstrap, [topic])
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                    enable_auto_commit=False)
-        await consumer.start()
         read = 0
         seen: dict[str, set[tuple[int, int]]] = {}
-        try:
-            consumer.assign(parts)
-            since = int((time.time() - window_s) * 1000)
-            starts = await consumer.offsets_for_times({tp: since for tp in parts})
-            ends = await consumer.end_offsets(parts)
-            for tp in parts:
-                found = starts.get(tp)
-                consumer.seek(tp, found.offset if found is not None else ends[tp])
-            while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    for record in records:
-                        if record.offset >= ends[TopicPartition(record.topic, record.partition)]:
-                            continue
-                        try:
-                            event = read_record(record, self._types)
-                        except EventDecodeError:
-                            continue  # the live agent dead-letters it when it gets there
-                        self.on_samples(event)
-                        seen.setdefault(event.host, set()).update(
-                            (s.pid, s.start_time) for s in event.data.samples)
-                        read += 1
-        finally:
-            await consumer.stop()
+        async for event in replay_topic(self.settings, "process_samples", self._types,
+                                        since_s=window_s):
+            self.on_samples(event)
+            seen.setdefault(event.host, set()).update(
+                (s.pid, s.start_time) for s in event.data.samples)
+            read += 1
         for host, keys in seen.items():
             decider = self.hosts[host].decider
             current = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -97,6 +98,44 @@ async def send_one(settings: Settings, payload: Any) -> Envelope:
     await ensure_topics(settings)
     async with Publisher(settings) as publisher:
         return await publisher.publish(payload)
+
+
+async def replay_topic(settings: Settings, event_type: str, types: dict[str, str],
+                       since_s: float | None = None) -> AsyncIterator[Envelope]:
+    """Every readable event of one topic, from ``since_s`` seconds ago (None: from its
+    beginning) up to its end as it is when called: state an agent rebuilds on start.
+    Unreadable messages are skipped (the live agent dead-letters them when it gets there)."""
+    bootstrap = settings.kafka.bootstrap
+    parts = await topic_partitions(bootstrap, [settings.topic(event_type)])
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+        # Explicit offsets: seek_to_beginning races the reset that assign() starts, and
+        # lost it here about as often as it won.
+        if since_s is None:
+            starts = await consumer.beginning_offsets(parts)
+        else:
+            since = int((time.time() - since_s) * 1000)
+            found = await consumer.offsets_for_times({tp: since for tp in parts})
+            starts = {tp: found[tp].offset if found.get(tp) is not None else ends[tp]
+                      for tp in parts}
+        for tp in parts:
+            consumer.seek(tp, starts[tp])
+        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    if record.offset >= ends[TopicPartition(record.topic, record.partition)]:
+                        continue
+                    try:
+                        event = read_record(record, types)
+                    except EventDecodeError:
+                        continue
+                    yield event
+    finally:
+        await consumer.stop()
 
 
 class KafkaTopicError(RuntimeError):

@@ -190,6 +190,7 @@ async def run_up(settings: Settings, dry_run: bool = False) -> None:
             log.info("dry run: corelane observes and decides, and changes nothing on this host")
         tasks["recorder"] = asyncio.create_task(recorder.run(stop_recording))
         await classifier.warm_up()
+        await allocator.warm_up()
         tasks["agents"] = asyncio.create_task(run_agents(agents, stop_agents))
         tasks["collector"] = asyncio.create_task(
             run_collector(collector, KafkaSink(publisher), stop=stop_collecting))

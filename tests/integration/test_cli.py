@@ -139,17 +139,18 @@ def test_mode_command_switches_the_plans_and_auto_hands_back(kafka_bootstrap: st
                         allocator="{interval_s: 0.5}")
     corelane.start()
 
-    def newest_mode() -> str:
+    def newest_mode(after_ms: int) -> str:
         out = corelane.run("query", "--format", "csv",
-                           "SELECT mode FROM decisions ORDER BY plan_seq DESC LIMIT 1")
+                           f"SELECT mode FROM decisions WHERE epoch_ms(ts) > {after_ms} "
+                           f"ORDER BY ts DESC LIMIT 1")
         assert out.returncode == 0, out.stderr
         rows = out.stdout.split()
         return rows[1] if len(rows) > 1 else ""
 
-    def wait_for(mode: str) -> str:
+    def wait_for(mode: str, after_ms: int = 0) -> str:
         deadline, seen = time.monotonic() + 30, ""
         while time.monotonic() < deadline:
-            seen = newest_mode()
+            seen = newest_mode(after_ms)
             if seen == mode:
                 break
             time.sleep(0.5)
@@ -163,6 +164,12 @@ def test_mode_command_switches_the_plans_and_auto_hands_back(kafka_bootstrap: st
         switched = corelane.run("mode", "emergency")
         assert switched.returncode == 0, switched.stderr
         assert wait_for("emergency") == "emergency"
+        # The operator's mode outlives a restart: it is read back from the command topic.
+        corelane.terminate()
+        restarted_ms = int(time.time() * 1000)
+        corelane.start()
+        corelane.wait_recording()
+        assert wait_for("emergency", after_ms=restarted_ms) == "emergency"
         back = corelane.run("mode", "auto")
         assert back.returncode == 0, back.stderr
         assert wait_for("balanced") == "balanced"

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline import events as ev
-from pipeline.bus import EventReader, Publisher, ensure_topics
+from pipeline.bus import EventReader, Publisher, ensure_topics, replay_topic, topic_types
 from pipeline.settings import Settings, load_settings
 
 pytestmark = pytest.mark.integration
@@ -139,3 +139,25 @@ async def test_topics_are_created_with_the_configured_partitions(kafka_bootstrap
     finally:
         await admin.close()
     assert {d["topic"]: len(d["partitions"]) for d in described} == {t: 3 for t in created}
+
+
+async def test_replay_reads_a_topic_from_its_beginning_or_a_span_to_its_end(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    cfg = settings_for(kafka_bootstrap, tmp_path, f"e2e-replay-{os.getpid()}.")
+    await ensure_topics(cfg)
+    types = topic_types(cfg, ["command"])
+    async with Publisher(cfg) as publisher:
+        for mode in ("emergency", "balanced"):
+            await publisher.publish(ev.Command(name="mode", args={"mode": mode}))
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(cfg.topic("command"), b"not an event")
+        finally:
+            await producer.stop()
+        await asyncio.sleep(1.5)
+        await publisher.publish(ev.Command(name="mode", args={"mode": "power_save"}))
+    everything = [e.data.args["mode"] async for e in replay_topic(cfg, "command", types)]
+    assert everything == ["emergency", "balanced", "power_save"]   # the unreadable one skipped
+    recent = [e.data.args["mode"] async for e in replay_topic(cfg, "command", types, since_s=1.0)]
+    assert recent == ["power_save"]

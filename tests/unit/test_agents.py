@@ -154,6 +154,9 @@ def test_mode_from_command_then_schedule_then_config(settings: Settings) -> None
     agent.on_command(ev.envelope(ev.Command(name="mode", args={"mode": "auto"}), "ops", 3))
     assert agent.mode_for("h", monday_nine) == "high_performance"
     assert agent.mode_for("h", saturday_noon) == "balanced"
+    # A command for every host holds for hosts not seen yet too.
+    agent.on_command(ev.envelope(ev.Command(name="mode", args={"mode": "power_save"}), "ops", 4))
+    assert agent.mode_for("new-host", saturday_noon) == "power_save"
 
 
 def test_decision_key_ignores_reasons() -> None:
