@@ -288,10 +288,13 @@ def _sweeps(records: list[Record]) -> Iterator[tuple[float, str, list[tuple[tupl
         yield key[0], key[1], batch
 
 
-def published(clf: Classifier, records: list[Record]) -> tuple[list[str], list[str | None],
-                                                               list[list[float]]]:
+def published(clf: Classifier, records: list[Record]
+              ) -> tuple[list[str], list[str | None], list[list[float]],
+                         list[tuple[str, str | None]]]:
     """Stream ``records`` through ``clf``; per window with enough history, the label, the
-    class the Classifier would have published (None before any) and the feature vector."""
+    class the Classifier would have published (None before any) and the feature vector;
+    and per process, (label, class) of its first published judgement: what a new process
+    is placed by before any correction."""
     truth: list[str] = []
     out: list[str | None] = []
     vectors: list[list[float]] = []
@@ -309,13 +312,7 @@ def published(clf: Classifier, records: list[Record]) -> tuple[list[str], list[s
             truth.append(label)
             out.append(state.cls if state is not None else None)
             vectors.append(feature_vector(window))
-    FIRST_JUDGEMENTS[:] = list(first.values())
-    return truth, out, vectors
-
-
-# (label, class) of each held-out process's first published judgement, from the last
-# ``published`` run: what a new process is placed by before any correction.
-FIRST_JUDGEMENTS: list[tuple[str, str | None]] = []
+    return truth, out, vectors, list(first.values())
 
 
 def _classifier(model: OnlineModel, rules: RuleSet, learn: bool) -> Classifier:
@@ -334,25 +331,25 @@ def evaluate_cold_start(rules: RuleSet, train_records: list[Record],
     for t, run, batch in _sweeps(train_records):
         teacher.sweep(t, [s for _, _, s in batch], host=run)
     learned = model.n_learned
-    truth, decided, vectors = published(_classifier(model, rules, learn=False), test_records)
+    truth, decided, vectors, firsts = published(_classifier(model, rules, learn=False),
+                                                test_records)
     macro, per = f1_scores(truth, decided)
     raw = [p[0] if p else None for p in model.predict_many(vectors)]
     macro_m, per_m = f1_scores(truth, raw)
-    confusion = Counter(FIRST_JUDGEMENTS)
+    confusion = Counter(firsts)
     print("  first judgements (label -> class: processes): " + ", ".join(
         f"{a}->{b}: {n}" for (a, b), n in sorted(confusion.items(), key=str) if a != b))
-    first_macro, first_per = f1_scores([a for a, _ in FIRST_JUDGEMENTS],
-                                       [b for _, b in FIRST_JUDGEMENTS])
+    first_macro, first_per = f1_scores([a for a, _ in firsts], [b for _, b in firsts])
     return {"learned": learned, "classes": sorted(model.classes), "macro_f1": macro,
             "per_class": per, "model_macro_f1": macro_m, "model_per_class": per_m,
             "windows": len(truth), "first_macro_f1": first_macro, "first_per_class": first_per,
-            "first_n": len(FIRST_JUDGEMENTS)}
+            "first_n": len(firsts)}
 
 
 def evaluate_labelled_with_priors(model: OnlineModel, rules: RuleSet,
                                   test_records: list[Record]) -> dict:
     """A model trained on labels, frozen, with the priors under the full precedence."""
-    truth, decided, _ = published(_classifier(model, rules, learn=False), test_records)
+    truth, decided, _, _ = published(_classifier(model, rules, learn=False), test_records)
     macro, per = f1_scores(truth, decided)
     return {"macro_f1": macro, "per_class": per}
 

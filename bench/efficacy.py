@@ -40,7 +40,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.harness import cpu_seconds, free_port  # noqa: E402
+from pipeline.collectors import procfs  # noqa: E402
 from pipeline.topology import cpulist_parse  # noqa: E402
+
+PROC = procfs.proc_dir("/")
 
 ALL_CPUS = sorted(os.sched_getaffinity(0))
 CASES = ("idle", "hogs", "nice19", "corelane")
@@ -139,19 +142,8 @@ def read_probe(out: Path, t_from: int, t_to: int) -> list[float]:
 
 def allowed_cpus(pid: int) -> set[frozenset[int]]:
     """The distinct Cpus_allowed_list of every thread of ``pid``."""
-    out = set()
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/status") as f:
-                text = next(l for l in f if l.startswith("Cpus_allowed_list")).split(":")[1]
-        except (FileNotFoundError, ProcessLookupError, StopIteration):
-            continue
-        cpus: set[int] = set()
-        for part in text.strip().split(","):
-            lo, _, hi = part.partition("-")
-            cpus.update(range(int(lo), int(hi or lo) + 1))
-        out.add(frozenset(cpus))
-    return out
+    statuses = (procfs.read_status(PROC, pid, tid) for tid in procfs.list_tids(PROC, pid))
+    return {frozenset(cpulist_parse(st.cpus_allowed_list)) for st in statuses if st}
 
 
 def probe_pinned(pid: int) -> frozenset[int] | None:
@@ -170,14 +162,8 @@ ULTRA_NICE = -10
 
 
 def thread_nices(pid: int) -> set[int]:
-    out = set()
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
-                out.add(int(f.read().rsplit(b")", 1)[1].split()[16]))
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return out
+    stats = (procfs.read_stat(PROC, pid, tid) for tid in procfs.list_tids(PROC, pid))
+    return {st.nice for st in stats if st}
 
 
 def hogs_clear(hogs: list[subprocess.Popen[bytes]], probe_cpus: frozenset[int]) -> bool:
@@ -187,22 +173,12 @@ def hogs_clear(hogs: list[subprocess.Popen[bytes]], probe_cpus: frozenset[int]) 
 def task_runtimes() -> dict[tuple[int, int], tuple[str, int]]:
     """(pid, tid) -> (comm, run time in ns) of every task on the host (schedstat)."""
     out: dict[tuple[int, int], tuple[str, int]] = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                    ran = int(f.read().split()[0])
-                with open(f"/proc/{pid}/task/{tid}/comm") as f:
-                    comm = f.read().strip()
-            except (OSError, ValueError, IndexError):
-                continue
-            out[(int(pid), int(tid))] = (comm, ran)
+    for pid in procfs.list_pids(PROC):
+        for tid in procfs.list_tids(PROC, pid):
+            stat = procfs.read_stat(PROC, pid, tid)
+            sched = procfs.read_schedstat(PROC, pid, tid)
+            if stat is not None and sched is not None:
+                out[(pid, tid)] = (stat.comm, sched.run_time_ns)
     return out
 
 
@@ -214,16 +190,12 @@ def sharers(before: dict[tuple[int, int], tuple[str, int]], cpus: frozenset[int]
     for (pid, tid), (comm, was) in before.items():
         if pid in skip:
             continue
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                now = int(f.read().split()[0])
-            with open(f"/proc/{pid}/task/{tid}/status") as f:
-                allowed = next(l for l in f if l.startswith("Cpus_allowed_list")).split(":")[1]
-        except (OSError, ValueError, IndexError, StopIteration):
+        sched = procfs.read_schedstat(PROC, pid, tid)
+        status = procfs.read_status(PROC, pid, tid)
+        if sched is None or status is None or sched.run_time_ns <= was:
             continue
-        if now > was and cpus & set(cpulist_parse(allowed.strip())):
-            key = (pid, comm)
-            ran[key] = ran.get(key, 0) + now - was
+        if cpus & set(cpulist_parse(status.cpus_allowed_list)):
+            ran[(pid, comm)] = ran.get((pid, comm), 0) + sched.run_time_ns - was
     busiest = sorted(ran.items(), key=lambda kv: -kv[1])[:top]
     return ", ".join(f"{comm}[{pid}] {ns / 1e6:.0f} ms" for (pid, comm), ns in busiest) or "none"
 

@@ -155,10 +155,7 @@ class Decider:
         st = self._states.get(key)
         if st is None:
             st = self._states[key] = DecisionState()
-        if rule is not None and rule.prior:
-            prior, rule = prior or rule, None
-        self._track(st, model, prior)
-        resolved = self._resolve(st, label, rule)
+        resolved = self._judge(st, label, rule, prior, model)
         if resolved is None:
             return None
         cls, tier, conf, source, reason = resolved
@@ -175,12 +172,17 @@ class Decider:
     def first_tier(self, *, label: tuple[str, str] | None = None, rule: RuleHit | None = None,
                    prior: RuleHit | None = None, model: ModelVote | None = None) -> str | None:
         """The tier a first judgement from these opinions would give; nothing is recorded."""
+        resolved = self._judge(DecisionState(), label, rule, prior, model)
+        return resolved[1] if resolved is not None else None
+
+    def _judge(self, st: DecisionState, label: tuple[str, str] | None, rule: RuleHit | None,
+               prior: RuleHit | None, model: ModelVote | None
+               ) -> tuple[str, str, float, str, str] | None:
+        """Track this window's behaviour opinion on ``st``, then resolve by precedence."""
         if rule is not None and rule.prior:
             prior, rule = prior or rule, None
-        st = DecisionState()
         self._track(st, model, prior)
-        resolved = self._resolve(st, label, rule)
-        return resolved[1] if resolved is not None else None
+        return self._resolve(st, label, rule)
 
     def _resolve(self, st: DecisionState, label: tuple[str, str] | None,
                  rule: RuleHit | None) -> tuple[str, str, float, str, str] | None:

@@ -333,10 +333,9 @@ def test_a_change_made_by_someone_else_is_respected(threaded: subprocess.Popen[b
 # --- containers ------------------------------------------------------------------------------
 
 def _cpus_allowed(pid: int) -> str:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("Cpus_allowed_list:"):
-            return line.split(":", 1)[1].strip()
-    raise AssertionError(f"/proc/{pid}/status has no Cpus_allowed_list")
+    status = procfs.read_status("/proc", pid)
+    assert status is not None, f"process {pid} is gone"
+    return status.cpus_allowed_list
 
 
 @two_cpus

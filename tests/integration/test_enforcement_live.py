@@ -12,25 +12,23 @@ import pytest
 
 from agents.enforcement.cpu import read_limit
 from bench.workloads import start_mix
-from pipeline.collectors.procfs import list_tids
+from pipeline.collectors.procfs import list_tids, proc_dir, read_stat, read_status
 from pipeline.topology import cpulist_parse
 from storage.query import QueryEngine, open_for_query
 from support.corelane_instance import Instance
 
 pytestmark = pytest.mark.integration
+PROC = proc_dir("/")
 WORKLOAD_MARK = "CLW_PATH"  # in every generator process's command line, and nowhere else
 
 
 def thread_settings(pid: int) -> list[tuple[list[int], int, int]]:
     """(allowed cpus, nice, policy) of every thread, read from /proc."""
     out = []
-    for tid in list_tids("/proc", pid):
-        with open(f"/proc/{pid}/task/{tid}/status") as f:
-            allowed = next(line.split(":", 1)[1].strip() for line in f
-                           if line.startswith("Cpus_allowed_list"))
-        with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        out.append((cpulist_parse(allowed), int(fields[16]), int(fields[38])))
+    for tid in list_tids(PROC, pid):
+        status, stat = read_status(PROC, pid, tid), read_stat(PROC, pid, tid)
+        if status is not None and stat is not None:
+            out.append((cpulist_parse(status.cpus_allowed_list), stat.nice, stat.policy))
     return out
 
 
@@ -139,11 +137,9 @@ async def test_latency_work_isolated_from_hogs_and_restored(kafka_bootstrap: str
 def _container_cpus(docker_engine, container_id: str) -> tuple[str, str]:
     """(the engine's cpuset, the container's main process's Cpus_allowed_list)."""
     attrs = docker_engine.client.api.inspect_container(container_id)
-    pid = attrs["State"]["Pid"]
-    with open(f"/proc/{pid}/status") as f:
-        allowed = next(line.split(":", 1)[1].strip() for line in f
-                       if line.startswith("Cpus_allowed_list"))
-    return attrs["HostConfig"]["CpusetCpus"] or "", allowed
+    status = read_status(PROC, attrs["State"]["Pid"])
+    assert status is not None, f"the container's process {attrs['State']['Pid']} is gone"
+    return attrs["HostConfig"]["CpusetCpus"] or "", status.cpus_allowed_list
 
 
 async def test_a_container_is_kept_off_the_critical_cores_and_restored(
