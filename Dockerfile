@@ -2,6 +2,7 @@
 FROM python:3.11-slim
 WORKDIR /opt/corelane
 COPY pyproject.toml README.md ./
+COPY corelane ./corelane
 COPY pipeline ./pipeline
 COPY agents ./agents
 COPY storage ./storage

@@ -1,8 +1,10 @@
-"""The allocator agent: faust agents that keep each host's latest view and turn it into plans.
+"""The allocator agent: keeps each host's latest view and turns it into plans.
 
 A plan is made every ``allocator.interval_s`` and at once when a process's class or tier
 changes. It is published as one ``decisions`` batch per host (chunked), numbered by plan
-sequence, when it differs from the last one published or every ``heartbeat_s``. Every live
+sequence, when it differs from the last one published or every ``heartbeat_s``. The
+numbering is per host and goes on across restarts: on start the allocator reads each
+host's last plan back from the decisions topic and carries on from it. Every live
 process gets a decision: one without a class yet is housekeeping, so that nothing but the
 critical tiers runs on their cores.
 
@@ -15,21 +17,23 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Callable, Iterable
 
-import faust
+import msgspec
 
-from agents.allocation import (HOUSEKEEPING, MODES, ContainerTarget, Plan, ProcessTarget,
-                               Utilization, plan, process_targets, to_decisions)
-from agents.classification.classes import TIERS
-from pipeline.app import decoded, keep_going
-from pipeline.bus import Publisher, replay_topic, topic_types
+from agents.allocation import (ContainerTarget, Plan, ProcessTarget, Utilization, plan,
+                               plan_from_decisions, process_targets, to_decisions)
+from agents.contract import AgentStats, Handler, Position, Timer, event_health, keep_going
+from pipeline.bus import Publisher, read_tail, replay_topic, topic_types
 from pipeline.events import (Classification, Command, ContainerSample, Decision, Decisions,
                              Envelope, HostSample, ProcessSample)
-from pipeline.settings import DAYS, Settings
+from pipeline.health import PartHealth
+from pipeline.settings import Settings
+from pipeline.stats import counter
 from pipeline.topology import Topology
+from pipeline.vocabulary import AUTO, DAYS, HOUSEKEEPING, MODES, TIER_RANK
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,7 @@ class HostView:
     commanded_mode: str | None = None
     previous: Plan | None = None
     planned_with: Topology | None = None     # the topology ``previous`` was made for
+    restored: Decisions | None = None        # the last plan of a previous run, until used
     published: tuple | None = None           # (mode, decision_key) of the last plan sent
     published_at: float = 0.0
 
@@ -69,13 +74,12 @@ def container_targets(view: HostView) -> list[ContainerTarget]:
     """Each container at the most protected tier among its processes' classes (housekeeping
     while none of them is classified): a container holds one service, and its cpuset must
     suit the part of it that needs the most."""
-    rank = {tier: i for i, tier in enumerate(TIERS)}
     tiers: dict[str, str] = {}
     for key, sample in view.samples.items():
         c = view.classes.get(key)
-        if sample.container_id and c is not None and c.tier in rank:
+        if sample.container_id and c is not None and c.tier in TIER_RANK:
             old = tiers.get(sample.container_id)
-            if old is None or rank[c.tier] < rank[old]:
+            if old is None or TIER_RANK[c.tier] < TIER_RANK[old]:
                 tiers[sample.container_id] = c.tier
     return [ContainerTarget(container_id=cid, tier=tiers.get(cid, HOUSEKEEPING),
                             cpu_share=c.cpu_share, name=c.name)
@@ -88,19 +92,45 @@ def decision_key(decisions: Iterable[Decision]) -> tuple:
                   d.iolevel, d.policy, d.cpu_shares, d.idle_latency_us) for d in decisions)
 
 
+def last_plans(events: Iterable[Envelope]) -> dict[str, Decisions]:
+    """Each host's newest whole plan among decisions events (chunks joined in order)."""
+    chunks: dict[str, list[Decisions]] = {}
+    newest: dict[str, tuple[float, Decisions]] = {}
+    for event in events:
+        data: Decisions = event.data
+        parts = chunks.setdefault(data.batch, [])
+        parts.append(data)
+        if len(parts) < data.chunks:
+            continue
+        del chunks[data.batch]
+        whole = msgspec.structs.replace(data, chunk=0, chunks=1, items=[
+            d for part in sorted(parts, key=lambda p: p.chunk) for d in part.items])
+        old = newest.get(event.host)
+        if old is None or (data.plan_seq, event.ts) >= (old[1].plan_seq, old[0]):
+            newest[event.host] = (event.ts, whole)
+    return {host: plan for host, (_, plan) in newest.items()}
+
+
+@dataclass
+class AllocatorStats(AgentStats):
+    plans: int = counter("plans made")
+    published: int = counter("plans published (changed, or a heartbeat)")
+    decisions: int = counter("decisions published")
+    restored: int = counter("hosts whose plan numbering continued from a previous run")
+
+
 class AllocatorAgent:
-    def __init__(self, settings: Settings, app: faust.App, publisher: Publisher,
-                 topology: Topology, housekeeping_pids: Callable[[], Iterable[int]]) -> None:
+    name = "allocator"
+
+    def __init__(self, settings: Settings, publisher: Publisher, topology: Topology,
+                 housekeeping_pids: Callable[[], Iterable[int]]) -> None:
         self.settings = settings
         self.publisher = publisher
         self.topology = topology
         self.housekeeping_pids = housekeeping_pids
         self.hosts: dict[str, HostView] = {}
         self.commanded_mode: str | None = None    # by a command for every host
-        self._types = topic_types(settings, ("classifications", "process_samples",
-                                             "container_samples", "host_sample", "command"))
-        self.stats = {"plans": 0, "published": 0, "decisions": 0}
-        self._install(app)
+        self.stats = AllocatorStats()
 
     # --- the view, driven by events ---------------------------------------------------------
 
@@ -162,10 +192,10 @@ class AllocatorAgent:
         if command.name != "mode":
             return
         mode = command.args.get("mode")
-        if mode != "auto" and mode not in MODES:
+        if mode != AUTO and mode not in MODES:
             log.warning("command %s asks for unknown mode %r; ignored", event.id, mode)
             return
-        wanted = None if mode == "auto" else mode
+        wanted = None if mode == AUTO else mode
         hosts = command.args.get("hosts")
         if hosts:
             for host in hosts:
@@ -178,14 +208,28 @@ class AllocatorAgent:
         log.info("mode %s for %s by command %s", mode, ", ".join(hosts or ["every host"]),
                  event.id)
 
-    async def warm_up(self) -> int:
-        """Replay the command topic so a mode an operator asked for before a restart still
-        holds after it (the last command per host wins). Returns the commands read."""
-        read = 0
-        async for event in replay_topic(self.settings, "command", self._types):
+    async def warm_up(self) -> None:
+        """Before the first event: the modes operators asked for (the command topic, within
+        the broker's retention; the last command per host wins), and each host's last plan
+        (the tail of the decisions topic), so that plans go on being numbered from it and
+        its placement holds."""
+        async for event in replay_topic(self.settings, "command",
+                                        topic_types(self.settings, ["command"])):
             self.on_command(event)
-            read += 1
-        return read
+        # Every live host's plan is republished each heartbeat: two of them before the
+        # newest message cover every host planned when the previous run stopped.
+        span = 2 * self.settings.allocator.heartbeat_s + self.settings.allocator.interval_s
+        tail = [e async for e in read_tail(self.settings, "decisions",
+                                           topic_types(self.settings, ["decisions"]), span)]
+        self.restore(last_plans(tail))
+
+    def restore(self, plans: dict[str, Decisions]) -> None:
+        """Carry on from each host's last published plan."""
+        for host, last in plans.items():
+            self.view(host).restored = last
+            self.stats.restored += 1
+            log.info("host %s: plans go on from plan %d of the previous run", host,
+                     last.plan_seq)
 
     def mode_for(self, host: str, now: float) -> str:
         """A commanded mode (until 'auto'), else the schedule, else allocator.mode."""
@@ -207,6 +251,10 @@ class AllocatorAgent:
                                       cpu_share=s.cpu_share, kernel_thread=s.kernel_thread,
                                       housekeeping=s.pid in own)
                         for key, s in view.samples.items() if key not in known]
+        if view.previous is None and view.restored is not None:
+            last = view.restored
+            view.previous = plan_from_decisions(topology, last.items, last.plan_seq, last.mode)
+            view.planned_with, view.restored = topology, None
         previous = view.previous
         if previous is not None and view.planned_with != topology:
             # Other CPUs: the old pools mean nothing now, but the sequence goes on.
@@ -216,7 +264,7 @@ class AllocatorAgent:
                       mode=self.mode_for(host, now), policy=self.settings.allocator.policy,
                       previous_plan=previous)
         view.previous, view.planned_with = result, topology
-        self.stats["plans"] += 1
+        self.stats.plans += 1
         return result
 
     # --- the shell ---------------------------------------------------------------------------
@@ -236,45 +284,44 @@ class AllocatorAgent:
             Decisions, decisions, "items", plan_seq=result.seq, mode=result.mode)]
         await self.publisher.publish_many(events)
         view.published, view.published_at = key, now
-        self.stats["published"] += 1
-        self.stats["decisions"] += len(decisions)
+        self.stats.published += 1
+        self.stats.decisions += len(decisions)
 
-    def _install(self, app: faust.App) -> None:
-        topics = app.corelane_topics  # type: ignore[attr-defined]
-        prefix = self.settings.kafka.topic_prefix
+    def handlers(self) -> Sequence[Handler]:
+        return [Handler("classifications", self._classifications),
+                Handler("process_samples", self._samples),
+                Handler("container_samples", self._containers),
+                Handler("host_sample", self._host_sample),
+                Handler("command", self._command)]
 
-        @app.agent(topics["classifications"], name=f"{prefix}allocator.classifications")
-        async def classifications(stream: faust.StreamT) -> None:
-            async for event in decoded(stream, self._types, self.publisher):
-                with keep_going(log, f"planning for {event.host}"):
-                    if self.on_classifications(event):
-                        await self.replan(event.host)
+    def timers(self) -> Sequence[Timer]:
+        return [Timer("plan cycle", self.settings.allocator.interval_s, self._cycle)]
 
-        @app.agent(topics["process_samples"], name=f"{prefix}allocator.samples")
-        async def samples(stream: faust.StreamT) -> None:
-            async for event in decoded(stream, self._types, self.publisher):
-                self.on_samples(event)
+    async def _classifications(self, event: Envelope, at: Position) -> None:
+        if self.on_classifications(event):
+            await self.replan(event.host)
 
-        @app.agent(topics["container_samples"], name=f"{prefix}allocator.containers")
-        async def containers(stream: faust.StreamT) -> None:
-            async for event in decoded(stream, self._types, self.publisher):
-                self.on_containers(event)
+    async def _samples(self, event: Envelope, at: Position) -> None:
+        self.on_samples(event)
 
-        @app.agent(topics["host_sample"], name=f"{prefix}allocator.hosts")
-        async def hosts(stream: faust.StreamT) -> None:
-            async for event in decoded(stream, self._types, self.publisher):
-                self.on_host_sample(event)
+    async def _containers(self, event: Envelope, at: Position) -> None:
+        self.on_containers(event)
 
-        @app.agent(topics["command"], name=f"{prefix}allocator.commands")
-        async def commands(stream: faust.StreamT) -> None:
-            async for event in decoded(stream, self._types, self.publisher):
-                with keep_going(log, f"command {event.id}"):
-                    self.on_command(event)
-                    for host in list(self.hosts):
-                        await self.replan(host)
+    async def _host_sample(self, event: Envelope, at: Position) -> None:
+        self.on_host_sample(event)
 
-        @app.timer(self.settings.allocator.interval_s)
-        async def cycle() -> None:
-            for host in list(self.hosts):
-                with keep_going(log, f"planning for {host}"):
-                    await self.replan(host)
+    async def _command(self, event: Envelope, at: Position) -> None:
+        self.on_command(event)
+        for host in list(self.hosts):
+            await self.replan(host)
+
+    async def _cycle(self) -> None:
+        for host in list(self.hosts):
+            with keep_going(f"planning for {host}", self.stats):
+                await self.replan(host)
+
+    def health(self, now: float) -> PartHealth:
+        return event_health(self.stats, now, quiet_after_s=None)
+
+    def close(self) -> None:
+        pass

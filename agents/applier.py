@@ -9,6 +9,10 @@ touched, the original settings journalled before the first change. Each apply is
 else, dry run) or failed, with before and after. Targets outside the configured scope are
 left alone and not reported one by one.
 
+A plan older than the last one applied (a lower plan number, published before that
+apply) is dropped; on start the applier reads its host's last applied plan back from the
+enforcements topic, so a plan re-read after a restart does not undo a newer one.
+
 On stop it restores every journalled target still alive; after a crash, the first plan it
 sees decides what is still managed (kept) and what is not (restored).
 """
@@ -16,24 +20,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import docker
-import faust
 
+from agents.contract import AgentStats, Handler, Position, Timer, event_health
 from agents.enforcement import (ApplyResult, Guard, Identity, Journal, ProcessSettings, Scope,
                                 enforce_container, enforce_cpu_idle, enforce_process,
                                 read_settings, restorer)
 from agents.enforcement.process import read_threads, summarize
 from agents.enforcement.safety import OUT_OF_SCOPE
-from pipeline.app import decoded, keep_going
-from pipeline.bus import Publisher, topic_types
+from pipeline import procfs
+from pipeline.bus import Publisher, read_tail, topic_types
 from pipeline.events import Decision, Decisions, Enforcement, Enforcements, Envelope
+from pipeline.health import PartHealth
 from pipeline.settings import Settings
+from pipeline.stats import counter, gauge
 
 log = logging.getLogger(__name__)
-
 
 
 def journal_dir(settings: Settings) -> Path:
@@ -56,8 +63,23 @@ def make_guard(settings: Settings, own_pids: Iterable[int]) -> Guard:
                  scope=Scope.all() if scope == "all" else Scope.from_config(scope.model_dump()))
 
 
+@dataclass
+class ApplierStats(AgentStats):
+    plans: int = counter("plans applied")
+    dropped: int = counter("plans dropped because a newer one was applied already")
+    applied: int = counter("targets whose settings are as planned")
+    changed: int = counter("targets corelane changed")
+    skipped: int = counter("targets left alone (gone, protected, not permitted, changed by "
+                           "someone else, dry run)")
+    failed: int = counter("targets a change failed on")
+    out_of_scope: int = counter("targets outside applier.scope, not reported one by one")
+    last_plan_seq: int | None = gauge("the number of the last plan applied")
+
+
 class ApplierAgent:
-    def __init__(self, settings: Settings, app: faust.App, publisher: Publisher,
+    name = "applier"
+
+    def __init__(self, settings: Settings, publisher: Publisher,
                  own_pids: Callable[[], Iterable[int]], dry_run: bool = False,
                  docker_client: Callable[[], docker.DockerClient | None] | None = None) -> None:
         self.settings = settings
@@ -65,14 +87,13 @@ class ApplierAgent:
         self.own_pids = own_pids
         self.dry_run = dry_run
         self.docker_client = docker_client or (lambda: None)
+        self.paths = settings.host_paths
         self.journal = Journal(journal_dir(settings))
-        self._types = topic_types(settings, ("decisions",))
         self._chunks: dict[str, list[Decisions]] = {}
         self._reconciled = False
         self.last_plan_seq: int | None = None
-        self.stats = {"plans": 0, "applied": 0, "changed": 0, "skipped": 0, "failed": 0,
-                      "out_of_scope": 0}
-        self._install(app)
+        self.last_applied_ts = 0.0          # when the last plan was applied (epoch s)
+        self.stats = ApplierStats()
 
     # --- applying ------------------------------------------------------------------------------
 
@@ -85,8 +106,7 @@ class ApplierAgent:
         if not self._reconciled and not self.dry_run:
             # After a crash: what this plan no longer manages gets its original back.
             managed = [managed_identity(d) for d in decisions]
-            for result in self.journal.reconcile(managed, restorer(self.docker_client(),
-                                                                   guard=guard)):
+            for result in self.journal.reconcile(managed, self._restorer(guard)):
                 log.info("restored %s after restart: %s", result.subject,
                          result.outcome if result.applied else result.reason)
             self._reconciled = True
@@ -96,19 +116,21 @@ class ApplierAgent:
         released = [e.identity for e in self.journal.entries()
                     if e.identity.target == "cpu" and str(e.identity.cpu) not in limited]
         if released and not self.dry_run:
-            results += self.journal.restore_targets(released, restorer(self.docker_client(),
-                                                                       guard=guard))
+            results += self.journal.restore_targets(released, self._restorer(guard))
         for decision in decisions:
             result = self._apply_one(decision, guard)
             if result is None:
                 continue
             if result.reason == OUT_OF_SCOPE:
-                self.stats["out_of_scope"] += 1
+                self.stats.out_of_scope += 1
                 continue
-            self.stats[result.outcome] = self.stats.get(result.outcome, 0) + 1
-            self.stats["changed"] += bool(result.changed)
+            setattr(self.stats, result.outcome, getattr(self.stats, result.outcome) + 1)
+            self.stats.changed += bool(result.changed)
             results.append(result)
         return results
+
+    def _restorer(self, guard: Guard):  # type: ignore[no-untyped-def]
+        return restorer(self.docker_client(), guard=guard, paths=self.paths)
 
     def _apply_one(self, d: Decision, guard: Guard) -> ApplyResult | None:
         respect = self.settings.applier.respect_overrides
@@ -117,13 +139,14 @@ class ApplierAgent:
             if self.dry_run:
                 return self._dry_run(d, wanted, guard)
             return enforce_process(self.journal, d.pid, d.start_time, wanted, guard=guard,
-                                   respect_override=respect)
+                                   respect_override=respect, paths=self.paths)
         if d.target == "cpu" and d.idle_latency_us is not None:
             cpu = int(d.cpus)
             if self.dry_run:
                 return ApplyResult("cpu", "skipped", "dry run",
                                    after={"cpu": cpu, "idle_latency_us": d.idle_latency_us})
-            return enforce_cpu_idle(self.journal, cpu, d.idle_latency_us, respect_override=respect)
+            return enforce_cpu_idle(self.journal, cpu, d.idle_latency_us, respect_override=respect,
+                                    paths=self.paths)
         if d.target == "container" and d.container_id:
             client = self.docker_client()
             if client is None:
@@ -134,22 +157,23 @@ class ApplierAgent:
                                    container_id=d.container_id,
                                    after={"cpuset": d.cpus, "cpu_shares": d.cpu_shares})
             return enforce_container(self.journal, client, d.container_id, d.cpus,
-                                     d.cpu_shares, respect_override=respect, scope=guard.scope)
+                                     d.cpu_shares, respect_override=respect, scope=guard.scope,
+                                     paths=self.paths)
         return None
 
     def _dry_run(self, d: Decision, wanted: ProcessSettings, guard: Guard) -> ApplyResult:
         # What would change, without a single write: read, compare, report.
-        from pipeline.collectors.procfs import proc_dir, read_stat
-        proc = proc_dir("/")
-        stat = read_stat(proc, d.pid)  # type: ignore[arg-type]
+        assert d.pid is not None
+        proc = self.paths.proc
+        stat = procfs.read_stat(proc, d.pid)
         if stat is None or stat.start_time != d.start_time:
             return ApplyResult("process", "skipped", "gone", pid=d.pid, start_time=d.start_time)
-        refused = guard.check(d.pid, stat, proc)  # type: ignore[arg-type]
+        refused = guard.check(d.pid, stat, proc)
         if refused is not None and not refused.affinity_allowed:
             return ApplyResult("process", "skipped", refused.reason, pid=d.pid,
                                start_time=d.start_time)
-        current = read_settings(d.pid)  # type: ignore[arg-type]
-        before = summarize(d.pid, read_threads(d.pid)) if current else {}  # type: ignore[arg-type]
+        current = read_settings(d.pid, self.paths)
+        before = summarize(d.pid, read_threads(d.pid, self.paths)) if current else {}
         return ApplyResult("process", "skipped", "dry run", before=before,
                            after={**before, **{k: v for k, v in wanted.to_dict().items()
                                                if v is not None}},
@@ -157,7 +181,7 @@ class ApplierAgent:
 
     def restore_all(self) -> list[ApplyResult]:
         """Every journalled target still alive back to its original settings."""
-        results = self.journal.restore_all(restorer(self.docker_client(), guard=self.guard()))
+        results = self.journal.restore_all(self._restorer(self.guard()))
         for result in results:
             log.info("restored %s: %s", result.subject,
                      result.outcome if result.applied else result.reason)
@@ -166,7 +190,8 @@ class ApplierAgent:
     # --- the shell -----------------------------------------------------------------------------
 
     def on_decisions(self, event: Envelope) -> list[Decision] | None:
-        """Collect the chunks of a plan for this host; the whole plan once the last arrives."""
+        """Collect the chunks of a plan for this host; the whole plan once the last arrives,
+        unless a newer plan was applied already."""
         if event.host != self.settings.host:
             return None
         data: Decisions = event.data
@@ -175,35 +200,54 @@ class ApplierAgent:
         if len(parts) < data.chunks:
             return None
         del self._chunks[data.batch]
-        if self.last_plan_seq is not None and data.plan_seq < self.last_plan_seq:
+        if (self.last_plan_seq is not None and data.plan_seq < self.last_plan_seq
+                and event.ts < self.last_applied_ts):
+            self.stats.dropped += 1
             return None  # an older plan arriving late: the newer one already holds
         self._chunks.clear()  # anything half-collected is older than this plan
-        self.last_plan_seq = data.plan_seq
+        self.last_plan_seq = self.stats.last_plan_seq = data.plan_seq
+        self.last_applied_ts = time.time()
         return [d for part in sorted(parts, key=lambda p: p.chunk) for d in part.items]
 
-    def _install(self, app: faust.App) -> None:
-        topics = app.corelane_topics  # type: ignore[attr-defined]
-        prefix = self.settings.kafka.topic_prefix
+    def handlers(self) -> Sequence[Handler]:
+        return [Handler("decisions", self._decisions)]
 
-        @app.agent(topics["decisions"], name=f"{prefix}applier.{self.settings.host}")
-        async def decisions(stream: faust.StreamT) -> None:
-            async for event in decoded(stream, self._types, self.publisher):
-                plan = self.on_decisions(event)
-                if plan is None:
-                    continue
-                with keep_going(log, f"applying plan {event.data.plan_seq}"):
-                    results = await asyncio.to_thread(self.apply_plan, plan)
-                    self.stats["plans"] += 1
-                    await self._publish(event.data.plan_seq, results)
+    def timers(self) -> Sequence[Timer]:
+        return []
 
-    async def _publish(self, plan_seq: int, results: list[ApplyResult]) -> None:
-        items: list[Enforcement] = [r.to_enforcement() for r in results]
-        if not items:
+    async def warm_up(self) -> None:
+        """The last plan this host applied before a restart, from the enforcements topic."""
+        span = 2 * self.settings.allocator.heartbeat_s
+        async for event in read_tail(self.settings, "enforcements",
+                                     topic_types(self.settings, ["enforcements"]), span):
+            if event.host == self.settings.host and event.ts >= self.last_applied_ts:
+                self.last_plan_seq = self.stats.last_plan_seq = event.data.plan_seq
+                self.last_applied_ts = event.ts
+
+    async def _decisions(self, event: Envelope, at: Position) -> None:
+        plan = self.on_decisions(event)
+        if plan is None:
             return
+        results = await asyncio.to_thread(self.apply_plan, plan)
+        self.stats.plans += 1
+        await self._publish(event.data, results)
+
+    async def _publish(self, plan: Decisions, results: list[ApplyResult]) -> None:
+        items: list[Enforcement] = [r.to_enforcement() for r in results]
         stamp = self.publisher.stamper.stamp
+        # An apply that changed nothing worth a row is still one (empty) batch: the
+        # history then shows every plan applied, and a restart finds the last one.
         await self.publisher.publish_many(
             [stamp(part) for part in self.publisher.batch(Enforcements, items, "items",
-                                                          plan_seq=plan_seq)])
+                                                          plan_seq=plan.plan_seq,
+                                                          plan_id=plan.batch)])
+
+    def health(self, now: float) -> PartHealth:
+        return event_health(self.stats, now, quiet_after_s=None)
 
     def close(self) -> None:
-        self.journal.close()
+        """On stop: every journalled target still alive gets its original settings back."""
+        try:
+            self.restore_all()
+        finally:
+            self.journal.close()

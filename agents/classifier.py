@@ -14,18 +14,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-
-import faust
 
 from agents.classification.decide import Classifier, SweepResult
 from agents.classification.model import ModelSnapshotError, OnlineModel
 from agents.classification.rules import LabelError, RuleSet, load_rules
-from pipeline.app import decoded, keep_going
+from agents.contract import AgentStats, Handler, Position, Timer, event_health
 from pipeline.bus import Publisher, replay_topic, topic_types
 from pipeline.events import (Classification, Classifications, ContainerSamples, Envelope,
                              Label, ProcessSamples)
+from pipeline.health import PartHealth
 from pipeline.settings import Settings
+from pipeline.stats import counter
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +61,19 @@ def load_rule_set(settings: Settings) -> RuleSet:
     return load_rules(cfg.rules_file, classes=cfg.classes) if cfg.rules_file else RuleSet()
 
 
-class ClassifierAgent:
-    """Owns the per-host classifiers and the faust agents that feed them."""
+@dataclass
+class ClassifierStats(AgentStats):
+    sweeps: int = counter("sample chunks classified")
+    classifications: int = counter("classifications published")
+    alerts: int = counter("alerts published (model drift)")
+    learned: int = counter("labelled windows the model learned from")
 
-    def __init__(self, settings: Settings, app: faust.App, publisher: Publisher,
+
+class ClassifierAgent:
+    """Owns the per-host classifiers and feeds them the sample, label and container events."""
+    name = "classifier"
+
+    def __init__(self, settings: Settings, publisher: Publisher,
                  model: OnlineModel | None = None, rules: RuleSet | None = None) -> None:
         self.settings = settings
         self.publisher = publisher
@@ -70,10 +81,8 @@ class ClassifierAgent:
         self.rules = rules if rules is not None else load_rule_set(settings)
         self.hosts: dict[str, Classifier] = {}
         self._match_labels: list[tuple[Label, str]] = []  # regex labels reach every host
-        self._types = topic_types(settings, ("process_samples", "label", "container_samples"))
         self.last_offset: int | None = None
-        self.stats = {"sweeps": 0, "classifications": 0, "alerts": 0, "learned": 0}
-        self._install(app)
+        self.stats = ClassifierStats()
 
     # --- the pure part, driven by events ---------------------------------------------------
 
@@ -89,8 +98,8 @@ class ClassifierAgent:
     def on_samples(self, event: Envelope) -> SweepResult:
         data: ProcessSamples = event.data
         result = self.classifier_for(event.host).sweep(event.ts, data.samples)
-        self.stats["sweeps"] += 1
-        self.stats["learned"] += result.learned
+        self.stats.sweeps += 1
+        self.stats.learned += result.learned
         return result
 
     def on_label(self, event: Envelope) -> None:
@@ -109,34 +118,34 @@ class ClassifierAgent:
         data: ContainerSamples = event.data
         self.classifier_for(event.host).update_containers(data.samples)
 
-    # --- the shell: faust agents, publishing, snapshots -------------------------------------
+    # --- the shell: the contract, publishing, snapshots -------------------------------------
 
-    def _install(self, app: faust.App) -> None:
-        topics = app.corelane_topics  # type: ignore[attr-defined]
-        prefix = self.settings.kafka.topic_prefix
+    def handlers(self) -> Sequence[Handler]:
+        return [Handler("process_samples", self._samples), Handler("label", self._label),
+                Handler("container_samples", self._containers)]
 
-        @app.agent(topics["process_samples"], name=f"{prefix}classifier.samples")
-        async def samples(stream: faust.StreamT) -> None:
-            async for event in decoded(stream, self._types, self.publisher):
-                with keep_going(log, f"classifying a sweep of {event.host}"):
-                    result = self.on_samples(event)
-                    await self._publish(event.host, result)
-                self.last_offset = stream.current_event.message.offset
+    def timers(self) -> Sequence[Timer]:
+        return [Timer("model snapshot", self.settings.classifier.snapshot_interval_s,
+                      self._snapshot)]
 
-        @app.agent(topics["label"], name=f"{prefix}classifier.labels")
-        async def labels(stream: faust.StreamT) -> None:
-            async for event in decoded(stream, self._types, self.publisher):
-                self.on_label(event)
+    async def _samples(self, event: Envelope, at: Position) -> None:
+        await self._publish(event.host, self.on_samples(event))
+        self.last_offset = at.offset
 
-        @app.agent(topics["container_samples"], name=f"{prefix}classifier.containers")
-        async def containers(stream: faust.StreamT) -> None:
-            async for event in decoded(stream, self._types, self.publisher):
-                self.on_containers(event)
+    async def _label(self, event: Envelope, at: Position) -> None:
+        self.on_label(event)
 
-        @app.timer(self.settings.classifier.snapshot_interval_s)
-        async def snapshot() -> None:
-            with keep_going(log, "saving the model"):
-                await asyncio.to_thread(self.save_model)
+    async def _containers(self, event: Envelope, at: Position) -> None:
+        self.on_containers(event)
+
+    async def _snapshot(self) -> None:
+        await asyncio.to_thread(self.save_model)
+
+    def health(self, now: float) -> PartHealth:
+        return event_health(self.stats, now, quiet_after_s=None)
+
+    def close(self) -> None:
+        self.save_model()
 
     async def _publish(self, host: str, result: SweepResult) -> None:
         # The envelope's host is where the processes run, not where this worker runs.
@@ -148,8 +157,8 @@ class ClassifierAgent:
         events += [stamp(alert, host=host) for alert in result.alerts]
         if events:
             await self.publisher.publish_many(events)
-            self.stats["classifications"] += len(result.classifications)
-            self.stats["alerts"] += len(result.alerts)
+            self.stats.classifications += len(result.classifications)
+            self.stats.alerts += len(result.alerts)
 
     def save_model(self) -> None:
         if not self.model.n_learned:
@@ -159,14 +168,18 @@ class ClassifierAgent:
         version = self.model.save(path, self.last_offset)
         log.info("model snapshot v%d saved to %s", version, path)
 
-    async def warm_up(self, window_s: float | None = None) -> int:
+    async def warm_up(self) -> None:
+        await self.rebuild_windows()
+
+    async def rebuild_windows(self, window_s: float | None = None) -> int:
         """Rebuild every process's window from the last ``window_s`` of samples on the topic,
         then say each rebuilt class once (as a heartbeat would), so that readers need not wait
         for a change. Returns the number of sample batches read."""
         window_s = self.settings.classifier.window_s if window_s is None else window_s
         read = 0
         seen: dict[str, set[tuple[int, int]]] = {}
-        async for event in replay_topic(self.settings, "process_samples", self._types,
+        types = topic_types(self.settings, ["process_samples"])
+        async for event in replay_topic(self.settings, "process_samples", types,
                                         since_s=window_s):
             self.on_samples(event)
             seen.setdefault(event.host, set()).update(

@@ -21,9 +21,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pipeline.bus import (Publisher, dead_letter, dead_letter_payload, read_record,
                           topic_partitions, topic_types)
 from pipeline.events import EVENT_TYPES, Envelope, EventDecodeError, envelope
+from pipeline.health import PartHealth, degraded, down, ok
 from pipeline.settings import Settings
+from pipeline.stats import Stats, counter, gauge
 from storage.history import HistoryStore, Record
 from storage.retention import retention_step
+from storage.rows import rows_in
 
 log = logging.getLogger(__name__)
 
@@ -32,27 +35,24 @@ log = logging.getLogger(__name__)
 RETENTION_EVERY_S = 10.0
 
 
+# Health turns degraded when what is recorded is this far behind what was published.
+BEHIND_AFTER_S = 30.0
+
+
 @dataclass
-class RecorderStats:
-    batches: int = 0
-    rows: int = 0
-    messages: int = 0
-    dead_lettered: int = 0
-    last_flush_ts: float | None = None
-    last_flush_s: float = 0.0
-
-
-def rows_in(event: Envelope) -> int:
-    """Rows an event becomes: one per sample or item, and at least one (empty chunks too)."""
-    data = event.data
-    for field in ("samples", "items"):
-        rows = getattr(data, field, None)
-        if rows is not None:
-            return max(len(rows), 1)
-    return 1
+class RecorderStats(Stats):
+    batches: int = counter("transactions written to the history")
+    rows: int = counter("rows written")
+    messages: int = counter("messages read from the topics")
+    dead_lettered: int = counter("messages that could not be read")
+    last_flush_ts: float | None = gauge("when the last batch was committed (epoch s)")
+    last_flush_s: float = gauge("seconds the last commit took", 0.0)
+    last_event_ts: float | None = gauge("the newest event time recorded (epoch s)")
 
 
 class Recorder:
+    name = "recorder"
+
     def __init__(self, settings: Settings, store: HistoryStore, publisher: Publisher) -> None:
         self.settings = settings
         self.store = store
@@ -65,6 +65,7 @@ class Recorder:
         self._pending: list[Record] = []
         self._pending_rows = 0
         self._oldest_pending: float | None = None
+        self._pending_newest: float | None = None
         self._last_retention = 0.0
 
     async def start(self) -> None:
@@ -119,6 +120,8 @@ class Recorder:
             event = await self._unreadable(record, str(exc))
         self._pending.append((record.topic, record.partition, record.offset, event))
         self._pending_rows += rows_in(event) if event is not None else 0
+        if event is not None:
+            self._pending_newest = max(self._pending_newest or 0.0, event.ts)
         self.stats.messages += 1
         if self._oldest_pending is None:
             self._oldest_pending = time.monotonic()
@@ -145,6 +148,7 @@ class Recorder:
         if not self._pending:
             return 0
         pending, self._pending = self._pending, []
+        newest, self._pending_newest = self._pending_newest, None
         self._pending_rows, self._oldest_pending = 0, None
         started = time.monotonic()
         rows = await asyncio.to_thread(self.store.write, pending)
@@ -152,7 +156,19 @@ class Recorder:
         self.stats.rows += rows
         self.stats.last_flush_ts = time.time()
         self.stats.last_flush_s = time.monotonic() - started
+        if newest is not None:
+            self.stats.last_event_ts = max(self.stats.last_event_ts or 0.0, newest)
         return rows
+
+    def health(self, now: float) -> PartHealth:
+        """The lag is how far the newest recorded event is behind now."""
+        if self._consumer is None:
+            return down("not reading the topics")
+        s = self.stats
+        lag = None if s.last_event_ts is None else max(0.0, now - s.last_event_ts)
+        if lag is not None and lag > BEHIND_AFTER_S:
+            return degraded(f"the history is {lag:.0f} s behind", lag)
+        return ok(lag)
 
     async def _retention_if_due(self) -> None:
         now = time.monotonic()

@@ -1,14 +1,39 @@
-"""Talking to a running corelane over its HTTP API (CORELANE_API)."""
+"""Talking to a running corelane over its HTTP API (CORELANE_API), and reading the history
+through it or, when none runs, from the file."""
 from __future__ import annotations
 
 from typing import Any
 
 import httpx
 
-from storage.query import QueryError, QueryResult
+from api.paths import HEALTH_PATH, QUERY_PATH
+from pipeline.settings import Settings
+from storage.history import HistoryStore, StoreError
+from storage.query import QueryEngine, QueryError, QueryResult
 
-QUERY_PATH = "/api/v1/query"
 CONNECT_TIMEOUT_S = 2.0
+# Beyond the server's own time limit, to get its timeout message rather than ours.
+HTTP_MARGIN_S = 10.0
+
+
+def _client(timeout_s: float) -> httpx.Client:
+    # trust_env=False: a proxy from the environment must not stand between us and a local
+    # instance.
+    return httpx.Client(timeout=httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S,
+                                                                     timeout_s)),
+                        trust_env=False)
+
+
+def instance_answers(api_listen: str, timeout_s: float = 5.0) -> bool:
+    """Whether something answers at ``api_listen`` (host:port) the way corelane would."""
+    try:
+        with _client(timeout_s) as client:
+            client.get(f"http://{api_listen}{HEALTH_PATH}")
+    except (httpx.ConnectError, httpx.ConnectTimeout):
+        return False
+    except httpx.HTTPError:
+        return True  # it listens, even if it answers slowly or oddly
+    return True
 
 
 def query_running_instance(api_listen: str, sql: str, timeout_s: float) -> QueryResult | None:
@@ -17,13 +42,9 @@ def query_running_instance(api_listen: str, sql: str, timeout_s: float) -> Query
     Returns None when nothing listens there (no running instance); raises QueryError with
     the server's message when it answers with an error or something that is not corelane.
     """
-    url = f"http://{api_listen}{QUERY_PATH}"
-    timeout = httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s))
     try:
-        # trust_env=False: a proxy from the environment must not stand between us and a
-        # local instance.
-        with httpx.Client(timeout=timeout, trust_env=False) as client:
-            response = client.post(url, json={"sql": sql})
+        with _client(timeout_s) as client:
+            response = client.post(f"http://{api_listen}{QUERY_PATH}", json={"sql": sql})
     except (httpx.ConnectError, httpx.ConnectTimeout):
         return None
     except httpx.TimeoutException:
@@ -46,6 +67,26 @@ def query_running_instance(api_listen: str, sql: str, timeout_s: float) -> Query
     except (KeyError, TypeError, ValueError):
         raise QueryError(f"the answer from {api_listen} is not a query result "
                          f"(is CORELANE_API pointing at corelane?)") from None
+
+
+def query_history(settings: Settings, sql: str) -> QueryResult:
+    """Read-only SQL over the history: through the running instance when one answers at
+    ``api.listen`` (it holds the DuckDB file, so nothing else can open it), else from the
+    file. Raises QueryError with a person's message."""
+    limits = settings.storage
+    result = query_running_instance(settings.api.listen, sql,
+                                    limits.query_timeout_s + HTTP_MARGIN_S)
+    if result is not None:
+        return result
+    try:
+        store = HistoryStore.open_readonly(settings.db_path, limits)
+    except StoreError as exc:
+        raise QueryError(str(exc)) from None
+    try:
+        return QueryEngine(store.connection, limits.query_timeout_s,
+                           limits.query_max_rows).run(sql)
+    finally:
+        store.close()
 
 
 def _json(response: httpx.Response) -> Any:

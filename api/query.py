@@ -15,9 +15,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from api.paths import QUERY_PATH
 from storage.query import QueryEngine, QueryError, QueryTimeout, result_to_dict
 
-QUERY_PATH = "/api/v1/query"
 MAX_SQL_CHARS = 100_000
 
 

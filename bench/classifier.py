@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import msgspec  # noqa: E402
 
-from agents.classification.classes import CLASSES  # noqa: E402
+from pipeline.vocabulary import CLASSES  # noqa: E402
 from agents.classification.decide import Classifier, Decider  # noqa: E402
 from agents.classification.features import FeatureWindow, feature_vector  # noqa: E402
 from agents.classification.model import MODEL_KINDS, OnlineModel  # noqa: E402

@@ -104,27 +104,28 @@ async def report(agent: TimedClassifierAgent, app: Any, topic: str,
         print(json.dumps({
             "t": time.time(), "assigned": assigned, "batches": len(delays),
             "max_delay": max(delays, default=None), "newest_ts": agent.newest_ts or None,
-            "last_offset": agent.last_offset, **agent.stats}), flush=True)
+            "last_offset": agent.last_offset, **agent.stats.to_json()}), flush=True)
 
 
 async def run_classifier_only() -> None:
     """The child: the classifier agent and nothing else, until SIGTERM."""
-    from pipeline.app import create_app
-    from pipeline.up import run_agents
+    from agents.contract import create_app, install
+    from corelane.runtime import run_agents
 
     settings = bench_settings(dict(os.environ))
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     app = create_app(settings, app_id=app_id(settings))
     async with Publisher(settings) as publisher:
-        agent = TimedClassifierAgent(settings, app, publisher)
+        agent = TimedClassifierAgent(settings, publisher)
+        install(app, agent, settings, publisher)
         await agent.warm_up()
         reporter = asyncio.create_task(
             report(agent, app, settings.topic("process_samples"), stop))
         await run_agents(app, stop)
         await reporter
     delays = sorted(agent.all_delays)
-    print(json.dumps({"final": True, **agent.stats, "batches": len(delays),
+    print(json.dumps({"final": True, **agent.stats.to_json(), "batches": len(delays),
                       "p50_delay": delays[len(delays) // 2] if delays else None,
                       "p99_delay": delays[int(len(delays) * 0.99)] if delays else None,
                       "max_delay": delays[-1] if delays else None}), flush=True)

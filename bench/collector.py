@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psutil  # noqa: E402
 
 from pipeline.collectors.process import ProcessSampler  # noqa: E402
+from pipeline.hostpaths import LIVE  # noqa: E402
 
 PROC = "/proc"
 O_RDONLY = os.O_RDONLY
@@ -143,8 +144,8 @@ def stop(procs: list[subprocess.Popen]) -> None:
 
 
 def bench_main(rounds: int) -> None:
-    ours = ProcessSampler("/", thread_detail="all")
-    full = ProcessSampler("/", thread_detail="all")
+    ours = ProcessSampler(LIVE, thread_detail="all")
+    full = ProcessSampler(LIVE, thread_detail="all")
     full.reuse_unchanged = False            # every file read and parsed on every sweep
     first_t, first_n = timed(lambda: len(ours.sweep()))   # first sight: cmdline, cgroup
     full.sweep()
@@ -200,8 +201,8 @@ def bench_threads(rounds: int, nprocs: int, nthreads: int) -> None:
     started = start_threaded(nprocs, nthreads)
     try:
         pids = {p.pid for p in started}
-        samplers = {"all": ProcessSampler("/", "all"), "leader": ProcessSampler("/", "leader"),
-                    "all-full": ProcessSampler("/", "all")}
+        samplers = {"all": ProcessSampler(LIVE, "all"), "leader": ProcessSampler(LIVE, "leader"),
+                    "all-full": ProcessSampler(LIVE, "all")}
         samplers["all-full"].reuse_unchanged = False    # every thread's files every sweep
         for s in samplers.values():
             s.sweep()

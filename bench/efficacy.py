@@ -40,10 +40,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.harness import cpu_seconds, free_port  # noqa: E402
-from pipeline.collectors import procfs  # noqa: E402
+from pipeline import procfs  # noqa: E402
+from pipeline.hostpaths import LIVE  # noqa: E402
 from pipeline.topology import cpulist_parse  # noqa: E402
 
-PROC = procfs.proc_dir("/")
+PROC = LIVE.proc
 
 ALL_CPUS = sorted(os.sched_getaffinity(0))
 CASES = ("idle", "hogs", "nice19", "corelane")
@@ -262,7 +263,7 @@ class Corelane:
                     "CORELANE_DB": str(self.home / "history.duckdb"),
                     "CORELANE_API": f"127.0.0.1:{free_port()}"}
         with open(self.home / "corelane.log", "a") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "up"], cwd=ROOT,
+            self.proc = subprocess.Popen([sys.executable, "-m", "corelane", "up"], cwd=ROOT,
                                          env=self.env, text=True, stdout=subprocess.DEVNULL,
                                          stderr=log)
         deadline = time.monotonic() + timeout_s
@@ -272,7 +273,8 @@ class Corelane:
                 raise RuntimeError("corelane up exited:\n" + self.log_tail())
             try:
                 health = httpx.get(f"http://{api}/api/v1/health", timeout=2).json()
-                if health["recorder"]["batches"] >= 1 and health["collector"]["sweeps"] >= 2:
+                if health["parts"]["recorder"]["stats"]["batches"] >= 1 and \
+                        health["parts"]["collector"]["stats"]["sweeps"] >= 2:
                     return
             except (httpx.HTTPError, KeyError, ValueError):
                 pass
@@ -309,7 +311,7 @@ class Corelane:
                f"ON d.plan_seq = e.plan_seq AND d.pid = e.pid WHERE e.pid = {pid} "
                f"AND e.outcome = 'applied' AND d.tier = 'ultra_critical' "
                f"AND epoch_ms(e.ts) >= {int(after_epoch * 1000) - 1000} ORDER BY e.ts LIMIT 1")
-        res = subprocess.run([sys.executable, "-m", "pipeline.cli", "query", "--format", "csv", sql],
+        res = subprocess.run([sys.executable, "-m", "corelane", "query", "--format", "csv", sql],
                              cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60)
         if res.returncode != 0:
             return None
@@ -322,7 +324,7 @@ class Corelane:
         sql = (f"SELECT plan_seq, pid, tier, cpus, nice, policy, reason FROM decisions "
                f"WHERE pid IN ({ids}) QUALIFY row_number() OVER "
                f"(PARTITION BY pid ORDER BY ts DESC, plan_seq DESC) = 1 ORDER BY pid")
-        res = subprocess.run([sys.executable, "-m", "pipeline.cli", "query", "--format", "csv", sql],
+        res = subprocess.run([sys.executable, "-m", "corelane", "query", "--format", "csv", sql],
                              cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60)
         return (res.stdout or res.stderr).strip()
 

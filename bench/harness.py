@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,18 +23,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.synthetic import Fleet  # noqa: E402
+from pipeline import procfs  # noqa: E402
 from pipeline.bus import Publisher, ensure_topics  # noqa: E402
+from pipeline.hostpaths import LIVE  # noqa: E402
 from pipeline.events import HostSample, ProcessSamples  # noqa: E402
 from pipeline.kafka.broker import LocalBroker  # noqa: E402
 from pipeline.settings import Settings, load_settings  # noqa: E402
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support.ports import free_port  # noqa: E402
 
 
 def bench_settings(env: dict[str, str]) -> Settings:
@@ -43,9 +37,11 @@ def bench_settings(env: dict[str, str]) -> Settings:
 
 
 def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    """The CPU time (user + system, every thread) a live process has used."""
+    stat = procfs.read_stat(LIVE.proc, pid)
+    if stat is None:
+        raise ProcessLookupError(f"no process {pid}")
+    return (stat.utime + stat.stime) / procfs.CLOCK_TICKS
 
 
 @dataclass

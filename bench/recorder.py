@@ -46,7 +46,7 @@ async def run_recorder_only() -> None:
             await recorder.stop()
     rows = store.connection.execute("SELECT count(*) FROM process_samples").fetchone()[0]
     store.close()
-    print(json.dumps({**stats.__dict__, "process_rows_in_db": rows}))
+    print(json.dumps({**stats.to_json(), "process_rows_in_db": rows}))
 
 
 async def publish(settings: Settings, procs: int, seconds: float, pid: int,

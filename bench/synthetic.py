@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from agents.classification.classes import CLASSES, DEFAULT_TIER_OF
+from pipeline.vocabulary import CLASSES, DEFAULT_TIER_OF
 from pipeline.events import Classification, ProcessSample
 
 CHUNK_ROWS = 250

@@ -1,5 +1,12 @@
 """The event log's schema: the envelope, one typed payload per event type, and its JSON codec.
 
+This is the one declaration of every event. Each payload class below is, at once, the
+message's JSON shape, the reader's validation (a value out of its declared range is a
+decode error, so the message goes to dead-letter) and the history table's columns:
+``storage.schema`` derives each table from ``EVENT_TYPES`` (a field's column takes its
+name, its type and its width from the annotation; ``Meta(extra=...)`` renames a column,
+spreads a tuple into several, or makes a float a TIMESTAMP).
+
 Every message on a corelane topic is a JSON envelope any Kafka client can read:
 ``{"id", "type", "v", "ts", "host", "seq", "data"}``. ``data`` is one of the payload
 classes below, chosen by ``type``. Anything per process travels in batches: one sweep,
@@ -14,7 +21,8 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from typing import Any, Generic, TypeVar, Union
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, TypeVar, Union
 
 import msgspec
 
@@ -23,13 +31,28 @@ SCHEMA_VERSION = 1
 ENVELOPE_OVERHEAD = 512
 
 
+# --- field types ---------------------------------------------------------------------------
+
+# An integer that fits 32 bits (pids, nice, counts of CPUs): an INTEGER column.
+Int32 = Annotated[int, msgspec.Meta(ge=-(2 ** 31), le=2 ** 31 - 1)]
+# Seconds since the epoch, stored as a UTC TIMESTAMP column.
+Timestamp = Annotated[float, msgspec.Meta(extra={"timestamp": True})]
+
+
+def column(name: str) -> msgspec.Meta:
+    """Store a field under another column name (``cls`` as ``class``, which Python reserves)."""
+    return msgspec.Meta(extra={"column": name})
+
+
 # --- payloads ------------------------------------------------------------------------------
 
 class HostSample(msgspec.Struct, kw_only=True):
     """One sweep of host-wide figures."""
     cpu_percent: list[float]                 # per logical CPU, 0..100, since the last sweep
     cpu_freq_khz: list[float | None]         # per logical CPU, current frequency
-    load: tuple[float, float, float]         # 1, 5, 15 minute load averages
+    # 1, 5, 15 minute load averages
+    load: Annotated[tuple[float, float, float],
+                    msgspec.Meta(extra={"columns": ("load1", "load5", "load15")})]
     mem_total_bytes: int
     mem_available_bytes: int
     swap_used_bytes: int = 0
@@ -37,15 +60,16 @@ class HostSample(msgspec.Struct, kw_only=True):
     boot_time: float = 0.0
     interval_s: float = 0.0
     # The host's CPU topology (Topology.to_dict()), on a collector's first sweep and every
-    # few minutes after: an allocator planning for this host from elsewhere needs it.
+    # few minutes after: an allocator planning for this host from elsewhere needs it, and
+    # so does a replay of this host's history.
     topology: dict[str, Any] | None = None
 
 
 class ProcessSample(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One process at one sweep. Counters are cumulative and cover every thread."""
-    pid: int
+    pid: Int32
     start_time: int                          # clock ticks since boot: with pid, the identity
-    ppid: int
+    ppid: Int32
     name: str                                # comm
     state: str = ""
     cmdline: str = ""
@@ -56,7 +80,7 @@ class ProcessSample(msgspec.Struct, kw_only=True, omit_defaults=True):
     cpu_time_s: float = 0.0                  # user + system, all threads
     rss_bytes: int = 0
     vm_bytes: int = 0
-    threads: int = 1
+    threads: Int32 = 1
     vol_ctx: int = 0                         # voluntary context switches, all threads
     invol_ctx: int = 0                       # involuntary context switches, all threads
     run_time_ns: int = 0                     # /proc/PID/schedstat field 1, all threads
@@ -66,32 +90,33 @@ class ProcessSample(msgspec.Struct, kw_only=True, omit_defaults=True):
     io_write_bytes: int = 0
     io_rchar: int = 0                        # all reads incl. sockets and pipes
     io_wchar: int = 0
-    last_cpu: int = -1
-    nice: int = 0
-    policy: int = 0                          # SCHED_OTHER=0, FIFO=1, RR=2, BATCH=3, IDLE=5
-    rt_priority: int = 0
+    last_cpu: Int32 = -1
+    nice: Int32 = 0
+    policy: Int32 = 0                        # SCHED_OTHER=0, FIFO=1, RR=2, BATCH=3, IDLE=5
+    rt_priority: Int32 = 0
     affinity: str = ""                       # cpu list as the kernel prints it, e.g. "0-3,8"
     kernel_thread: bool = False
 
 
 class ContainerSample(msgspec.Struct, kw_only=True):
-    id: str                                  # full container id
+    id: Annotated[str, column("container_id")]   # full container id
     name: str
     image: str = ""
     status: str = ""
     labels: dict[str, str] = {}
-    pids: list[int] = []
+    pids: list[Int32] = []
     cpuset: str = ""                         # "" means all CPUs
-    cpu_shares: int = 0                      # 0 means the engine default (1024)
+    cpu_shares: Int32 = 0                    # 0 means the engine default (1024)
     cpu_share: float = 0.0                   # cores used since the last sweep
     memory_bytes: int = 0
 
 
 class Batch(msgspec.Struct, kw_only=True):
-    """Shared by every batched payload: which batch and which chunk of it."""
+    """Shared by every batched payload: which batch and which chunk of it. A batched
+    payload has exactly one list of structs (its rows); its other fields are the batch's."""
     batch: str                               # id shared by the chunks of one sweep/cycle/plan
-    chunk: int = 0
-    chunks: int = 1
+    chunk: Int32 = 0
+    chunks: Int32 = 1
 
 
 class ProcessSamples(Batch, kw_only=True):
@@ -106,17 +131,17 @@ class ContainerSamples(Batch, kw_only=True):
 
 class Label(msgspec.Struct, kw_only=True):
     """An explicit class for one process, or for every process whose name/cmdline matches."""
-    cls: str
-    pid: int | None = None
+    cls: Annotated[str, column("class")]
+    pid: Int32 | None = None
     start_time: int | None = None
     match: str | None = None                 # regular expression over name and cmdline
     author: str = ""
 
 
 class Classification(msgspec.Struct, kw_only=True):
-    pid: int
+    pid: Int32
     start_time: int
-    cls: str
+    cls: Annotated[str, column("class")]
     tier: str
     confidence: float
     source: str                              # "label" | "rule" | "model"
@@ -131,19 +156,21 @@ class Decision(msgspec.Struct, kw_only=True):
     target: str                              # "process" | "container" | "cpu"
     tier: str
     cpus: str                                # cpu list
-    pid: int | None = None
+    pid: Int32 | None = None
     start_time: int | None = None
     container_id: str | None = None
-    nice: int | None = None
+    nice: Int32 | None = None
     ioclass: str | None = None               # "rt" | "be" | "idle"
-    iolevel: int | None = None
+    iolevel: Int32 | None = None
     policy: str | None = None                # "other" | "batch" | "idle" | "fifo" | "rr"
-    cpu_shares: int | None = None
+    cpu_shares: Int32 | None = None
     idle_latency_us: int | None = None       # target "cpu": its idle-state limit (0 = poll)
     reason: str = ""
 
 
 class Decisions(Batch, kw_only=True):
+    """One plan for one host. ``plan_seq`` counts the host's plans, across restarts; the
+    batch id names the plan itself."""
     plan_seq: int = 0
     mode: str = "balanced"
     items: list[Decision] = []
@@ -152,7 +179,7 @@ class Decisions(Batch, kw_only=True):
 class Enforcement(msgspec.Struct, kw_only=True):
     target: str
     outcome: str                             # "applied" | "skipped" | "failed"
-    pid: int | None = None
+    pid: Int32 | None = None
     start_time: int | None = None
     container_id: str | None = None
     reason: str = ""
@@ -162,14 +189,34 @@ class Enforcement(msgspec.Struct, kw_only=True):
 
 class Enforcements(Batch, kw_only=True):
     plan_seq: int = 0
+    plan_id: str = ""                        # the batch id of the decisions applied
     items: list[Enforcement] = []
 
 
 class Alert(msgspec.Struct, kw_only=True):
-    kind: str
+    """One transition of an alert: it opens, and later resolves. Both events carry the same
+    ``id``, so the alert's life is the events with that id."""
+    id: Annotated[str, column("alert_id")]
+    rule: str                                # what raised it, e.g. "model_drift"
     message: str
-    severity: str = "info"                   # "info" | "warning" | "error"
+    opened_at: Timestamp
+    state: str = "open"                      # "open" | "resolved"
+    severity: str = "warning"                # "info" | "warning" | "critical"
+    resolved_at: Timestamp | None = None
     details: dict[str, Any] = {}
+
+
+def open_alert(rule: str, message: str, now: float, *, severity: str = "warning",
+               details: dict[str, Any] | None = None, alert_id: str | None = None) -> Alert:
+    """A new alert of ``rule``, open from ``now``."""
+    return Alert(id=alert_id or f"{rule}:{new_id()}", rule=rule, message=message,
+                 opened_at=now, severity=severity, details=details or {})
+
+
+def resolve_alert(alert: Alert, now: float, message: str | None = None) -> Alert:
+    """The event that closes ``alert``: same id and rule, state resolved."""
+    return msgspec.structs.replace(alert, state="resolved", resolved_at=now,
+                                   message=message or alert.message)
 
 
 class Command(msgspec.Struct, kw_only=True):
@@ -177,10 +224,19 @@ class Command(msgspec.Struct, kw_only=True):
     args: dict[str, Any] = {}
 
 
+class Configuration(msgspec.Struct, kw_only=True):
+    """The configuration in force, published when a policy starts and whenever it changes,
+    so that a replay knows which policy decided what."""
+    hash: str                                # sha256 of the settings' canonical JSON
+    policy: str = "live"                     # "live", or the name of a shadow policy
+    source: str = ""                         # the file it was read from
+    settings: dict[str, Any] = {}            # every setting, defaults included
+
+
 class DeadLetter(msgspec.Struct, kw_only=True):
     """A message a reader could not read, kept whole with the reason."""
     topic: str
-    partition: int
+    partition: Int32
     offset: int
     reason: str
     key: str | None = None
@@ -188,31 +244,36 @@ class DeadLetter(msgspec.Struct, kw_only=True):
 
 
 Payload = Union[HostSample, ProcessSamples, ContainerSamples, Label, Classifications,
-                Decisions, Enforcements, Alert, Command, DeadLetter]
+                Decisions, Enforcements, Alert, Command, Configuration, DeadLetter]
 
-# event type -> (payload class, topic suffix). One topic per type, named in DESIGN.md.
-EVENT_TYPES: dict[str, tuple[type, str]] = {
-    "host_sample": (HostSample, "samples.host"),
-    "process_samples": (ProcessSamples, "samples.process"),
-    "container_samples": (ContainerSamples, "samples.container"),
-    "label": (Label, "labels"),
-    "classifications": (Classifications, "classifications"),
-    "decisions": (Decisions, "decisions"),
-    "enforcements": (Enforcements, "enforcements"),
-    "alert": (Alert, "alerts"),
-    "command": (Command, "commands"),
-    "deadletter": (DeadLetter, "deadletter"),
-}
-TYPE_OF_PAYLOAD: dict[type, str] = {cls: name for name, (cls, _) in EVENT_TYPES.items()}
-TOPIC_SUFFIXES: tuple[str, ...] = tuple(suffix for _, suffix in EVENT_TYPES.values())
+
+@dataclass(frozen=True)
+class EventType:
+    """One kind of event: its envelope ``type``, payload class, topic and history table."""
+    name: str
+    payload: type
+    topic: str                               # the topic's name after the prefix
+    table: str
+
+
+EVENT_TYPES: dict[str, EventType] = {e.name: e for e in (
+    EventType("host_sample", HostSample, "samples.host", "host_samples"),
+    EventType("process_samples", ProcessSamples, "samples.process", "process_samples"),
+    EventType("container_samples", ContainerSamples, "samples.container", "container_samples"),
+    EventType("label", Label, "labels", "labels"),
+    EventType("classifications", Classifications, "classifications", "classifications"),
+    EventType("decisions", Decisions, "decisions", "decisions"),
+    EventType("enforcements", Enforcements, "enforcements", "enforcements"),
+    EventType("alert", Alert, "alerts", "alerts"),
+    EventType("command", Command, "commands", "commands"),
+    EventType("configuration", Configuration, "configuration", "configurations"),
+    EventType("deadletter", DeadLetter, "deadletter", "deadletter"),
+)}
+TYPE_OF_PAYLOAD: dict[type, str] = {e.payload: e.name for e in EVENT_TYPES.values()}
 
 
 def topic_name(event_type: str, prefix: str = "corelane.") -> str:
-    return prefix + EVENT_TYPES[event_type][1]
-
-
-def all_topics(prefix: str = "corelane.") -> list[str]:
-    return [prefix + suffix for suffix in TOPIC_SUFFIXES]
+    return prefix + EVENT_TYPES[event_type].topic
 
 
 # --- envelope and codec --------------------------------------------------------------------
@@ -233,7 +294,7 @@ class Envelope(msgspec.Struct, Generic[D], kw_only=True):
 
     @property
     def topic_suffix(self) -> str:
-        return EVENT_TYPES[self.type][1]
+        return EVENT_TYPES[self.type].topic
 
 
 class EventDecodeError(ValueError):
@@ -242,7 +303,7 @@ class EventDecodeError(ValueError):
 
 _encoder = msgspec.json.Encoder()
 _raw_decoder = msgspec.json.Decoder(Envelope[msgspec.Raw])
-_payload_decoders = {name: msgspec.json.Decoder(cls) for name, (cls, _) in EVENT_TYPES.items()}
+_payload_decoders = {name: msgspec.json.Decoder(e.payload) for name, e in EVENT_TYPES.items()}
 
 
 def new_id() -> str:

@@ -7,6 +7,7 @@ one message that names the file, the key path and what was expected.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 from pathlib import Path
@@ -15,8 +16,14 @@ from typing import Any, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agents.allocation.policy import Policy
+import msgspec
+
 from config import CONFIG_DIR, DEFAULT_CONFIG
+from pipeline.events import Configuration, topic_name
+from pipeline.hostpaths import HostPaths
+from pipeline.patterns import check_regex
+from pipeline.policy import Policy
+from pipeline.vocabulary import DAYS, DEFAULT_TIER_OF, Day, Mode, Tier, check_class_map
 
 DEFAULT_RULES = CONFIG_DIR / "rules" / "default.yml"
 # rules_file values that switch rules (and so the shipped priors) off.
@@ -116,8 +123,7 @@ class ClassifierSettings(_Section):
     min_span_s: float = Field(4.0, ge=0)                # ... this many samples over this span
     early_min_samples: int = Field(2, ge=2)             # a first judgement into one of
     early_min_span_s: float = Field(1.0, ge=0)          # early_tiers needs only this much
-    early_tiers: list[Literal["ultra_critical", "critical", "high", "normal", "low",
-                              "background"]] = ["ultra_critical"]
+    early_tiers: list[Tier] = ["ultra_critical"]
     hysteresis_windows: int = Field(3, ge=1)            # windows agreeing before a model change
     heartbeat_s: float = Field(60.0, gt=0)              # re-emit an unchanged class this often
     min_model_confidence: float = Field(0.5, ge=0, le=1)
@@ -133,12 +139,11 @@ class ClassifierSettings(_Section):
     # YAML rules; null means the shipped behaviour priors, "none" means no rules at all.
     rules_file: str | None = Field(None, validate_default=True)
     expire_s: float = Field(60.0, gt=0)                 # forget a process unseen this long
-    classes: dict[str, str] = Field(default_factory=lambda: dict(_default_tier_of()))
+    classes: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_TIER_OF))
 
     @field_validator("classes")
     @classmethod
     def _classes(cls, value: dict[str, str]) -> dict[str, str]:
-        from agents.classification.classes import check_class_map
         return check_class_map(value)
 
     @field_validator("rules_file", mode="before")
@@ -167,20 +172,12 @@ class ClassifierSettings(_Section):
         return Path(self.rules_file) if self.rules_file else None
 
 
-def _default_tier_of() -> dict[str, str]:
-    from agents.classification.classes import DEFAULT_TIER_OF
-    return DEFAULT_TIER_OF
-
-
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
 class ScheduleEntry(_Section):
     """A mode for a span of the day (local time), e.g. trading hours."""
-    mode: Literal["high_performance", "balanced", "power_save", "emergency"]
+    mode: Mode
     start: str                                   # "HH:MM", inclusive
     end: str                                     # "HH:MM", exclusive; before start wraps midnight
-    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = list(DAYS)
+    days: list[Day] = list(DAYS)
 
     @field_validator("start", "end")
     @classmethod
@@ -195,7 +192,7 @@ class ScheduleEntry(_Section):
 class AllocatorSettings(_Section):
     """Which cores, nice level, I/O class and policy each tier gets."""
     interval_s: float = Field(5.0, gt=0)         # plan this often (and at once on a class change)
-    mode: Literal["high_performance", "balanced", "power_save", "emergency"] = "balanced"
+    mode: Mode = "balanced"
     schedule: list[ScheduleEntry] = []           # first entry that covers now wins over `mode`
     heartbeat_s: float = Field(60.0, gt=0)       # republish an unchanged plan this often
     policy: Policy = Field(default_factory=Policy)
@@ -219,7 +216,6 @@ class ApplierSettings(_Section):
     @field_validator("protected")
     @classmethod
     def _patterns(cls, value: list[str]) -> list[str]:
-        from agents.classification.rules import check_regex
         for pattern in value:
             check_regex(pattern)
         return value
@@ -250,12 +246,24 @@ class Settings(_Section):
         return Path(os.path.expanduser(self.home))
 
     @property
+    def host_paths(self) -> HostPaths:
+        """Where /proc and /sys are read from (``/`` on a live host)."""
+        return HostPaths(proc_root=self.collector.proc_root, sys_root=self.topology.sys_root)
+
+    @property
     def db_path(self) -> Path:
         return Path(os.path.expanduser(self.db)) if self.db else self.home_path / "corelane.duckdb"
 
     def topic(self, event_type: str) -> str:
-        from pipeline.events import topic_name
         return topic_name(event_type, self.kafka.topic_prefix)
+
+    def configuration(self, policy: str = "live") -> Configuration:
+        """The effective configuration as an event: every setting, and a hash of them that
+        is the same wherever the same settings came from."""
+        effective = self.model_dump(mode="json")
+        canonical = msgspec.json.encode(effective, order="sorted")
+        return Configuration(hash=hashlib.sha256(canonical).hexdigest(), policy=policy,
+                             source=self.source, settings=effective)
 
 
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {

@@ -402,6 +402,15 @@ def _cpu_dirs(cpu_root: Path) -> list[int]:
                   if p.is_dir() and p.name[3:].isdigit())
 
 
+def read_online_cpus(sys_root: str | Path = "/") -> list[int]:
+    """The CPUs online now, as ``<sys_root>/sys/devices/system/cpu/online`` lists them."""
+    path = Path(sys_root) / "sys" / "devices" / "system" / "cpu" / "online"
+    online = _read_list(path)
+    if not online:
+        raise TopologyError(f"cannot read the online CPUs from {path}")
+    return online
+
+
 def read_topology(sys_root: str | Path = "/") -> Topology:
     """Read the CPU topology from ``<sys_root>/sys/devices/...`` (``/`` for this machine)."""
     root = Path(sys_root)

@@ -11,6 +11,7 @@ whole life, so no query run through the store can read or write anything but the
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -36,10 +37,12 @@ class StoreError(Exception):
 def _explain(path: Path, exc: Exception) -> StoreError:
     text = str(exc)
     if "Could not set lock" in text or "Conflicting lock" in text:
-        holder = text.split("Conflicting lock is held in", 1)[-1].split(". See", 1)[0].strip()
-        who = f" ({holder})" if holder and holder != text else ""
-        return StoreError(f"history database {path} is in use by another process{who}; "
-                          f"stop it, or point CORELANE_DB at another file")
+        pid = re.search(r"\(PID (\d+)\)", text)
+        holder = f"process {pid.group(1)}" if pid else "another process"
+        return StoreError(f"the history at {path} is in use by another process ({holder}, a "
+                          f"running corelane?), and DuckDB lets one process open it at a "
+                          f"time: query through that instance's API (CORELANE_API), stop it, "
+                          f"or point CORELANE_DB at another file")
     if "not a valid DuckDB database" in text:
         return StoreError(f"{path} is not a DuckDB database file; move it away or point "
                           f"CORELANE_DB at another file")
@@ -51,8 +54,13 @@ def _explain(path: Path, exc: Exception) -> StoreError:
 
 
 def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
-    # External access is off from the first statement on and cannot be turned back on.
-    config = {"enable_external_access": False}
+    # External access is off from the first statement on and cannot be turned back on; a
+    # reader's settings are locked too, so no query can loosen them.
+    config: dict[str, Any] = {"enable_external_access": False,
+                              "autoinstall_known_extensions": False,
+                              "autoload_known_extensions": False}
+    if read_only:
+        config["lock_configuration"] = True
     try:
         return duckdb.connect(str(path), read_only=read_only, config=config)
     except duckdb.Error as exc:
@@ -75,7 +83,10 @@ class HistoryStore:
                 raise StoreError(f"cannot create the folder for {self.path}: "
                                  f"{exc.strerror}") from None
         elif not self.path.exists():
-            raise StoreError(f"history database {self.path} does not exist")
+            raise StoreError(f"no history at {self.path} yet (it does not exist): run "
+                             f"'corelane up' first, or point CORELANE_DB at an existing file")
+        elif not self.path.is_file():
+            raise StoreError(f"the history path {self.path} is not a file")
         self._con = _connect(self.path, _read_only)
         self._lock = threading.Lock()  # serialises writes and retention on one connection
         if not _read_only:
@@ -100,7 +111,8 @@ class HistoryStore:
     @classmethod
     def open_readonly(cls, path: Path | str,
                       settings: StorageSettings | None = None) -> "HistoryStore":
-        """Open a file no running corelane holds, for reading only."""
+        """Open a file no running corelane holds, for reading only (``corelane query`` when
+        no instance runs)."""
         return cls(path, settings, _read_only=True)
 
     # --- reading ---------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Read-only SQL over the history: one checked statement, a time limit, a row limit.
 
 A query runs on its own cursor of the connection that owns the DuckDB file (or of a
-read-only connection from :func:`open_for_query` when no corelane runs), inside a READ ONLY
+read-only ``HistoryStore.open_readonly`` when no corelane runs), inside a READ ONLY
 transaction. Three guards keep it from changing anything or reaching outside the database:
 
 * the statement type: exactly one statement, and only reads (SELECT, WITH, FROM, VALUES,
@@ -27,8 +27,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time as dtime, timedelta
 from decimal import Decimal
-from os import PathLike
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -146,33 +144,6 @@ class QueryEngine:
             truncated=len(rows) > self.max_rows,
             elapsed_s=round(time.monotonic() - started, 6),
         )
-
-
-def open_for_query(path: str | PathLike[str]) -> duckdb.DuckDBPyConnection:
-    """Open the history file read-only with external access off, for when no corelane runs."""
-    file = Path(path).expanduser()
-    if not file.exists():
-        raise QueryError(f"no history at {file} yet: run 'corelane up' first "
-                         f"(or point CORELANE_DB at an existing file)")
-    if not file.is_file():
-        raise QueryError(f"the history path {file} is not a file")
-    try:
-        return duckdb.connect(str(file), read_only=True, config={
-            "enable_external_access": False,
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-            "lock_configuration": True,
-        })
-    except duckdb.Error as exc:
-        message = str(exc)
-        if "Conflicting lock" in message or "Could not set lock" in message:
-            pid = re.search(r"\(PID (\d+)\)", message)
-            holder = f"process {pid.group(1)}" if pid else "another process"
-            raise QueryError(
-                f"the history at {file} is held by {holder} (a running corelane?) and DuckDB "
-                f"lets only one process open it; query through that instance's API "
-                f"(CORELANE_API) or stop it first") from None
-        raise QueryError(f"cannot open the history at {file}: {one_line(exc)}") from None
 
 
 # --- checks and messages ---------------------------------------------------------------------

@@ -1,78 +1,191 @@
-"""The history database's tables: one per topic, rollups, the recorder's offsets.
+"""The history database's tables: one per event type, derived from the event classes; the
+rollups; the recorder's bookkeeping.
 
-Every event table starts with ``event_id, host, ts, seq`` (``ts`` is a UTC ``TIMESTAMP``
-made from the envelope's float seconds); the tables of batched events add ``batch, chunk,
-chunks``. The columns after that are the payload's fields, typed, one row per item of the
-batch (an empty chunk is still one row, its item columns NULL). Free-form dicts are JSON.
+An event table is not written down here: ``table_spec`` reads it off the payload class in
+``pipeline.events`` (``msgspec.inspect``), so the schema of a message and the columns of
+its table cannot drift apart. Every event table starts with ``event_id, host, ts, seq``
+(``ts`` a UTC ``TIMESTAMP`` made from the envelope's float seconds); the tables of batched
+events add ``batch, chunk, chunks`` and the batch's other fields, then one column per field
+of a row, one row per item (an empty chunk is still one row, its item columns NULL).
 
-``SCHEMA_VERSION`` is stored in ``schema_version``; a later change adds a step to
-``MIGRATIONS`` so an existing file is brought forward when it is opened.
+How a field becomes a column:
+
+- ``int`` is BIGINT, or INTEGER where its declared range fits 32 bits (``Int32``);
+  ``float`` is DOUBLE, or TIMESTAMP for ``Timestamp``; ``str`` VARCHAR; ``bool`` BOOLEAN;
+- a list of those is an array column (``DOUBLE[]``), a ``dict[str, scalar]`` a MAP, any
+  other dict JSON;
+- ``Meta(extra={"column": name})`` stores the field under another name,
+  ``Meta(extra={"columns": (...)})`` spreads a fixed tuple over several columns.
+
+A new field is a new column: opening an older file adds it (``ensure_schema``), and
+nothing stored is lost. A rename or a change of type is a ``MIGRATIONS`` step.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
-SCHEMA_VERSION = 1
+import msgspec
+import msgspec.inspect as mi
+import pyarrow as pa
 
-_EVENT = "event_id VARCHAR NOT NULL, host VARCHAR NOT NULL, ts TIMESTAMP NOT NULL, seq BIGINT"
-_BATCH = "batch VARCHAR, chunk INTEGER, chunks INTEGER"
+from pipeline.events import EVENT_TYPES, Batch
 
-# table -> column definitions (in order). rows.py builds Arrow tables with the same names.
-TABLES: dict[str, str] = {
-    "host_samples": f"""{_EVENT},
-        cpu_percent DOUBLE[], cpu_freq_khz DOUBLE[],
-        load1 DOUBLE, load5 DOUBLE, load15 DOUBLE,
-        mem_total_bytes BIGINT, mem_available_bytes BIGINT, swap_used_bytes BIGINT,
-        temperatures_c MAP(VARCHAR, DOUBLE), boot_time DOUBLE, interval_s DOUBLE""",
-    "process_samples": f"""{_EVENT}, {_BATCH}, interval_s DOUBLE,
-        pid INTEGER, start_time BIGINT, ppid INTEGER, name VARCHAR, state VARCHAR,
-        cmdline VARCHAR, uid BIGINT, cgroup VARCHAR, container_id VARCHAR,
-        cpu_share DOUBLE, cpu_time_s DOUBLE, rss_bytes BIGINT, vm_bytes BIGINT,
-        threads INTEGER, vol_ctx BIGINT, invol_ctx BIGINT,
-        run_time_ns BIGINT, run_delay_ns BIGINT, timeslices BIGINT,
-        io_read_bytes BIGINT, io_write_bytes BIGINT, io_rchar BIGINT, io_wchar BIGINT,
-        last_cpu INTEGER, nice INTEGER, policy INTEGER, rt_priority INTEGER,
-        affinity VARCHAR, kernel_thread BOOLEAN""",
-    "container_samples": f"""{_EVENT}, {_BATCH}, interval_s DOUBLE,
-        container_id VARCHAR, name VARCHAR, image VARCHAR, status VARCHAR,
-        labels MAP(VARCHAR, VARCHAR), pids INTEGER[], cpuset VARCHAR, cpu_shares INTEGER,
-        cpu_share DOUBLE, memory_bytes BIGINT""",
-    "labels": f"""{_EVENT},
-        class VARCHAR, pid INTEGER, start_time BIGINT, match VARCHAR, author VARCHAR""",
-    "classifications": f"""{_EVENT}, {_BATCH},
-        pid INTEGER, start_time BIGINT, class VARCHAR, tier VARCHAR, confidence DOUBLE,
-        source VARCHAR, reason VARCHAR""",
-    "decisions": f"""{_EVENT}, {_BATCH}, plan_seq BIGINT, mode VARCHAR,
-        target VARCHAR, tier VARCHAR, cpus VARCHAR, pid INTEGER, start_time BIGINT,
-        container_id VARCHAR, nice INTEGER, ioclass VARCHAR, iolevel INTEGER,
-        policy VARCHAR, cpu_shares INTEGER, reason VARCHAR""",
-    "enforcements": f"""{_EVENT}, {_BATCH}, plan_seq BIGINT,
-        target VARCHAR, outcome VARCHAR, pid INTEGER, start_time BIGINT,
-        container_id VARCHAR, reason VARCHAR, "before" JSON, "after" JSON""",
-    "alerts": f"""{_EVENT},
-        kind VARCHAR, message VARCHAR, severity VARCHAR, details JSON""",
-    "commands": f"""{_EVENT},
-        name VARCHAR, args JSON""",
-    # topic/partition/offset say where the unreadable message sat; "offset" needs quotes.
-    "deadletter": f"""{_EVENT},
-        topic VARCHAR, "partition" INTEGER, "offset" BIGINT, reason VARCHAR,
-        "key" VARCHAR, payload VARCHAR""",
-}
+SCHEMA_VERSION = 2
 
+Level = Literal["envelope", "payload", "item"]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of an event table and where its values come from."""
+    name: str
+    sql: str
+    arrow: pa.DataType
+    level: Level                             # the envelope, its payload, or one row of it
+    attr: str                                # the attribute read at that level
+    convert: Callable[[Any], Any] | None = None
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    event_type: str
+    table: str
+    columns: tuple[Column, ...]
+    rows_field: str | None                   # a batched payload's list of rows, else None
+
+    @property
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema([(c.name, c.arrow) for c in self.columns])
+
+    @property
+    def ddl(self) -> str:
+        return ", ".join(f'"{c.name}" {c.sql}' + (" NOT NULL" if c.name in _REQUIRED else "")
+                         for c in self.columns)
+
+
+class SchemaError(Exception):
+    """A database whose schema this code cannot use; the message is meant for a person."""
+
+
+_json_encode = msgspec.json.Encoder().encode
+_REQUIRED = ("event_id", "host", "ts")
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else _json_encode(value).decode()
+
+
+def _items(value: dict | None) -> list | None:
+    return None if value is None else list(value.items())
+
+
+def _micros(value: float | None) -> int | None:
+    return None if value is None else round(value * 1_000_000)
+
+
+def _scalar(t: Any, where: str) -> tuple[str, pa.DataType, Callable[[Any], Any] | None]:
+    extra = t.extra if isinstance(t, mi.Metadata) else {}
+    if isinstance(t, mi.Metadata):
+        t = t.type
+    if isinstance(t, mi.UnionType):
+        inner = [x for x in t.types if not isinstance(x, mi.NoneType)]
+        if len(inner) == 1:
+            return _scalar(inner[0], where)
+    if isinstance(t, mi.IntType):
+        narrow = (t.ge is not None and t.ge >= -(2 ** 31)) and (t.le is not None and t.le < 2 ** 31)
+        return ("INTEGER", pa.int32(), None) if narrow else ("BIGINT", pa.int64(), None)
+    if isinstance(t, mi.FloatType):
+        if (extra or {}).get("timestamp"):
+            return "TIMESTAMP", pa.timestamp("us"), _micros
+        return "DOUBLE", pa.float64(), None
+    if isinstance(t, mi.StrType):
+        return "VARCHAR", pa.string(), None
+    if isinstance(t, mi.BoolType):
+        return "BOOLEAN", pa.bool_(), None
+    if isinstance(t, mi.ListType):
+        sql, arrow, convert = _scalar(t.item_type, where)
+        if convert is not None or sql.endswith("]"):
+            raise TypeError(f"{where}: a list of {sql} has no column type")
+        return f"{sql}[]", pa.list_(arrow), None
+    if isinstance(t, mi.DictType):
+        value = t.value_type.type if isinstance(t.value_type, mi.Metadata) else t.value_type
+        if isinstance(t.key_type, mi.StrType) and not isinstance(value, (mi.AnyType,
+                                                                         mi.DictType,
+                                                                         mi.ListType)):
+            sql, arrow, _ = _scalar(value, where)
+            return f"MAP(VARCHAR, {sql})", pa.map_(pa.string(), arrow), _items
+        return "JSON", pa.string(), _json
+    if isinstance(t, mi.AnyType):
+        return "JSON", pa.string(), _json
+    raise TypeError(f"{where}: no column type for {type(t).__name__}; give the field a "
+                    f"type listed in storage/schema.py")
+
+
+def _index(i: int) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else value[i]
+
+
+def _field_columns(field: mi.Field, level: Level, where: str) -> list[Column]:
+    t = field.type
+    extra = dict(t.extra or {}) if isinstance(t, mi.Metadata) else {}
+    spread = extra.get("columns")
+    if spread:
+        inner = t.type if isinstance(t, mi.Metadata) else t
+        if not isinstance(inner, mi.TupleType) or len(inner.item_types) != len(spread):
+            raise TypeError(f"{where}.{field.name}: 'columns' needs a tuple of as many items")
+        out = []
+        for i, (name, item) in enumerate(zip(spread, inner.item_types)):
+            sql, arrow, _ = _scalar(item, f"{where}.{field.name}")
+            out.append(Column(name, sql, arrow, level, field.name, _index(i)))
+        return out
+    sql, arrow, convert = _scalar(t, f"{where}.{field.name}")
+    return [Column(extra.get("column", field.name), sql, arrow, level, field.name, convert)]
+
+
+_ENVELOPE_COLUMNS = (
+    Column("event_id", "VARCHAR", pa.string(), "envelope", "id"),
+    Column("host", "VARCHAR", pa.string(), "envelope", "host"),
+    Column("ts", "TIMESTAMP", pa.timestamp("us"), "envelope", "ts", _micros),
+    Column("seq", "BIGINT", pa.int64(), "envelope", "seq"),
+)
+
+
+def table_spec(event_type: str) -> TableSpec:
+    """The table of one event type, read off its payload class."""
+    kind = EVENT_TYPES[event_type]
+    info = mi.type_info(kind.payload)
+    assert isinstance(info, mi.StructType)
+    where = kind.payload.__name__
+    columns = list(_ENVELOPE_COLUMNS)
+    rows_field = None
+    if issubclass(kind.payload, Batch):
+        lists = [f for f in info.fields if isinstance(f.type, mi.ListType)
+                 and isinstance(f.type.item_type, mi.StructType)]
+        if len(lists) != 1:
+            raise TypeError(f"{where}: a batched payload needs exactly one list of rows")
+        rows_field = lists[0].name
+        for f in info.fields:
+            if f is not lists[0]:
+                columns += _field_columns(f, "payload", where)
+        row_type = lists[0].type.item_type
+        for f in row_type.fields:
+            columns += _field_columns(f, "item", row_type.cls.__name__)
+    else:
+        for f in info.fields:
+            columns += _field_columns(f, "payload", where)
+    names = [c.name for c in columns]
+    doubled = sorted({n for n in names if names.count(n) > 1})
+    if doubled:
+        raise TypeError(f"{where}: columns {doubled} would appear twice")
+    return TableSpec(event_type, kind.table, tuple(columns), rows_field)
+
+
+SPECS: dict[str, TableSpec] = {name: table_spec(name) for name in EVENT_TYPES}
 # event type -> table
-TABLE_OF_TYPE: dict[str, str] = {
-    "host_sample": "host_samples",
-    "process_samples": "process_samples",
-    "container_samples": "container_samples",
-    "label": "labels",
-    "classifications": "classifications",
-    "decisions": "decisions",
-    "enforcements": "enforcements",
-    "alert": "alerts",
-    "command": "commands",
-    "deadletter": "deadletter",
-}
+TABLE_OF_TYPE: dict[str, str] = {name: spec.table for name, spec in SPECS.items()}
 
 # 1-minute aggregates written by retention.py; "minute" is the start of the minute (UTC).
 ROLLUP_TABLES: dict[str, str] = {
@@ -105,12 +218,16 @@ BOOKKEEPING: dict[str, str] = {
     "retention_state": "task VARCHAR PRIMARY KEY, until TIMESTAMP NOT NULL",
 }
 
-# version reached -> statements that take a file from the version before to it.
-MIGRATIONS: dict[int, list[str]] = {}
-
-
-class SchemaError(Exception):
-    """A database whose schema this code cannot use; the message is meant for a person."""
+# version reached -> statements that take a file from the version before to it. They run
+# after every missing column has been added, so a step may fill a new column from old ones.
+MIGRATIONS: dict[int, list[str]] = {
+    # Enforcements name the plan they applied; before, only its number, which starts again
+    # after a restart. The plan of that number the host published last before the apply.
+    2: ["""UPDATE enforcements AS e SET plan_id = (
+            SELECT arg_max(d.batch, d.ts) FROM decisions d
+            WHERE d.host = e.host AND d.plan_seq = e.plan_seq AND d.ts <= e.ts)
+        WHERE coalesce(e.plan_id, '') = ''"""],
+}
 
 
 def _utcnow() -> datetime:
@@ -118,8 +235,25 @@ def _utcnow() -> datetime:
 
 
 def _create_statements() -> list[str]:
-    tables = {**TABLES, **ROLLUP_TABLES, **BOOKKEEPING}
+    tables = {**{s.table: s.ddl for s in SPECS.values()}, **ROLLUP_TABLES, **BOOKKEEPING}
     return [f"CREATE TABLE IF NOT EXISTS {name} ({cols})" for name, cols in tables.items()]
+
+
+def _missing_columns(con: Any) -> list[str]:
+    """ALTER statements for every event column the file's tables lack."""
+    found: dict[str, set[str]] = {}
+    for table, column_name in con.execute(
+            "SELECT table_name, column_name FROM duckdb_columns() "
+            "WHERE schema_name = 'main'").fetchall():
+        found.setdefault(table, set()).add(column_name)
+    out = []
+    for spec in SPECS.values():
+        have = found.get(spec.table)
+        if have is None:
+            continue                         # a new table: CREATE makes it whole
+        out += [f'ALTER TABLE {spec.table} ADD COLUMN "{c.name}" {c.sql}'
+                for c in spec.columns if c.name not in have]
+    return out
 
 
 def stored_version(con: Any) -> int | None:
@@ -151,13 +285,13 @@ def ensure_schema(con: Any, where: str = "the database") -> int:
                 con.execute(stmt)
             con.execute("INSERT INTO schema_version VALUES (?, ?)", [SCHEMA_VERSION, _utcnow()])
         else:
+            # new columns of existing tables and new tables, then the steps that fill them
+            for stmt in _missing_columns(con) + _create_statements():
+                con.execute(stmt)
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 for stmt in MIGRATIONS.get(target, []):
                     con.execute(stmt)
                 con.execute("INSERT INTO schema_version VALUES (?, ?)", [target, _utcnow()])
-            # tables added without a version bump (e.g. a new rollup) appear here
-            for stmt in _create_statements():
-                con.execute(stmt)
         for stmt in VIEW_STATEMENTS:
             con.execute(stmt)
         con.execute("COMMIT")

@@ -51,7 +51,7 @@ history)
 
 ``decision_outcomes``
     Every decided target joined with the enforcement results reported for it (same host,
-    plan and target): what was decided and why, and whether it was applied, skipped or
+    plan and target; a plan is its decisions batch, so two runs never mix): what was decided and why, and whether it was applied, skipped or
     failed and why. ``outcome`` is NULL while no result has been recorded::
 
         SELECT decided_at, pid, tier, cpus, outcome, outcome_reason
@@ -203,7 +203,7 @@ SELECT d.ts AS decided_at, d.host, d.plan_seq, d.mode, d.target,
        d.event_id AS decision_event_id, e.event_id AS enforcement_event_id
 FROM decisions d
 LEFT JOIN enforcements e
-       ON e.host = d.host AND e.plan_seq = d.plan_seq AND e.target = d.target
+       ON e.host = d.host AND e.plan_id = d.batch AND e.target = d.target
       AND e.pid IS NOT DISTINCT FROM d.pid
       AND e.start_time IS NOT DISTINCT FROM d.start_time
       AND e.container_id IS NOT DISTINCT FROM d.container_id

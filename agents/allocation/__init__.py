@@ -8,11 +8,10 @@ from agents.allocation.plan import (
     Assignment, ContainerTarget, CpuIdleLimit, Plan, ProcessTarget, Target, Utilization, plan,
     plan_from_decisions, process_targets, to_decisions,
 )
-from agents.allocation.policy import HOUSEKEEPING, MODES, ModeTuning, Policy, PolicyError, TierPolicy
 from agents.allocation.pools import AllocationError, Pool
 
 __all__ = [
-    "AllocationError", "Assignment", "ContainerTarget", "CpuIdleLimit", "HOUSEKEEPING", "MODES", "ModeTuning",
-    "Plan", "Policy", "PolicyError", "Pool", "ProcessTarget", "Target", "TierPolicy",
+    "AllocationError", "Assignment", "ContainerTarget", "CpuIdleLimit", "Plan", "Pool",
+    "ProcessTarget", "Target",
     "Utilization", "plan", "plan_from_decisions", "process_targets", "to_decisions",
 ]

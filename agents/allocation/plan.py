@@ -33,12 +33,12 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Union
 
-from agents.allocation.policy import HOUSEKEEPING, MODES, ModeTuning, Policy, TierPolicy
 from agents.allocation.pools import (
     EXCLUSIVE, HOUSEKEEPING_ROLE, SHARED, AllocationError, CoreInfo, Pool, describe, hold_size,
     place, usable_cores,
 )
-from agents.classification.classes import TIERS
+from pipeline.policy import ModeTuning, Policy, TierPolicy
+from pipeline.vocabulary import HOUSEKEEPING, MODES, TIERS
 from pipeline.events import Classification, Decision, HostSample, ProcessSample
 from pipeline.topology import Topology, cpulist_format, cpulist_parse
 

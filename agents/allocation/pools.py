@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from pipeline.topology import Topology, cpulist_format
 
-from agents.allocation.policy import Policy
+from pipeline.policy import Policy
 
 # Placement roles: how a pool treats the core holding CPU 0, which on Linux takes most
 # device interrupts and timer housekeeping. Exclusive pools and the reserve take it last,

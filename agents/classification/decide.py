@@ -32,14 +32,18 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.classification.classes import DEFAULT_TIER_OF, UNCLASSIFIED, check_class_map
 from agents.classification.features import FeatureWindow, feature_vector
-from agents.classification.model import OnlineModel
+from agents.classification.model import Drift, OnlineModel
 from agents.classification.rules import (
     CompiledRule, ContainerInfo, LabelBook, MatchContext, RuleHit, RuleSet, load_rules,
     system_user_name,
 )
-from pipeline.events import Alert, Classification, ContainerSample, Label, ProcessSample
+from pipeline.events import (Alert, Classification, ContainerSample, Label, ProcessSample,
+                             open_alert, resolve_alert)
+from pipeline.vocabulary import DEFAULT_TIER_OF, UNCLASSIFIED, check_class_map
+
+# An open model_drift alert resolves after this long (sweep time) without another drift.
+DRIFT_QUIET_S = 600.0
 
 # A model opinion: (class, probability, model tag such as "v7" or "v7+120").
 ModelVote = tuple[str, float, str]
@@ -267,6 +271,8 @@ class Classifier:
         # second. One window per process per interval teaches as much for a fraction.
         self.prior_learn_interval_s = prior_learn_interval_s
         self._prior_taught: dict[Hashable, float] = {}
+        self._open_drift: Alert | None = None
+        self._last_drift = 0.0
         self.expire_s = expire_s
         self.boot_time = boot_time
         self._windows: dict[Hashable, FeatureWindow] = {}
@@ -387,15 +393,31 @@ class Classifier:
                     if self.learn:
                         self._prior_taught[key] = ts
             if teach is not None and self.learn:
-                alert = model.learn(vector, teach)
+                drifted = model.learn(vector, teach)
                 result.learned += 1
-                if alert is not None:
-                    result.alerts.append(alert)
+                if drifted is not None:
+                    result.alerts += self._drift_alerts(drifted, ts)
             out = decider.decide(key, ts, label=label, rule=rule, prior=prior, model=model_vote)
             if out is not None:
                 result.classifications.append(out)
+        if self._open_drift is not None and ts - self._last_drift >= DRIFT_QUIET_S:
+            result.alerts.append(resolve_alert(
+                self._open_drift, ts, f"no further drift of the classifier model for "
+                                      f"{DRIFT_QUIET_S:.0f} s"))
+            self._open_drift = None
         self._maybe_expire(ts)
         return result
+
+    def _drift_alerts(self, drifted: Drift, ts: float) -> list[Alert]:
+        """A model_drift alert opens on the first drift; a later one, while it is open,
+        keeps it open longer rather than opening another."""
+        self._last_drift = ts
+        if self._open_drift is not None:
+            return []
+        self._open_drift = open_alert(
+            "model_drift", drifted.message, ts, details=drifted.details,
+            alert_id=f"model_drift:{self.model.tag}:{self.model.n_learned}")
+        return [self._open_drift]
 
     def _rule(self, key: Hashable, s: ProcessSample,
               vector: Sequence[float]) -> RuleHit | None:

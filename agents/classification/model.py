@@ -9,8 +9,8 @@ busy process does not stretch a feature's whole range.
 
 Learning is test-then-train: each labelled window is first predicted, its error (0 or 1)
 feeds an ADWIN detector, then the model learns it. A significant rise in that error means
-the behaviour of labelled work changed under the model, and ``learn`` returns an
-``Alert(kind="model_drift")`` for the alerts topic.
+the behaviour of labelled work changed under the model, and ``learn`` returns a ``Drift``
+(the classifier opens a ``model_drift`` alert from it).
 
 The default is a standard scaler feeding one-vs-rest logistic regression. On the recorded
 workload data sets (bench/classifier.py, bench/README.md) it reached macro-F1 0.998 on a
@@ -31,13 +31,13 @@ import os
 import pickle
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
 from river import drift, forest, linear_model, multiclass, naive_bayes, preprocessing, tree
 
 from agents.classification.features import FEATURES
-from pipeline.events import Alert
 
 ModelKind = Literal["hoeffding_adaptive", "hoeffding", "logistic", "naive_bayes", "forest"]
 MODEL_KINDS: Final[tuple[str, ...]] = ("hoeffding_adaptive", "hoeffding", "logistic",
@@ -62,6 +62,13 @@ _SLOG_IDX = tuple((name, _INDEX[name]) for name in _SIGNED_LOG)
 
 SNAPSHOT_FORMAT: Final[str] = "corelane-model/1"
 _log1p = math.log1p
+
+
+@dataclass(frozen=True)
+class Drift:
+    """The model's error on labelled windows rose significantly (ADWIN)."""
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 class ModelSnapshotError(Exception):
@@ -162,8 +169,8 @@ class OnlineModel:
                 out.append(None)
         return out
 
-    def learn(self, vector: Sequence[float], cls: str) -> Alert | None:
-        """Learn one labelled window; returns a drift alert when the error rate jumped."""
+    def learn(self, vector: Sequence[float], cls: str) -> Drift | None:
+        """Learn one labelled window; returns the drift when the error rate jumped."""
         x = model_input(vector)
         alert = None
         if self.n_learned:
@@ -172,8 +179,7 @@ class OnlineModel:
             self.detector.update(0.0 if predicted == cls else 1.0)
             if (self.detector.drift_detected and self.n_learned >= self.drift_min_learned
                     and self.detector.estimation > before):
-                alert = Alert(
-                    kind="model_drift", severity="warning",
+                alert = Drift(
                     message=(f"classifier model {self.tag} ({self.kind}): error on labelled "
                              f"windows rose from {before:.0%} to "
                              f"{self.detector.estimation:.0%}; the behaviour of labelled "

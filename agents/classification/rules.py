@@ -40,11 +40,10 @@ from pydantic import (
     BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator,
 )
 
-from agents.classification.classes import DEFAULT_TIER_OF, TIERS
 from agents.classification.features import FEATURES
 from pipeline.events import Label, ProcessSample
-
-CLEAR_LABEL: Final[str] = "auto"
+from pipeline.patterns import check_regex
+from pipeline.vocabulary import AUTO, DEFAULT_TIER_OF, TIERS
 
 
 class RulesError(Exception):
@@ -53,16 +52,6 @@ class RulesError(Exception):
 
 class LabelError(ValueError):
     """A label that cannot be applied; the message says why."""
-
-
-def check_regex(value: str | None) -> str | None:
-    """The value, or a ValueError for a person when it is not a regular expression."""
-    if value is not None:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression ({exc})") from None
-    return value
 
 
 class RuleMatch(BaseModel):
@@ -461,9 +450,9 @@ class LabelBook:
 
     def apply(self, label: Label, label_id: str) -> None:
         """Record a label event (``label_id``: its envelope id); raises LabelError."""
-        if label.cls != CLEAR_LABEL and label.cls not in self.classes:
+        if label.cls != AUTO and label.cls not in self.classes:
             raise LabelError(f"label {label_id}: unknown class {label.cls!r}; classes are "
-                             f"{', '.join(sorted(self.classes))} (or {CLEAR_LABEL!r} to "
+                             f"{', '.join(sorted(self.classes))} (or {AUTO!r} to "
                              f"remove a label)")
         if (label.pid is None) == (label.match is None):
             raise LabelError(f"label {label_id}: give either a pid or a match regex, "
@@ -477,7 +466,7 @@ class LabelBook:
             else:
                 target = self._by_identity
                 key = (label.pid, label.start_time)
-            if label.cls == CLEAR_LABEL:
+            if label.cls == AUTO:
                 target.pop(key, None)
                 if label.start_time is None:
                     for ident in [k for k in self._by_identity if k[0] == label.pid]:
@@ -491,7 +480,7 @@ class LabelBook:
         except re.error as exc:
             raise LabelError(f"label {label_id}: match {label.match!r} is not a valid "
                              f"regular expression ({exc})") from None
-        if label.cls == CLEAR_LABEL:
+        if label.cls == AUTO:
             self._regex.pop(label.match, None)
         else:
             self._regex[label.match] = _RegexEntry(self._seq, label.cls, label_id, pattern)

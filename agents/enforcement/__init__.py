@@ -18,6 +18,7 @@ from typing import Any
 
 import docker
 
+from pipeline.hostpaths import LIVE, HostPaths
 from agents.enforcement.container import apply_container, read_container
 from agents.enforcement.cpu import FIELD, apply_limit, limit_text, read_limit
 from agents.enforcement.journal import Identity, Journal, JournalEntry, JournalError, RestoreFn
@@ -37,14 +38,14 @@ CONTAINER_FIELDS = ("cpuset", "cpu_shares")
 
 def enforce_process(journal: Journal, pid: int, start_time: int, wanted: ProcessSettings, *,
                     guard: Guard | None = None, respect_override: bool = True,
-                    proc_root: str = "/") -> ApplyResult:
+                    paths: HostPaths = LIVE) -> ApplyResult:
     """``apply_settings`` with the journal: the original is recorded before the first write,
     and the settings corelane left are noted after. With ``respect_override`` a target whose
     settings someone else changed since corelane's last apply is left alone."""
     identity = Identity.process(pid, start_time)
     entry = journal.get(identity)
     result = apply_settings(
-        pid, start_time, wanted, proc_root=proc_root, guard=guard,
+        pid, start_time, wanted, paths=paths, guard=guard,
         last_applied=entry.applied if entry and respect_override else None,
         before_change=lambda before: journal.record_original(identity, before))
     if result.applied and journal.get(identity) is not None:
@@ -56,7 +57,8 @@ def enforce_process(journal: Journal, pid: int, start_time: int, wanted: Process
 
 def enforce_container(journal: Journal, client: docker.DockerClient, container_id: str,
                       cpuset: str | None, cpu_shares: int | None, *,
-                      respect_override: bool = True, scope: Scope | None = None) -> ApplyResult:
+                      respect_override: bool = True, scope: Scope | None = None,
+                      paths: HostPaths = LIVE) -> ApplyResult:
     """``apply_container`` with the journal (see ``enforce_process``)."""
     entry = journal.get(Identity.container(container_id))
     recorded: list[Identity] = []
@@ -69,7 +71,8 @@ def enforce_container(journal: Journal, client: docker.DockerClient, container_i
     result = apply_container(client, container_id, cpuset, cpu_shares,
                              last_applied=entry.applied if entry and respect_override else None,
                              before_change=record,
-                             allowed=scope.allows_container if scope is not None else None)
+                             allowed=scope.allows_container if scope is not None else None,
+                             paths=paths)
     identity = Identity.container(result.container_id or container_id)
     if result.applied and journal.get(identity) is not None:
         asked = {"cpuset": cpuset, "cpu_shares": cpu_shares}
@@ -79,7 +82,7 @@ def enforce_container(journal: Journal, client: docker.DockerClient, container_i
 
 
 def enforce_cpu_idle(journal: Journal, cpu: int, latency_us: int, *,
-                     respect_override: bool = True, sys_root: str = "/") -> ApplyResult:
+                     respect_override: bool = True, paths: HostPaths = LIVE) -> ApplyResult:
     """``apply_limit`` with the journal (see ``enforce_process``)."""
     identity = Identity.of_cpu(cpu)
     entry = journal.get(identity)
@@ -87,14 +90,14 @@ def enforce_cpu_idle(journal: Journal, cpu: int, latency_us: int, *,
     result = apply_limit(cpu, text, last_applied=entry.applied if entry and respect_override
                          else None,
                          before_change=lambda before: journal.record_original(identity, before),
-                         sys_root=sys_root)
+                         paths=paths)
     if result.applied and journal.get(identity) is not None:
         journal.mark_applied(identity, {FIELD: result.after.get(FIELD)})
     return result
 
 
 def restorer(docker_client: docker.DockerClient | None = None, *, guard: Guard | None = None,
-             proc_root: str = "/", sys_root: str = "/") -> RestoreFn:
+             paths: HostPaths = LIVE) -> RestoreFn:
     """The function ``Journal.restore_all`` and ``reconcile`` call for each entry: a process
     gets its original settings back on every thread (threads that had their own settings get
     theirs), a container its cpuset and weight, a CPU its idle-state limit. A target someone else changed since corelane
@@ -103,10 +106,10 @@ def restorer(docker_client: docker.DockerClient | None = None, *, guard: Guard |
         identity, original = entry.identity, entry.original
         if identity.target == "cpu":
             return apply_limit(int(identity.cpu or 0), str(original.get(FIELD)),
-                               last_applied=entry.applied, sys_root=sys_root)
+                               last_applied=entry.applied, paths=paths)
         if identity.target == "process":
             return apply_settings(int(identity.pid or 0), int(identity.start_time or 0),
-                                  ProcessSettings.from_dict(original), proc_root=proc_root,
+                                  ProcessSettings.from_dict(original), paths=paths,
                                   guard=guard, last_applied=entry.applied,
                                   thread_overrides=original.get("thread_overrides"))
         if docker_client is None:
@@ -115,5 +118,5 @@ def restorer(docker_client: docker.DockerClient | None = None, *, guard: Guard |
                                container_id=identity.container_id)
         return apply_container(docker_client, str(identity.container_id),
                                original.get("cpuset"), original.get("cpu_shares"),
-                               last_applied=entry.applied, proc_root=proc_root)
+                               last_applied=entry.applied, paths=paths)
     return restore

@@ -21,18 +21,11 @@ import docker.errors
 from agents.enforcement.process import ALREADY, GONE, ApplyResult
 from agents.enforcement.safety import OUT_OF_SCOPE
 from agents.enforcement.safety import DEFAULT_CPU_SHARES, detect_override, override_reason
-from pipeline.collectors import procfs
-from pipeline.topology import cpulist_format, cpulist_parse
+from pipeline import procfs
+from pipeline.hostpaths import LIVE, HostPaths
+from pipeline.topology import TopologyError, cpulist_format, cpulist_parse, read_online_cpus
 
 READ_BACK_WAIT_S = 2.0
-
-
-def online_cpus(sys_root: str = "/") -> str:
-    """The host's online CPUs as a cpu list ("0-1")."""
-    data = procfs.read_bytes(f"{sys_root.rstrip('/')}/sys/devices/system/cpu/online")
-    if not data:
-        raise OSError("cannot read /sys/devices/system/cpu/online")
-    return cpulist_format(cpulist_parse(data.decode()))
 
 
 def _normal_cpuset(cpuset: str, online: str) -> str:
@@ -40,7 +33,7 @@ def _normal_cpuset(cpuset: str, online: str) -> str:
 
 
 def read_container(client: docker.DockerClient, container_id: str,
-                   proc_root: str = "/") -> dict[str, Any] | None:
+                   paths: HostPaths = LIVE) -> dict[str, Any] | None:
     """The container's cpuset and weight as the engine reports them, plus its main process's
     ``Cpus_allowed_list`` when it runs; None when there is no such container."""
     try:
@@ -52,7 +45,7 @@ def read_container(client: docker.DockerClient, container_id: str,
     pid = int(state.get("Pid") or 0)
     cpus_allowed = None
     if state.get("Running") and pid > 0:
-        status = procfs.read_status(procfs.proc_dir(proc_root), pid)
+        status = procfs.read_status(paths.proc, pid)
         cpus_allowed = status.cpus_allowed_list if status else None
     return {
         "id": attrs["Id"],
@@ -69,7 +62,7 @@ def apply_container(client: docker.DockerClient, container_id: str, cpuset: str 
                     cpu_shares: int | None, *, last_applied: Mapping[str, Any] | None = None,
                     before_change: Callable[[dict[str, Any]], None] | None = None,
                     allowed: Callable[[str, str], bool] | None = None,
-                    proc_root: str = "/", sys_root: str = "/") -> ApplyResult:
+                    paths: HostPaths = LIVE) -> ApplyResult:
     """Set a container's cpuset (``""`` = every CPU) and CPU weight (``0`` = the default);
     None leaves a setting as it is.
 
@@ -86,16 +79,16 @@ def apply_container(client: docker.DockerClient, container_id: str, cpuset: str 
                            container_id=cid, changes=changes)
 
     try:
-        online = online_cpus(sys_root)
+        online = cpulist_format(read_online_cpus(paths.sys_root))
         if cpuset is not None:
             cpuset = _normal_cpuset(cpuset, online)
-    except (OSError, ValueError) as exc:
+    except (TopologyError, ValueError) as exc:
         return result("failed", f"cpuset {cpuset!r}: {exc}")
     if cpu_shares is not None and cpu_shares < 0:
         return result("failed", f"cpu_shares must be 0 (the default) or more, not {cpu_shares}")
 
     try:
-        before = read_container(client, container_id, proc_root)
+        before = read_container(client, container_id, paths)
     except docker.errors.DockerException as exc:
         return result("failed", f"the Docker engine did not answer: {exc}")
     if before is None:
@@ -137,7 +130,7 @@ def apply_container(client: docker.DockerClient, container_id: str, cpuset: str 
     # the engine has written the cgroup when it answers; a short wait covers a slow runtime
     deadline = time.monotonic() + READ_BACK_WAIT_S
     while True:
-        after = read_container(client, cid, proc_root)
+        after = read_container(client, cid, paths)
         if after is None:
             return result("skipped", GONE, before, changes=1, cid=cid)
         problems = []

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from agents.enforcement.process import ALREADY, NOT_PERMITTED, ApplyResult
+from pipeline.hostpaths import LIVE, HostPaths
 
 NOT_SUPPORTED = "no idle-state limit on this CPU (no cpuidle PM QoS in sysfs)"
 FIELD = "idle_limit"
 
 
-def limit_path(cpu: int, sys_root: str = "/") -> Path:
-    return Path(sys_root) / "sys/devices/system/cpu" / f"cpu{int(cpu)}/power/pm_qos_resume_latency_us"
+def limit_path(cpu: int, paths: HostPaths = LIVE) -> Path:
+    return paths.cpu_file(cpu, "power/pm_qos_resume_latency_us")
 
 
 def limit_text(latency_us: int) -> str:
@@ -29,17 +30,17 @@ def limit_text(latency_us: int) -> str:
     return "n/a" if latency_us == 0 else str(latency_us)
 
 
-def read_limit(cpu: int, sys_root: str = "/") -> str | None:
+def read_limit(cpu: int, paths: HostPaths = LIVE) -> str | None:
     """The limit as the file says it, or None where the CPU has no such file."""
     try:
-        return limit_path(cpu, sys_root).read_text().strip()
+        return limit_path(cpu, paths).read_text().strip()
     except OSError:
         return None
 
 
 def apply_limit(cpu: int, text: str, *, last_applied: Mapping[str, Any] | None = None,
                 before_change: Callable[[dict[str, Any]], None] | None = None,
-                sys_root: str = "/") -> ApplyResult:
+                paths: HostPaths = LIVE) -> ApplyResult:
     """Write the limit ``text`` (``limit_text``) for ``cpu`` and read it back. Skipped where
     the CPU has no limit file, or where the limit differs from ``last_applied`` (someone
     else changed it)."""
@@ -50,7 +51,7 @@ def apply_limit(cpu: int, text: str, *, last_applied: Mapping[str, Any] | None =
                            {"cpu": cpu, FIELD: after} if after is not None else {"cpu": cpu},
                            changes=changes)
 
-    before = read_limit(cpu, sys_root)
+    before = read_limit(cpu, paths)
     if before is None:
         return result("skipped", NOT_SUPPORTED)
     if last_applied and last_applied.get(FIELD) not in (None, before):
@@ -65,12 +66,12 @@ def apply_limit(cpu: int, text: str, *, last_applied: Mapping[str, Any] | None =
             return result("failed", "the original setting could not be recorded, so nothing "
                                     f"was changed: {exc}", before, before)
     try:
-        limit_path(cpu, sys_root).write_text(text)
+        limit_path(cpu, paths).write_text(text)
     except PermissionError:
         return result("skipped", NOT_PERMITTED, before, before)
     except OSError as exc:
         return result("failed", f"writing {text!r} was refused: {exc}", before, before)
-    after = read_limit(cpu, sys_root)
+    after = read_limit(cpu, paths)
     if after != text:
         return result("failed", f"read back {after!r}, wanted {text!r}", before, after, 1)
     return result("applied", "", before, after, 1)

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from agents.enforcement.process import GONE, NOT_PERMITTED, PID_REUSED, ApplyResult
-from pipeline.collectors import procfs
+from pipeline import procfs
+from pipeline.hostpaths import LIVE, HostPaths
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +101,12 @@ RestoreFn = Callable[[JournalEntry], ApplyResult]
 AliveFn = Callable[[Identity], str | None]
 
 
-def process_problem(identity: Identity, proc_root: str = "/") -> str | None:
+def process_problem(identity: Identity, paths: HostPaths = LIVE) -> str | None:
     """Why a journalled target can no longer be restored (gone, pid reused), or None.
     Containers are left to the restore function, which asks the engine."""
     if identity.target != "process":
         return None
-    stat = procfs.read_stat(procfs.proc_dir(proc_root), int(identity.pid or 0))
+    stat = procfs.read_stat(paths.proc, int(identity.pid or 0))
     if stat is None:
         return GONE
     if stat.start_time != identity.start_time:

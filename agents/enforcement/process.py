@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from agents.enforcement.safety import Guard, detect_override, override_reason
-from pipeline.collectors import procfs
+from pipeline import procfs
+from pipeline.hostpaths import LIVE, HostPaths
 from pipeline.events import Decision, Enforcement
 from pipeline.topology import cpulist_format, cpulist_parse
 
@@ -203,16 +204,16 @@ def _ioprio_set(tid: int, ioclass: str, level: int) -> None:
 
 # --- reading -------------------------------------------------------------------------------
 
-def read_thread_settings(pid: int, tid: int, proc_root: str = "/") -> ProcessSettings | None:
+def read_thread_settings(pid: int, tid: int, paths: HostPaths = LIVE) -> ProcessSettings | None:
     """One thread's settings, or None when it is gone."""
-    proc = procfs.proc_dir(proc_root)
+    proc = paths.proc
     stat = procfs.read_stat(proc, pid, tid)
     status = procfs.read_status(proc, pid, tid)
     if stat is None or status is None:
         return None
     ioclass: str | None = None
     iolevel: int | None = None
-    if os.path.realpath(proc_root) == "/":
+    if paths.is_live:
         try:
             ioclass, iolevel = _ioprio_get(tid)
         except OSError as exc:
@@ -224,20 +225,20 @@ def read_thread_settings(pid: int, tid: int, proc_root: str = "/") -> ProcessSet
                            rt_priority=stat.rt_priority)
 
 
-def read_threads(pid: int, proc_root: str = "/") -> dict[int, ProcessSettings]:
+def read_threads(pid: int, paths: HostPaths = LIVE) -> dict[int, ProcessSettings]:
     """Every thread's settings by thread id; empty when the process is gone."""
-    proc = procfs.proc_dir(proc_root)
+    proc = paths.proc
     out = {}
     for tid in sorted(procfs.list_tids(proc, pid)):
-        settings = read_thread_settings(pid, tid, proc_root)
+        settings = read_thread_settings(pid, tid, paths)
         if settings is not None:
             out[tid] = settings
     return out
 
 
-def read_settings(pid: int, proc_root: str = "/") -> ProcessSettings | None:
+def read_settings(pid: int, paths: HostPaths = LIVE) -> ProcessSettings | None:
     """The process's settings as its leader thread has them; None when it is gone."""
-    return read_thread_settings(pid, pid, proc_root)
+    return read_thread_settings(pid, pid, paths)
 
 
 def summarize(pid: int, threads: Mapping[int, ProcessSettings]) -> dict[str, Any]:
@@ -258,9 +259,9 @@ def summarize(pid: int, threads: Mapping[int, ProcessSettings]) -> dict[str, Any
     return out
 
 
-def identity_of(pid: int, proc_root: str = "/") -> tuple[int, int] | None:
+def identity_of(pid: int, paths: HostPaths = LIVE) -> tuple[int, int] | None:
     """(pid, start_time) of a live process, or None."""
-    stat = procfs.read_stat(procfs.proc_dir(proc_root), pid)
+    stat = procfs.read_stat(paths.proc, pid)
     return (pid, stat.start_time) if stat else None
 
 
@@ -303,10 +304,10 @@ def _write(tid: int, name: str, target: ProcessSettings, current: ProcessSetting
         _ioprio_set(tid, ioclass, level)
 
 
-def _apply_thread(pid: int, tid: int, target: ProcessSettings, proc_root: str,
+def _apply_thread(pid: int, tid: int, target: ProcessSettings, paths: HostPaths,
                   result: _Outcome) -> bool:
     """Bring one thread to ``target``; True when it needed a write."""
-    current = read_thread_settings(pid, tid, proc_root)
+    current = read_thread_settings(pid, tid, paths)
     if current is None:
         return False                            # the thread ended: nothing to do
     names = target.differences(current)
@@ -336,7 +337,7 @@ def _apply_thread(pid: int, tid: int, target: ProcessSettings, proc_root: str,
 
 
 def apply_settings(pid: int, start_time: int, wanted: ProcessSettings, *,
-                   proc_root: str = "/", guard: Guard | None = None,
+                   paths: HostPaths = LIVE, guard: Guard | None = None,
                    last_applied: Mapping[str, Any] | None = None,
                    thread_overrides: Mapping[str, Mapping[str, Any]] | None = None,
                    before_change: Callable[[dict[str, Any]], None] | None = None,
@@ -353,7 +354,7 @@ def apply_settings(pid: int, start_time: int, wanted: ProcessSettings, *,
     reports ``applied`` with reason ``already in place``.
     """
     guard = guard or Guard()
-    proc = procfs.proc_dir(proc_root)
+    proc = paths.proc
 
     def result(outcome: str, reason: str = "", before: dict[str, Any] | None = None,
                after: dict[str, Any] | None = None, changes: int = 0) -> ApplyResult:
@@ -387,7 +388,7 @@ def apply_settings(pid: int, start_time: int, wanted: ProcessSettings, *,
         if dropped:
             note = f"{protected.reason}: {', '.join(dropped)} left as they were"
 
-    before_threads = read_threads(pid, proc_root)
+    before_threads = read_threads(pid, paths)
     if not before_threads:
         return result("skipped", GONE)
     before = summarize(pid, before_threads)
@@ -420,7 +421,7 @@ def apply_settings(pid: int, start_time: int, wanted: ProcessSettings, *,
             new = [tid for tid in sorted(procfs.list_tids(proc, pid)) if tid not in seen]
             needed = False
             for tid in new:
-                needed |= _apply_thread(pid, tid, target_for(tid), proc_root, outcome)
+                needed |= _apply_thread(pid, tid, target_for(tid), paths, outcome)
                 seen.add(tid)
             # A round in which no thread needed a write is enough: every thread alive at
             # its listing is set, and a thread they start later inherits their settings.
@@ -435,7 +436,7 @@ def apply_settings(pid: int, start_time: int, wanted: ProcessSettings, *,
     if problem is not None:
         return problem_result(problem)
 
-    after_threads = read_threads(pid, proc_root)
+    after_threads = read_threads(pid, paths)
     after = summarize(pid, after_threads)
     if not after_threads:
         return result("skipped", GONE, before, changes=outcome.writes)

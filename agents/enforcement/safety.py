@@ -22,8 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from pipeline.collectors import procfs
-from pipeline.collectors.procfs import Stat
+from pipeline import procfs
+from pipeline.procfs import Stat
 from pipeline.topology import cpulist_parse
 
 KTHREADD_PID = 2

@@ -56,6 +56,22 @@ def default_client_factory(docker_host: str | None) -> docker.DockerClient:
     return docker.from_env(timeout=10)
 
 
+_engines: dict[str | None, Any] = {}
+
+
+def engine_client(docker_host: str | None) -> docker.DockerClient | None:
+    """One client per engine address for enforcing through it, or None where no engine
+    answers (asked once: a host without Docker is not asked again every plan)."""
+    if docker_host not in _engines:
+        try:
+            client = default_client_factory(docker_host)
+            client.ping()
+            _engines[docker_host] = client
+        except Exception:  # noqa: BLE001 - any failure means: no engine to enforce through
+            _engines[docker_host] = None
+    return _engines[docker_host]
+
+
 # --- cgroups -------------------------------------------------------------------------------
 
 def parse_cgroup_mounts(mountinfo: str) -> dict[str, tuple[str, str]]:

@@ -7,7 +7,9 @@ from typing import Any, Callable
 
 import psutil
 
+from pipeline import procfs
 from pipeline.events import HostSample
+from pipeline.hostpaths import LIVE, HostPaths
 
 
 def _total(t: Any) -> float:
@@ -28,11 +30,12 @@ def _busy_percent(before: Any, after: Any) -> float:
 class HostSampler:
     """Per-CPU use since the previous ``sample()`` (or since construction, for the first)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, paths: HostPaths = LIVE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._last_times = psutil.cpu_times(percpu=True)
         self._last_at = clock()
-        self._boot = psutil.boot_time()
+        self._boot = procfs.boot_time(paths.proc)
 
     def sample(self) -> HostSample:
         times = psutil.cpu_times(percpu=True)

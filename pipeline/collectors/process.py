@@ -19,8 +19,9 @@ from typing import Callable, Literal
 
 import msgspec
 
-from pipeline.collectors import procfs
-from pipeline.collectors.procfs import (
+from pipeline import procfs
+from pipeline.hostpaths import LIVE, HostPaths
+from pipeline.procfs import (
     PF_KTHREAD, ST_FLAGS, ST_NICE, ST_POLICY, ST_PPID, ST_PROCESSOR, ST_RSS, ST_RT_PRIORITY,
     ST_START, ST_STATE, ST_STIME, ST_THREADS, ST_UTIME, ST_VSIZE,
 )
@@ -55,7 +56,7 @@ def _read_rest(fd: int) -> bytes:
 
 
 class ProcessSampler:
-    """Sweeps every process under ``<proc_root>/proc``.
+    """Sweeps every process under ``paths.proc``.
 
     ``thread_detail="all"`` sums context switches and schedstat over every thread of a
     multi-threaded process (a worker thread's wake-ups are not in the leader's files);
@@ -68,13 +69,12 @@ class ProcessSampler:
     switches and I/O counters without reading /proc/PID/io.
     """
 
-    def __init__(self, proc_root: str = "/", thread_detail: ThreadDetail = "all",
+    def __init__(self, paths: HostPaths = LIVE, thread_detail: ThreadDetail = "all",
                  clock: Callable[[], float] = time.monotonic) -> None:
         if thread_detail not in ("all", "leader"):
             raise ValueError(f"thread_detail must be 'all' or 'leader', not {thread_detail!r}")
-        self.proc_root = proc_root
         self.thread_detail: ThreadDetail = thread_detail
-        self._proc = procfs.proc_dir(proc_root)
+        self._proc = paths.proc
         self._clock = clock
         self._state: dict[str, list] = {}
         self._last_sweep: float | None = None

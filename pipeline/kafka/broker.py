@@ -28,6 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline import procfs
+from pipeline.hostpaths import LIVE
+
 if TYPE_CHECKING:
     from pipeline.settings import Settings
 
@@ -172,20 +175,8 @@ def tail(path: Path, lines: int = 30) -> str:
 
 def _proc_alive(pid: int) -> bool:
     """True if ``pid`` exists and is not a zombie (a zombie still answers ``kill(pid, 0)``)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # The state letter follows the command name, which is in parentheses and may hold spaces.
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
-
-
-def _proc_cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
+    stat = procfs.read_stat(LIVE.proc, pid)
+    return stat is not None and stat.state not in ("Z", "X")
 
 
 def _port_open(host: str, port: int, timeout: float) -> bool:
@@ -383,7 +374,7 @@ class LocalBroker:
             return self._process.poll() is None
         if pid <= 0 or not _proc_alive(pid):
             return False
-        cmdline = _proc_cmdline(pid)
+        cmdline = procfs.read_argv(LIVE.proc, pid)
         return _BROKER_MAIN in cmdline and str(self.config_file) in cmdline
 
     # lifecycle -----------------------------------------------------------------------------

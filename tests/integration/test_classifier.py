@@ -92,7 +92,7 @@ async def test_sleepers_and_burners_classified_by_behaviour(kafka_bootstrap: str
                 sleeper = next(w for w in mix.workloads if w.label == "latency_critical"
                                and w.role == "main")
                 done = subprocess.run(
-                    [sys.executable, "-m", "pipeline.cli", "label", "--pid", str(sleeper.pid),
+                    [sys.executable, "-m", "corelane", "label", "--pid", str(sleeper.pid),
                      "interactive"], cwd=ROOT, env=corelane.env, capture_output=True,
                     text=True, timeout=60)
                 assert done.returncode == 0, done.stderr

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def corelane(*args: str, env: dict[str, str] | None = None, timeout: float = 120
              ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "corelane", *args], cwd=ROOT,
                           env={**os.environ, **(env or {})}, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -38,7 +38,7 @@ def test_collect_to_stdout_writes_valid_json_lines(tmp_path: Path) -> None:
     assert types.count("process_samples") >= 2
     assert types.count("alert") == 1  # no Docker: said once, not once per sweep
     alert = next(e for e in events if e.type == "alert")
-    assert alert.data.kind == "docker_unavailable"
+    assert alert.data.rule == "docker_unavailable" and alert.data.state == "open"
     second = [e for e in events if e.type == "process_samples"][-1]
     assert any(s.pid == os.getpid() for e in events if e.type == "process_samples"
                for s in e.data.samples)
@@ -95,16 +95,19 @@ def test_up_serves_health_collects_and_stops_cleanly(kafka_bootstrap: str,
     corelane.start()
     try:
         health = corelane.wait_recording()
-        assert health["status"] == "ok"
-        assert health["kafka"]["bootstrap"] == kafka_bootstrap
-        assert health["kafka"]["publishing"] is True
+        assert health["status"] == "ok", health
+        assert set(health["parts"]) >= {"collector", "bus", "recorder", "classifier",
+                                         "allocator", "applier"}
+        assert health["parts"]["bus"]["stats"]["published"]["process_samples"] >= 2
+        assert health["parts"]["collector"]["lag_s"] < 5
         api = corelane.api
         missing = httpx.get(f"http://{api}/api/v1/nothing-here", timeout=2)
         assert missing.status_code == 404 and "message" in missing.json()
         metrics = httpx.get(f"http://{api}/metrics/", timeout=2)
         assert metrics.status_code == 200
-        assert 'corelane_events_published_total{type="process_samples"}' in metrics.text
-        assert "corelane_sweep_seconds_count" in metrics.text
+        assert 'corelane_bus_published_total{type="process_samples"}' in metrics.text
+        assert "corelane_collector_last_sweep_s" in metrics.text
+        assert "corelane_classifier_events_total" in metrics.text
     finally:
         stderr = corelane.terminate()
     assert "Traceback" not in stderr

@@ -22,7 +22,7 @@ from agents.enforcement import (Guard, Identity, Journal, ProcessSettings, Scope
                                 apply_settings, enforce_container, enforce_process,
                                 read_container, restorer)
 from agents.enforcement import process as process_module
-from pipeline.collectors import procfs
+from pipeline import procfs
 
 pytestmark = pytest.mark.integration
 

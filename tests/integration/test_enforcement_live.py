@@ -12,13 +12,15 @@ import pytest
 
 from agents.enforcement.cpu import read_limit
 from bench.workloads import start_mix
-from pipeline.collectors.procfs import list_tids, proc_dir, read_stat, read_status
+from pipeline.hostpaths import LIVE
+from pipeline.procfs import list_tids, read_stat, read_status
 from pipeline.topology import cpulist_parse
-from storage.query import QueryEngine, open_for_query
+from storage.history import HistoryStore
+from storage.query import QueryEngine
 from support.corelane_instance import Instance
 
 pytestmark = pytest.mark.integration
-PROC = proc_dir("/")
+PROC = LIVE.proc
 WORKLOAD_MARK = "CLW_PATH"  # in every generator process's command line, and nowhere else
 
 
@@ -34,11 +36,8 @@ def thread_settings(pid: int) -> list[tuple[list[int], int, int]]:
 
 def history_rows(db: Path, sql: str) -> list:
     """Rows of a read-only query over a stopped instance's history."""
-    con = open_for_query(db)
-    try:
-        return QueryEngine(con, 10, 1000).run(sql).rows
-    finally:
-        con.close()
+    with HistoryStore.open_readonly(db) as store:
+        return QueryEngine(store.connection, 10, 1000).run(sql).rows
 
 
 async def test_latency_work_isolated_from_hogs_and_restored(kafka_bootstrap: str,

@@ -8,13 +8,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline import events as ev
-from pipeline.bus import EventReader, Publisher, ensure_topics, replay_topic, topic_types
+from agents.contract import AgentStats, Handler, Position, Timer, create_app, event_health, install
+from corelane.runtime import run_agents
+from pipeline.bus import Publisher, ensure_topics, read_tail, replay_topic, topic_types
+from pipeline.health import PartHealth
 from pipeline.settings import Settings, load_settings
 
 pytestmark = pytest.mark.integration
@@ -54,7 +58,7 @@ async def test_collect_publishes_host_process_and_container_batches(
     config = tmp_path / "corelane.yml"
     config.write_text(f"kafka: {{topic_prefix: '{prefix}', partitions: 2, chunk_rows: 50}}\n")
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "--config", str(config), "collect",
+        [sys.executable, "-m", "corelane", "--config", str(config), "collect",
          "--count", "2", "--interval", "0.5"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -88,41 +92,89 @@ async def test_collect_publishes_host_process_and_container_batches(
     assert seen[container.id].pids
 
 
-async def test_unreadable_messages_go_to_dead_letter_and_reading_goes_on(
+class LabelSink:
+    """The smallest agent: it keeps the labels it is given, and fails on one on purpose."""
+    name = "label-sink"
+
+    def __init__(self) -> None:
+        self.stats = AgentStats()
+        self.seen: list[ev.Envelope] = []
+
+    def handlers(self) -> list[Handler]:
+        return [Handler("label", self.take)]
+
+    def timers(self) -> list[Timer]:
+        return []
+
+    async def take(self, event: ev.Envelope, at: Position) -> None:
+        if event.data.author == "boom":
+            raise RuntimeError("a handler failed")
+        self.seen.append(event)
+
+    async def warm_up(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def health(self, now: float) -> PartHealth:
+        return event_health(self.stats, now, None)
+
+
+async def test_an_agent_dead_letters_what_it_cannot_read_and_goes_on(
         kafka_bootstrap: str, tmp_path: Path) -> None:
-    cfg = settings_for(kafka_bootstrap, tmp_path, "e2e-dlq.")
+    cfg = settings_for(kafka_bootstrap, tmp_path, f"e2e-dlq-{os.getpid()}.")
     await ensure_topics(cfg)
     labels = cfg.topic("label")
-    good = ev.envelope(ev.Label(cls="latency_critical", pid=1, start_time=2), host="h", seq=1)
-    wrong_topic = ev.envelope(ev.Alert(kind="x", message="y"), host="h", seq=1)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
-    await producer.start()
-    try:
-        for value in (b"{not json", ev.encode(wrong_topic), None, ev.encode(good)):
-            await producer.send_and_wait(labels, value, key=b"h")
-    finally:
-        await producer.stop()
-
+    boom = ev.envelope(ev.Label(cls="idle", pid=1, start_time=1, author="boom"), host="h", seq=1)
+    good = ev.envelope(ev.Label(cls="latency_critical", pid=1, start_time=2), host="h", seq=2)
+    wrong_topic = ev.envelope(ev.Alert(id="x-1", rule="x", opened_at=1.0, message="y"),
+                              host="h", seq=1)
+    sink = LabelSink()
+    app = create_app(cfg, app_id=f"{cfg.kafka.topic_prefix}agents")
+    stop = asyncio.Event()
     async with Publisher(cfg) as publisher:
-        reader = EventReader(cfg, ["label"], group_id=None, publisher=publisher)
-        async with reader:
-            async def first() -> ev.Envelope:
-                async for received in reader:
-                    return received.event
-                raise AssertionError("reader ended")
-            event = await asyncio.wait_for(first(), timeout=30)
-    assert event == good
-    assert reader.dead_lettered == 3
+        install(app, sink, cfg, publisher)
+        running = asyncio.create_task(run_agents(app, stop))
+        try:
+            deadline = time.monotonic() + 60
+            while not any(tp.topic == labels for tp in _assignment(app)):
+                assert time.monotonic() < deadline, "the agent was never given its topic"
+                await asyncio.sleep(0.2)
+            producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+            await producer.start()
+            try:
+                for value in (b"{not json", ev.encode(wrong_topic), None, ev.encode(boom),
+                              ev.encode(good)):
+                    await producer.send_and_wait(labels, value, key=b"h")
+            finally:
+                await producer.stop()
+            while not sink.seen:
+                assert time.monotonic() < deadline + 30, "the good label never arrived"
+                await asyncio.sleep(0.1)
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, 60)
+        assert publisher.stats.dead_lettered == {labels: 3}
+    assert sink.seen == [good]
+    assert sink.stats.failures == 1 and "a handler failed" in (sink.stats.last_failure or "")
+    assert sink.stats.events == 2
 
     letters = [ev.decode(r.value) for r in
                await read_all(kafka_bootstrap, [cfg.topic("deadletter")], want=3)]
     reasons = [letter.data.reason for letter in letters]
     assert any("not a corelane envelope" in r for r in reasons)
-    assert any("does not belong on e2e-dlq.labels" in r for r in reasons)
+    assert any(f"does not belong on {labels}" in r for r in reasons)
     assert any("empty message" in r for r in reasons)
     assert {letter.data.topic for letter in letters} == {labels}
-    assert sorted(letter.data.offset for letter in letters) == [0, 1, 2]
-    assert letters[0].data.payload in ("{not json", ev.encode(wrong_topic).decode(), "")
+    assert len({letter.data.offset for letter in letters}) == 3
+    assert {letter.data.payload for letter in letters} == {
+        "{not json", ev.encode(wrong_topic).decode(), ""}
+
+
+def _assignment(app: Any) -> set:
+    try:
+        return app.consumer.assignment()
+    except Exception:  # the consumer is not built until the app has started
+        return set()
 
 
 async def test_topics_are_created_with_the_configured_partitions(kafka_bootstrap: str,
@@ -130,7 +182,7 @@ async def test_topics_are_created_with_the_configured_partitions(kafka_bootstrap
     cfg = settings_for(kafka_bootstrap, tmp_path, "e2e-topics.")
     cfg.kafka.partitions = 3
     created = await ensure_topics(cfg)
-    assert sorted(created) == sorted(ev.all_topics("e2e-topics."))
+    assert sorted(created) == sorted(ev.topic_name(t, "e2e-topics.") for t in ev.EVENT_TYPES)
     assert await ensure_topics(cfg) == []
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
@@ -161,3 +213,17 @@ async def test_replay_reads_a_topic_from_its_beginning_or_a_span_to_its_end(
     assert everything == ["emergency", "balanced", "power_save"]   # the unreadable one skipped
     recent = [e.data.args["mode"] async for e in replay_topic(cfg, "command", types, since_s=1.0)]
     assert recent == ["power_save"]
+    # The tail is counted back from the newest message, not from now: after a quiet spell
+    # it still gives the last events.
+    await asyncio.sleep(2.0)
+    assert [e.data.args["mode"] async for e in replay_topic(cfg, "command", types,
+                                                            since_s=1.0)] == []
+    tail = [e.data.args["mode"] async for e in read_tail(cfg, "command", types, span_s=1.0)]
+    assert tail == ["power_save"]
+    longer = [e.data.args["mode"] async for e in read_tail(cfg, "command", types, span_s=60)]
+    assert longer == everything
+    empty = cfg.model_copy(deep=True)
+    empty.kafka.topic_prefix = f"e2e-empty-{os.getpid()}."
+    await ensure_topics(empty)
+    assert [e async for e in read_tail(empty, "command", topic_types(empty, ["command"]),
+                                       span_s=60)] == []

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from pipeline.collectors import procfs
+from pipeline import procfs
+from pipeline.hostpaths import LIVE
 from pipeline.collectors.host import HostSampler
 from pipeline.collectors.process import ProcessSampler
 from pipeline.events import ProcessSample
@@ -74,8 +75,8 @@ def find(samples: list[ProcessSample], pid: int) -> ProcessSample:
 
 
 def test_worker_thread_wakeups_need_every_thread(sleeper: subprocess.Popen) -> None:
-    every = ProcessSampler("/", "all")
-    leader = ProcessSampler("/", "leader")
+    every = ProcessSampler(LIVE, "all")
+    leader = ProcessSampler(LIVE, "leader")
     time.sleep(1.0)
     a = find(every.sweep(), sleeper.pid)
     b = find(leader.sweep(), sleeper.pid)
@@ -92,7 +93,7 @@ def test_worker_thread_wakeups_need_every_thread(sleeper: subprocess.Popen) -> N
 
 
 def test_cpu_burner_uses_about_one_core(burner: subprocess.Popen) -> None:
-    sampler = ProcessSampler("/")
+    sampler = ProcessSampler(LIVE)
     first = find(sampler.sweep(), burner.pid)
     assert first.cpu_share == 0.0                     # first sight
     time.sleep(1.5)
@@ -111,12 +112,12 @@ def test_cpu_burner_uses_about_one_core(burner: subprocess.Popen) -> None:
 
 def test_identity_matches_psutil_create_time(sleeper: subprocess.Popen,
                                              burner: subprocess.Popen) -> None:
-    samples = ProcessSampler("/").sweep()
-    boot = procfs.boot_time("/")
+    samples = ProcessSampler(LIVE).sweep()
+    boot = procfs.boot_time(LIVE.proc)
     assert boot == pytest.approx(psutil.boot_time(), abs=1.0)
     for proc in (sleeper, burner):
         s = find(samples, proc.pid)
-        created = procfs.start_time_epoch(s.start_time, boot)
+        created = boot + s.start_time / procfs.CLOCK_TICKS
         assert created == pytest.approx(psutil.Process(proc.pid).create_time(),
                                         abs=2 / procfs.CLOCK_TICKS)
         p = psutil.Process(proc.pid)
@@ -129,7 +130,7 @@ def test_identity_matches_psutil_create_time(sleeper: subprocess.Popen,
 def test_a_process_that_exits_disappears_and_its_pid_is_forgotten() -> None:
     proc = start(BURNER)
     try:
-        sampler = ProcessSampler("/")
+        sampler = ProcessSampler(LIVE)
         assert find(sampler.sweep(), proc.pid).pid == proc.pid
     finally:
         stop(proc)
@@ -139,7 +140,7 @@ def test_a_process_that_exits_disappears_and_its_pid_is_forgotten() -> None:
 
 
 def test_kernel_threads_are_marked() -> None:
-    samples = ProcessSampler("/", "leader").sweep()
+    samples = ProcessSampler(LIVE, "leader").sweep()
     kthreadd = [s for s in samples if s.pid == 2]
     if not kthreadd or kthreadd[0].name != "kthreadd":
         pytest.skip("no kthreadd visible in this pid namespace")
@@ -156,5 +157,5 @@ def test_host_sample_sees_the_burner(burner: subprocess.Popen) -> None:
     assert sum(s.cpu_percent) >= 60.0                 # one core's worth of busy loop
     assert s.interval_s == pytest.approx(1.0, abs=0.3)
     assert 0 < s.mem_available_bytes <= s.mem_total_bytes
-    assert s.boot_time == pytest.approx(procfs.boot_time("/"), abs=1.0)
+    assert s.boot_time == pytest.approx(procfs.boot_time(LIVE.proc), abs=1.0)
     assert len(s.load) == 3

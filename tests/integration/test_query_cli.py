@@ -15,33 +15,25 @@ import httpx
 import pytest
 
 from api.client import query_running_instance
-from storage.query import QueryError, open_for_query
+from storage.history import HistoryStore, StoreError
+from storage.query import QueryError
 from support.ports import free_port
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-
-# The query command on a command group, registered as the main CLI registers it.
-DRIVER = ("import typer\n"
-          "from pipeline.query_command import query_command\n"
-          "app = typer.Typer(add_completion=False)\n"
-          "app.callback()(lambda: None)\n"
-          "app.command('query')(query_command)\n"
-          "app()\n")
 
 SERVER = textwrap.dedent("""
     import sys
     import duckdb, uvicorn
     from api.query import query_router
     from api.server import create_api
-    from pipeline.collect import CollectorStats
     from storage.query import QueryEngine
 
     db, port = sys.argv[1], int(sys.argv[2])
     # Held read-write for as long as this process runs, as a running corelane holds it.
     con = duckdb.connect(db, config={"enable_external_access": False})
     engine = QueryEngine(con, timeout_s=5.0, max_rows=100)
-    app = create_api("test-host", "127.0.0.1:9", CollectorStats())
+    app = create_api("test-host", {})
     app.include_router(query_router(lambda: engine))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 """)
@@ -49,19 +41,18 @@ SERVER = textwrap.dedent("""
 EXPECTED_CSV = ("pid,host,ts,class,cores\n"
                 "10,h1,2025-11-27T08:00:00,latency,\"[0, 1]\"\n"
                 "11,h1,2025-11-27T08:00:02.250000,,[]\n")
-SQL = "SELECT pid, host, ts, class, cores FROM classifications ORDER BY pid"
+SQL = ("SELECT pid, host, ts, class, CASE pid WHEN 10 THEN [0, 1] ELSE []::INTEGER[] END "
+       "AS cores FROM classifications ORDER BY pid")
 
 
 
 def make_history(path: Path) -> None:
+    HistoryStore(path).close()   # a history file as corelane makes it
     con = duckdb.connect(str(path))
     con.execute("""
-        CREATE TABLE classifications (event_id VARCHAR, host VARCHAR, ts TIMESTAMP,
-                                      pid INTEGER, start_time BIGINT, class VARCHAR,
-                                      tier INTEGER, cores INTEGER[]);
-        INSERT INTO classifications VALUES
-          ('e1', 'h1', TIMESTAMP '2025-11-27 08:00:00', 10, 111, 'latency', 0, [0, 1]),
-          ('e2', 'h1', TIMESTAMP '2025-11-27 08:00:02.25', 11, 222, NULL, 3, []);
+        INSERT INTO classifications (event_id, host, ts, pid, start_time, class, tier) VALUES
+          ('e1', 'h1', TIMESTAMP '2025-11-27 08:00:00', 10, 111, 'latency', 'critical'),
+          ('e2', 'h1', TIMESTAMP '2025-11-27 08:00:02.25', 11, 222, NULL, 'low');
     """)
     con.close()
 
@@ -70,7 +61,7 @@ def query(*args: str, db: Path, api: str, tmp: Path) -> subprocess.CompletedProc
     env = {**os.environ, "CORELANE_DB": str(db), "CORELANE_API": api,
            "CORELANE_HOME": str(tmp / "home"), "PYTHONPATH": str(ROOT)}
     env.pop("CORELANE_CONFIG", None)
-    return subprocess.run([sys.executable, "-c", DRIVER, "query", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "corelane", "query", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -180,8 +171,8 @@ def test_an_unknown_format_is_a_usage_error(history: Path, nobody: str, tmp_path
 
 def test_through_the_running_instance(server: str, history: Path, tmp_path: Path) -> None:
     # The file is locked by the server process, so only the HTTP path can answer.
-    with pytest.raises(QueryError, match="held by"):
-        open_for_query(history)
+    with pytest.raises(StoreError, match="in use by another process"):
+        HistoryStore.open_readonly(history)
 
     done = query(SQL, "--format", "csv", db=history, api=server, tmp=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -222,7 +213,7 @@ def test_client_tells_no_instance_from_an_error(server: str, nobody: str) -> Non
                                                            ["INTEGER", "INTEGER[]"],
                                                            [(1, [2])])
     with pytest.raises(QueryError, match="refused UPDATE statement"):
-        query_running_instance(server, "UPDATE classifications SET tier = 0", 5.0)
+        query_running_instance(server, "UPDATE classifications SET tier = 'low'", 5.0)
     port = server.rpartition(":")[2]
     with pytest.raises(QueryError, match="Not Found"):
         # Something answers, but not a query endpoint: an error, not "no instance".

@@ -84,7 +84,7 @@ async def test_exactly_once_through_sigkill(kafka_bootstrap: str, tmp_path: Path
     await asyncio.sleep(1.0)
     # While it runs it owns the file: the query goes through its API.
     asked = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "query", "--format", "csv",
+        [sys.executable, "-m", "corelane", "query", "--format", "csv",
          "SELECT count(*) > 0 AS recorded FROM process_samples"],
         cwd=ROOT, env=corelane.env, capture_output=True, text=True, timeout=60)
     assert asked.returncode == 0, asked.stderr

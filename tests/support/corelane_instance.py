@@ -15,6 +15,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 
+def recording(health: dict) -> bool:
+    """Whether a health document shows an instance that sweeps and records."""
+    parts = health["parts"]
+    return parts["recorder"]["stats"]["batches"] >= 1 and \
+        parts["collector"]["stats"]["sweeps"] >= 2
+
+
 class Instance:
     """`corelane up` as a user runs it, on the test broker, with its own files."""
 
@@ -33,7 +40,7 @@ class Instance:
         self.env = {**os.environ, "PYTHONFAULTHANDLER": "1", "CORELANE_CONFIG": str(config),
                     "CORELANE_KAFKA": bootstrap, "CORELANE_API": self.api,
                     "CORELANE_HOME": str(tmp), "CORELANE_DB": str(self.db)}
-        self.cmd = [sys.executable, "-m", "pipeline.cli", "up", *(["--dry-run"] if dry_run else [])]
+        self.cmd = [sys.executable, "-m", "corelane", "up", *(["--dry-run"] if dry_run else [])]
         self.proc: subprocess.Popen[str] | None = None
         # A file, not a pipe: a pipe nobody reads while it runs fills up, and then every
         # log line blocks the whole process.
@@ -54,7 +61,7 @@ class Instance:
             assert self.proc.poll() is None, self.log_text()[-5000:]
             try:
                 health = httpx.get(f"http://{self.api}/api/v1/health", timeout=2).json()
-                if health["recorder"]["batches"] >= 1 and health["collector"]["sweeps"] >= 2:
+                if recording(health):
                     return health
             except (httpx.HTTPError, KeyError):
                 pass
@@ -64,7 +71,7 @@ class Instance:
 
     def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Another corelane command, with this instance's configuration and files."""
-        return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT,
+        return subprocess.run([sys.executable, "-m", "corelane", *args], cwd=ROOT,
                               env=self.env, capture_output=True, text=True, timeout=timeout)
 
     def kill(self) -> None:

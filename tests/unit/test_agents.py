@@ -4,15 +4,17 @@ real broker in the integration tests.)"""
 from __future__ import annotations
 
 import os
+import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from agents.allocator import AllocatorAgent, container_targets, decision_key, scheduled_mode
+from agents.allocation import to_decisions
+from agents.allocator import (AllocatorAgent, container_targets, decision_key, last_plans,
+                              scheduled_mode)
 from agents.applier import ApplierAgent
 from pipeline import events as ev
-from pipeline.app import create_app
 from pipeline.bus import Publisher
 from pipeline.settings import Settings, load_settings
 from pipeline.topology import Topology, load_profile
@@ -44,7 +46,7 @@ def allocator(settings: Settings) -> AllocatorAgent:
     # allocator's own host, so this topology stands in for it.
     settings.host_id = "h"
     topo = load_profile("apple-m4-max")
-    return AllocatorAgent(settings, create_app(settings), Publisher(settings), topo,
+    return AllocatorAgent(settings, Publisher(settings), topo,
                           housekeeping_pids=lambda: {os.getpid()})
 
 
@@ -169,14 +171,14 @@ def test_decision_key_ignores_reasons() -> None:
 
 
 def applier(settings: Settings, dry_run: bool = False) -> ApplierAgent:
-    return ApplierAgent(settings, create_app(settings), Publisher(settings),
-                        own_pids=lambda: {os.getpid()}, dry_run=dry_run)
+    return ApplierAgent(settings, Publisher(settings), own_pids=lambda: {os.getpid()},
+                        dry_run=dry_run)
 
 
-def plan_events(host: str, plan_seq: int, decisions: list[ev.Decision], size: int
-                ) -> list[ev.Envelope]:
-    parts = ev.batched(ev.Decisions, decisions, size, "items", plan_seq=plan_seq)
-    return [ev.envelope(p, host=host, seq=i) for i, p in enumerate(parts)]
+def plan_events(host: str, plan_seq: int, decisions: list[ev.Decision], size: int,
+                ts: float | None = None, mode: str = "balanced") -> list[ev.Envelope]:
+    parts = ev.batched(ev.Decisions, decisions, size, "items", plan_seq=plan_seq, mode=mode)
+    return [ev.envelope(p, host=host, seq=i, ts=ts) for i, p in enumerate(parts)]
 
 
 def test_applier_takes_whole_plans_of_its_own_host_only(settings: Settings) -> None:
@@ -188,9 +190,44 @@ def test_applier_takes_whole_plans_of_its_own_host_only(settings: Settings) -> N
     parts = plan_events(settings.host, 2, mine, size=2)
     assert [agent.on_decisions(e) for e in parts[:-1]] == [None, None]
     assert agent.on_decisions(parts[-1]) == mine
-    late = plan_events(settings.host, 1, mine[:1], size=10)       # an older plan, late
-    assert agent.on_decisions(late[0]) is None
+    # an older plan, published before the one applied, arriving late
+    late = plan_events(settings.host, 1, mine[:1], size=10, ts=time.time() - 60)
+    assert agent.on_decisions(late[0]) is None and agent.stats.dropped == 1
+    # a plan numbered lower but published later (an allocator that lost count) is news
+    newer = plan_events(settings.host, 1, mine[:2], size=10, ts=time.time() + 1)
+    assert agent.on_decisions(newer[0]) == mine[:2]
     agent.close()
+
+
+def test_plans_go_on_being_numbered_from_the_previous_run(settings: Settings) -> None:
+    first = allocator(settings)
+    for part in sweep("h", [sample(1, 0.02), sample(2, 1.0)], size=10):
+        first.on_samples(part)
+    first.on_classifications(classes("h", (1, "latency_critical", "ultra_critical"),
+                                     (2, "compute_batch", "low")))
+    for _ in range(3):
+        last = first.make_plan("h", now=0.0)
+    assert last is not None and last.seq == 3
+    # What the previous run published, read back in chunks (and a stale plan of another
+    # host and an older plan of this one around it).
+    published = (plan_events("h", 2, to_decisions(last), size=10, ts=90.0)
+                 + plan_events("h", 3, to_decisions(last), size=2, ts=100.0, mode=last.mode)
+                 + plan_events("other", 9, to_decisions(last), size=10, ts=95.0))
+    plans = last_plans(published)
+    assert {h: p.plan_seq for h, p in plans.items()} == {"h": 3, "other": 9}
+    assert plans["h"].items == to_decisions(last)
+
+    second = allocator(settings)
+    second.restore(plans)
+    for part in sweep("h", [sample(1, 0.02), sample(2, 1.0)], size=10):
+        second.on_samples(part)
+    second.on_classifications(classes("h", (1, "latency_critical", "ultra_critical"),
+                                      (2, "compute_batch", "low")))
+    resumed = second.make_plan("h", now=0.0)
+    assert resumed is not None and resumed.seq == 4            # not 1: the numbering goes on
+    # and the placement holds: the same cores for the same processes
+    assert {(a.pid, a.cpus) for a in resumed.assignments} == \
+        {(a.pid, a.cpus) for a in last.assignments}
 
 
 def test_dry_run_reports_what_would_change_and_changes_nothing(settings: Settings) -> None:

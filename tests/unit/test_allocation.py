@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from agents.allocation import (
-    HOUSEKEEPING, AllocationError, ContainerTarget, Plan, Policy, PolicyError, ProcessTarget,
-    Utilization, plan, plan_from_decisions, process_targets, to_decisions,
+    AllocationError, ContainerTarget, Plan, ProcessTarget, Utilization, plan,
+    plan_from_decisions, process_targets, to_decisions,
 )
-from agents.classification.classes import TIERS
+from pipeline.policy import Policy, PolicyError
+from pipeline.vocabulary import HOUSEKEEPING, TIERS
 from pipeline.events import (
     Classification, Decisions, HostSample, ProcessSample, batched, decode, encode, envelope,
 )

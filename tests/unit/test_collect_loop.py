@@ -6,7 +6,7 @@ from pathlib import Path
 from aiokafka.errors import RequestTimedOutError
 
 from pipeline.bus import Stamper
-from pipeline.collect import Collector, run_collector
+from pipeline.collectors.collector import Collector, run_collector
 from pipeline.events import Envelope, HostSample
 from pipeline.settings import load_settings
 from pipeline.topology import load_profile

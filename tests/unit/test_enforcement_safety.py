@@ -10,7 +10,8 @@ from agents.enforcement import process as process_module
 from agents.enforcement.process import ProcessSettings, apply_settings
 from agents.enforcement.safety import (Guard, Scope, detect_override, is_protected, protection,
                                        override_reason)
-from pipeline.collectors.procfs import PF_KTHREAD, Stat
+from pipeline.procfs import PF_KTHREAD, Stat
+from pipeline.hostpaths import HostPaths
 
 
 def stat(pid: int, comm: str = "worker", ppid: int = 1000, flags: int = 0) -> Stat:
@@ -149,14 +150,14 @@ def test_apply_refuses_protected_targets_before_any_write(tmp_path: Path,
     kthread_start = fake_proc(tmp_path, 50, "kworker/1:2", "", "/", flags=PF_KTHREAD, ppid=2)
     other_start = fake_proc(tmp_path, 60, "redis-server", "redis-server *:6379", "/")
     wanted = ProcessSettings(cpus="0", nice=19, policy="idle", ioclass="idle")
-    result = apply_settings(50, kthread_start, wanted, proc_root=str(tmp_path))
+    result = apply_settings(50, kthread_start, wanted, paths=HostPaths(str(tmp_path)))
     assert (result.outcome, result.reason) == ("skipped", "protected: kernel thread (kworker/1:2)")
-    result = apply_settings(60, other_start, wanted, proc_root=str(tmp_path),
+    result = apply_settings(60, other_start, wanted, paths=HostPaths(str(tmp_path)),
                             guard=Guard(protected_patterns=("redis",)))
     assert (result.outcome, result.reason) == ("skipped", "protected: matches 'redis'")
-    result = apply_settings(60, other_start + 1, wanted, proc_root=str(tmp_path))
+    result = apply_settings(60, other_start + 1, wanted, paths=HostPaths(str(tmp_path)))
     assert result.outcome == "skipped" and result.reason.startswith("pid reused")
-    result = apply_settings(61, other_start, wanted, proc_root=str(tmp_path))
+    result = apply_settings(61, other_start, wanted, paths=HostPaths(str(tmp_path)))
     assert (result.outcome, result.reason) == ("skipped", "gone")
     assert no_writes == []
 

@@ -36,8 +36,10 @@ SAMPLES: list[ev.Payload] = [
     ev.Enforcements(batch="b5", plan_seq=7, items=[ev.Enforcement(
         target="process", outcome="applied", pid=1, start_time=2,
         before={"cpus": "0-3"}, after={"cpus": "2-3"})]),
-    ev.Alert(kind="drift", message="model drift on host a", severity="warning"),
+    ev.Alert(id="drift-1", rule="drift", opened_at=1.0, message="model drift on host a",
+             severity="warning"),
     ev.Command(name="mode", args={"mode": "emergency"}),
+    ev.Configuration(hash="ab" * 32, source="corelane.yml", settings={"kafka": {"partitions": 1}}),
     ev.DeadLetter(topic="corelane.labels", partition=0, offset=5, reason="not JSON",
                   payload="\u00ff garbage"),
 ]
@@ -58,10 +60,11 @@ def test_round_trip(payload: ev.Payload) -> None:
 
 
 def test_topics_follow_the_design() -> None:
-    assert ev.all_topics() == [
+    assert [ev.topic_name(t) for t in ev.EVENT_TYPES] == [
         "corelane.samples.host", "corelane.samples.process", "corelane.samples.container",
         "corelane.labels", "corelane.classifications", "corelane.decisions",
-        "corelane.enforcements", "corelane.alerts", "corelane.commands", "corelane.deadletter"]
+        "corelane.enforcements", "corelane.alerts", "corelane.commands",
+        "corelane.configuration", "corelane.deadletter"]
     assert ev.topic_name("process_samples", "x.") == "x.samples.process"
 
 
@@ -128,8 +131,8 @@ def test_a_thousand_process_sweep_stays_well_under_the_message_limit() -> None:
 
 def test_stamper_numbers_each_stream() -> None:
     stamper = Stamper("h")
-    a = stamper.stamp(ev.Alert(kind="k", message="m"))
-    b = stamper.stamp(ev.Alert(kind="k", message="m"))
+    a = stamper.stamp(ev.Alert(id="k-1", rule="k", opened_at=1.0, message="m"))
+    b = stamper.stamp(ev.Alert(id="k-1", rule="k", opened_at=1.0, message="m"))
     c = stamper.stamp(ev.Command(name="x"))
     assert (a.seq, b.seq, c.seq) == (1, 2, 1)
     assert a.id != b.id and a.host == "h"

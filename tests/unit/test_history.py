@@ -17,7 +17,7 @@ from pipeline.events import (Alert, Classification, Classifications, Command, Co
 from pipeline.settings import StorageSettings
 from storage import rows
 from storage.history import HistoryStore, StoreError
-from storage.schema import TABLE_OF_TYPE
+from storage.schema import SCHEMA_VERSION, SPECS, TABLE_OF_TYPE
 
 T = 1_764_230_400.5  # 2025-11-27 08:00:00.5 UTC
 AT = datetime(2025, 11, 27, 8, 0, 0, 500000)
@@ -70,7 +70,8 @@ def every_event_type() -> list:
             target="process", outcome="applied", pid=4242, start_time=987654321012,
             before={"nice": 0, "cpus": "0-3"}, after={"nice": -5, "cpus": "0-1"})]),
             "h1", 7, ts=T, event_id="enf-1"),
-        envelope(Alert(kind="emergency", message="run queue long", severity="warning",
+        envelope(Alert(id="a-1", rule="run_queue", message="run queue long", opened_at=T - 30,
+                       severity="warning", state="resolved", resolved_at=T,
                        details={"cpu": 1, "delay_ms": 12.5}), "h1", 8, ts=T, event_id="al-1"),
         envelope(Command(name="set_mode", args={"mode": "power_save"}), "h1", 9, ts=T,
                  event_id="cmd-1"),
@@ -107,20 +108,21 @@ def test_every_event_type_round_trips_typed(store: HistoryStore) -> None:
                                              None)]
     assert one(store, "SELECT outcome, \"before\"->>'cpus', (\"after\"->>'nice')::INT "
                       "FROM enforcements") == [("applied", "0-3", -5)]
-    assert one(store, "SELECT severity, (details->>'delay_ms')::DOUBLE FROM alerts") == [
-        ("warning", 12.5)]
+    assert one(store, "SELECT alert_id, rule, state, severity, (details->>'delay_ms')::DOUBLE, "
+                      "epoch(resolved_at - opened_at) FROM alerts") == [
+        ("a-1", "run_queue", "resolved", "warning", 12.5, 30.0)]
     assert one(store, "SELECT name, args->>'mode' FROM commands") == [("set_mode",
                                                                        "power_save")]
     assert one(store, 'SELECT topic, "partition", "offset", key, payload FROM deadletter') == [
         ("corelane.samples.host", 3, 123456789012, "h9", "{oops")]
 
 
-@pytest.mark.parametrize("event_type", sorted(rows.SCHEMAS))
+@pytest.mark.parametrize("event_type", sorted(SPECS))
 def test_arrow_schema_matches_table_columns(store: HistoryStore, event_type: str) -> None:
     table = TABLE_OF_TYPE[event_type]
     columns = {name for (name,) in one(
         store, "SELECT column_name FROM duckdb_columns() WHERE table_name = ?", table)}
-    assert set(rows.SCHEMAS[event_type].names) == columns
+    assert set(SPECS[event_type].arrow_schema.names) == columns
 
 
 def test_empty_chunk_gives_one_row_and_event_ids_match_messages(store: HistoryStore) -> None:
@@ -140,7 +142,7 @@ def test_empty_chunk_gives_one_row_and_event_ids_match_messages(store: HistorySt
 
 def test_offsets_upsert_to_max_plus_one_per_partition(store: HistoryStore) -> None:
     assert store.offsets() == {}
-    envs = [envelope(Alert(kind="k", message=str(i)), "h", i, ts=T) for i in range(6)]
+    envs = [envelope(Alert(id="k-1", rule="k", opened_at=1.0, message=str(i)), "h", i, ts=T) for i in range(6)]
     store.write([("corelane.alerts", 0, 5, envs[0]), ("corelane.alerts", 0, 9, envs[1]),
                  ("corelane.alerts", 1, 2, envs[2])])
     assert store.offsets() == {("corelane.alerts", 0): 10, ("corelane.alerts", 1): 3}
@@ -151,7 +153,7 @@ def test_offsets_upsert_to_max_plus_one_per_partition(store: HistoryStore) -> No
 
 
 def test_failed_insert_keeps_neither_rows_nor_offsets(store: HistoryStore) -> None:
-    store.write(records([envelope(Alert(kind="k", message="before"), "h", 0, ts=T)]))
+    store.write(records([envelope(Alert(id="k-1", rule="k", opened_at=1.0, message="before"), "h", 0, ts=T)]))
     good = every_event_type()
     # A host of None passes the Arrow conversion but breaks the NOT NULL constraint in
     # DuckDB, after other tables of the same batch have been inserted.
@@ -195,7 +197,7 @@ def test_reopen_keeps_rows_offsets_and_schema(tmp_path: Path) -> None:
     with HistoryStore(path, StorageSettings()) as s:
         assert s.offsets() == {("corelane.test", 4): 110}
         assert one(s, "SELECT count(*) FROM process_samples") == [(1,)]
-        assert one(s, "SELECT max(version) FROM schema_version") == [(1,)]
+        assert one(s, "SELECT max(version) FROM schema_version") == [(SCHEMA_VERSION,)]
         assert one(s, "SELECT count(*) FROM schema_version") == [(1,)]  # not re-created
     ro = HistoryStore.open_readonly(path)
     try:
@@ -263,6 +265,6 @@ def test_missing_file_read_only_and_newer_schema(tmp_path: Path) -> None:
 
 def test_reader_cursor_sees_committed_rows(store: HistoryStore) -> None:
     reader = store.cursor()
-    store.write(records([envelope(Alert(kind="k", message="m"), "h", 0, ts=T)]))
+    store.write(records([envelope(Alert(id="k-1", rule="k", opened_at=1.0, message="m"), "h", 0, ts=T)]))
     assert reader.execute("SELECT message FROM alerts").fetchall() == [("m",)]
     reader.close()

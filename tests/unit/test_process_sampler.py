@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.collectors import procfs
+from pipeline import procfs
 from pipeline.collectors.process import ProcessSampler
 from pipeline.events import ProcessSample
+from pipeline.hostpaths import LIVE, HostPaths
 
 SNAPSHOT = Path(__file__).resolve().parents[1] / "data" / "proc" / "host"
 HZ = procfs.CLOCK_TICKS
@@ -44,7 +45,7 @@ def set_stat(root: Path, pid: int, **fields: int) -> None:
 
 
 def test_first_sweep_reads_every_field(root: Path) -> None:
-    samples = by_pid(ProcessSampler(str(root), clock=Clock()).sweep())
+    samples = by_pid(ProcessSampler(HostPaths(str(root)), clock=Clock()).sweep())
     assert sorted(samples) == [2, 100, 200, 300, 400]
     s = samples[100]
     assert (s.pid, s.start_time, s.ppid, s.name, s.state) == (100, 5000, 1, "nginx", "S")
@@ -66,7 +67,7 @@ def test_first_sweep_reads_every_field(root: Path) -> None:
 
 
 def test_kernel_thread_weird_comm_and_missing_io(root: Path) -> None:
-    samples = by_pid(ProcessSampler(str(root), clock=Clock()).sweep())
+    samples = by_pid(ProcessSampler(HostPaths(str(root)), clock=Clock()).sweep())
     k = samples[2]
     assert k.kernel_thread is True and k.cmdline == "" and k.rss_bytes == 0
     w = samples[300]
@@ -78,8 +79,8 @@ def test_kernel_thread_weird_comm_and_missing_io(root: Path) -> None:
 
 
 def test_multi_threaded_process_is_summed_over_its_threads(root: Path) -> None:
-    every = by_pid(ProcessSampler(str(root), "all", clock=Clock()).sweep())[200]
-    leader = by_pid(ProcessSampler(str(root), "leader", clock=Clock()).sweep())[200]
+    every = by_pid(ProcessSampler(HostPaths(str(root)), "all", clock=Clock()).sweep())[200]
+    leader = by_pid(ProcessSampler(HostPaths(str(root)), "leader", clock=Clock()).sweep())[200]
     assert leader.threads == every.threads == 3
     assert (leader.vol_ctx, leader.invol_ctx) == (40, 3)
     assert (every.vol_ctx, every.invol_ctx) == (40 + 1800 + 5, 3 + 12 + 1)
@@ -94,7 +95,7 @@ def test_multi_threaded_process_is_summed_over_its_threads(root: Path) -> None:
 
 def test_a_thread_that_switches_later_is_seen_on_the_next_sweep(root: Path) -> None:
     clock = Clock()
-    sampler = ProcessSampler(str(root), "all", clock=clock)
+    sampler = ProcessSampler(HostPaths(str(root)), "all", clock=clock)
     sampler.sweep()
     task = root / "proc" / "200" / "task" / "201"
     status = (task / "status").read_text().replace("voluntary_ctxt_switches:\t1800",
@@ -109,7 +110,7 @@ def test_a_thread_that_switches_later_is_seen_on_the_next_sweep(root: Path) -> N
 
 def test_cpu_share_across_two_sweeps(root: Path) -> None:
     clock = Clock()
-    sampler = ProcessSampler(str(root), clock=clock)
+    sampler = ProcessSampler(HostPaths(str(root)), clock=clock)
     assert by_pid(sampler.sweep())[100].cpu_share == 0.0
     # Half a second of CPU (utime + stime) over two seconds of wall time: 0.25 cores.
     set_stat(root, 100, f14=250 + HZ // 4, f15=120 + HZ // 4)
@@ -125,7 +126,7 @@ def test_cpu_share_across_two_sweeps(root: Path) -> None:
 
 def test_a_process_that_ran_has_its_io_read_again(root: Path) -> None:
     clock = Clock()
-    sampler = ProcessSampler(str(root), clock=clock)
+    sampler = ProcessSampler(HostPaths(str(root)), clock=clock)
     sampler.sweep()
     pdir = root / "proc" / "400"
     (pdir / "io").write_text((pdir / "io").read_text().replace("rchar: 4096", "rchar: 9999"))
@@ -140,8 +141,8 @@ def test_a_process_that_ran_has_its_io_read_again(root: Path) -> None:
 
 def test_unchanged_files_give_the_same_sample_with_or_without_reuse(root: Path) -> None:
     clock = Clock()
-    cached = ProcessSampler(str(root), clock=clock)
-    full = ProcessSampler(str(root), clock=clock)
+    cached = ProcessSampler(HostPaths(str(root)), clock=clock)
+    full = ProcessSampler(HostPaths(str(root)), clock=clock)
     full.reuse_unchanged = False
     cached.sweep()
     full.sweep()
@@ -157,7 +158,7 @@ def test_unchanged_files_give_the_same_sample_with_or_without_reuse(root: Path) 
 
 def test_pid_reuse_is_a_new_identity(root: Path) -> None:
     clock = Clock()
-    sampler = ProcessSampler(str(root), clock=clock)
+    sampler = ProcessSampler(HostPaths(str(root)), clock=clock)
     first = by_pid(sampler.sweep())[100]
     pdir = root / "proc" / "100"
     # Same pid, later start time, lots of CPU time already: another process.
@@ -178,7 +179,7 @@ def test_pid_reuse_is_a_new_identity(root: Path) -> None:
 
 
 def test_static_facts_are_read_once_per_identity(root: Path) -> None:
-    sampler = ProcessSampler(str(root), clock=Clock())
+    sampler = ProcessSampler(HostPaths(str(root)), clock=Clock())
     sampler.sweep()
     (root / "proc" / "100" / "cmdline").write_bytes(b"changed\0")
     (root / "proc" / "100" / "cgroup").write_text("0::/elsewhere\n")
@@ -189,7 +190,7 @@ def test_static_facts_are_read_once_per_identity(root: Path) -> None:
 
 def test_vanished_processes_are_skipped_and_forgotten(root: Path) -> None:
     clock = Clock()
-    sampler = ProcessSampler(str(root), clock=clock)
+    sampler = ProcessSampler(HostPaths(str(root)), clock=clock)
     sampler.sweep()
     assert sampler.known == 5
     shutil.rmtree(root / "proc" / "300")
@@ -207,7 +208,7 @@ def test_vanished_processes_are_skipped_and_forgotten(root: Path) -> None:
 
 def test_renamed_process_keeps_its_identity(root: Path) -> None:
     clock = Clock()
-    sampler = ProcessSampler(str(root), clock=clock)
+    sampler = ProcessSampler(HostPaths(str(root)), clock=clock)
     sampler.sweep()
     stat = root / "proc" / "100" / "stat"
     stat.write_text(stat.read_text().replace("(nginx)", "(nginx: master)"))
@@ -219,8 +220,8 @@ def test_renamed_process_keeps_its_identity(root: Path) -> None:
 
 def test_bad_thread_detail() -> None:
     with pytest.raises(ValueError):
-        ProcessSampler("/", thread_detail="some")  # type: ignore[arg-type]
+        ProcessSampler(LIVE, thread_detail="some")  # type: ignore[arg-type]
 
 
 def test_empty_root(tmp_path: Path) -> None:
-    assert ProcessSampler(str(tmp_path), clock=Clock()).sweep() == []
+    assert ProcessSampler(HostPaths(str(tmp_path)), clock=Clock()).sweep() == []

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.collectors import procfs
+from pipeline import procfs
+from pipeline.hostpaths import HostPaths
 
 ROOT = Path(__file__).resolve().parents[1] / "data" / "proc" / "host"
-PROC = procfs.proc_dir(str(ROOT))
+PROC = HostPaths(str(ROOT)).proc
 
 CID_DOCKER_V1 = "3f2a9c1b7d8e4f60a1b2c3d4e5f60718293a4b5c6d7e8f901a2b3c4d5e6f7a8b"
 CID_DOCKER_V2 = "9b8a7c6d5e4f30211a2b3c4d5e6f708192a3b4c5d6e7f80910a1b2c3d4e5f6a7"
@@ -124,16 +125,14 @@ def test_threads_are_summed() -> None:
     assert worker.vol_ctx > 10 * leader.vol_ctx
 
 
-def test_boot_time_and_start_time() -> None:
-    assert procfs.boot_time(str(ROOT)) == 1764230000.0
-    assert procfs.start_time_epoch(5000, 1764230000.0) == pytest.approx(
-        1764230000.0 + 5000 / procfs.CLOCK_TICKS)
+def test_boot_time_and_clock() -> None:
+    assert procfs.boot_time(PROC) == 1764230000.0
     assert procfs.clock_ticks() > 0 and procfs.page_size() >= 4096
 
 
 def test_a_vanished_process_reads_as_none(tmp_path: Path) -> None:
     shutil.copytree(ROOT, tmp_path / "root")
-    proc = procfs.proc_dir(str(tmp_path / "root"))
+    proc = HostPaths(str(tmp_path / "root")).proc
     shutil.rmtree(Path(proc) / "100")
     assert procfs.read_stat(proc, 100) is None
     assert procfs.read_status(proc, 100) is None
@@ -147,7 +146,7 @@ def test_a_vanished_process_reads_as_none(tmp_path: Path) -> None:
 def test_truncated_stat_is_none_not_an_exception(tmp_path: Path) -> None:
     (tmp_path / "proc" / "7").mkdir(parents=True)
     (tmp_path / "proc" / "7" / "stat").write_text("7 (cut")
-    assert procfs.read_stat(procfs.proc_dir(str(tmp_path)), 7) is None
+    assert procfs.read_stat(HostPaths(str(tmp_path)).proc, 7) is None
 
 
 def test_read_bytes_reads_past_one_buffer(tmp_path: Path) -> None:

@@ -17,8 +17,10 @@ import duckdb
 import pytest
 from rich.console import Console
 
+from pipeline.events import Classification, Classifications, envelope
+from storage.history import HistoryStore, StoreError
 from storage.query import (QueryEngine, QueryError, QueryResult, QueryTimeout, json_safe,
-                           open_for_query, render_table, to_csv, to_json)
+                           render_table, to_csv, to_json)
 
 SLOW_SQL = "SELECT sum(a.range * b.range) FROM range(200000) a, range(200000) b"
 
@@ -280,53 +282,66 @@ def _capture(into: list[BaseException], fn, *args) -> None:  # type: ignore[no-u
 
 # --- opening the file when no corelane runs --------------------------------------------------
 
-def test_open_for_query_reads_with_external_access_off(db: Path) -> None:
-    con = open_for_query(db)
+@pytest.fixture
+def history(tmp_path: Path) -> Path:
+    """A history file as corelane writes it, with three classifications."""
+    path = tmp_path / "history.duckdb"
+    with HistoryStore(path) as store:
+        store.write([("t", 0, i, envelope(Classifications(batch="b", items=[Classification(
+            pid=10 + i, start_time=1, cls="idle", tier="background", confidence=0.9,
+            source="rule")]), "h1", i)) for i in range(3)])
+    return path
+
+
+def test_a_read_only_history_reads_with_external_access_off(history: Path) -> None:
+    store = HistoryStore.open_readonly(history)
     try:
-        engine = QueryEngine(con, timeout_s=5.0, max_rows=10)
+        engine = QueryEngine(store.connection, timeout_s=5.0, max_rows=10)
         assert engine.run("SELECT count(*) FROM classifications").rows == [(3,)]
         with pytest.raises(QueryError, match="disabled by configuration"):
             engine.run("SELECT * FROM read_text('/etc/passwd')")
         with pytest.raises(duckdb.Error):  # read-only at the file level too
-            con.execute("INSERT INTO classifications (pid) VALUES (1)")
+            store.connection.execute("INSERT INTO classifications (pid) VALUES (1)")
+        with pytest.raises(duckdb.Error):  # and no query may loosen its settings
+            store.connection.execute("SET enable_external_access = true")
     finally:
-        con.close()
+        store.close()
 
 
-def test_open_for_query_of_a_missing_file_says_run_up_first(tmp_path: Path) -> None:
+def test_a_missing_history_says_run_up_first(tmp_path: Path) -> None:
     missing = tmp_path / "nothing.duckdb"
-    with pytest.raises(QueryError) as caught:
-        open_for_query(missing)
+    with pytest.raises(StoreError) as caught:
+        HistoryStore.open_readonly(missing)
     assert str(missing) in str(caught.value) and "corelane up" in str(caught.value)
     assert not missing.exists()  # looking must not create an empty history
 
 
-def test_open_for_query_of_a_file_that_is_not_duckdb(tmp_path: Path) -> None:
+def test_a_file_that_is_not_duckdb(tmp_path: Path) -> None:
     junk = tmp_path / "junk.duckdb"
     junk.write_text("not a database " * 500)
-    with pytest.raises(QueryError, match="cannot open the history"):
-        open_for_query(junk)
+    with pytest.raises(StoreError, match="not a DuckDB database"):
+        HistoryStore.open_readonly(junk)
 
 
-def test_open_for_query_of_a_file_held_by_another_process(db: Path) -> None:
+def test_a_history_held_by_another_process_names_it(history: Path) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import duckdb, sys\n"
-         f"con = duckdb.connect({str(db)!r})\n"
+         f"con = duckdb.connect({str(history)!r})\n"
          "print('holding', flush=True)\n"
          "sys.stdin.read()\n"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
-        with pytest.raises(QueryError) as caught:
-            open_for_query(db)
+        with pytest.raises(StoreError) as caught:
+            HistoryStore.open_readonly(history)
         message = str(caught.value)
-        assert f"process {holder.pid}" in message and str(db) in message
+        assert f"process {holder.pid}" in message and str(history) in message
         assert "CORELANE_API" in message and "\n" not in message
     finally:
         holder.kill()
         holder.wait(10)
-    open_for_query(db).close()  # free again once the holder is gone
+    HistoryStore.open_readonly(history).close()  # free again once the holder is gone
 
 
 # --- output formats -------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from fastapi.testclient import TestClient
 
 from api.query import query_router
 from api.server import create_api
-from pipeline.collect import CollectorStats
 from storage.query import QueryEngine
 
 SLOW_SQL = "SELECT sum(a.range * b.range) FROM range(200000) a, range(200000) b"
@@ -42,7 +41,7 @@ def engine(owner: duckdb.DuckDBPyConnection) -> QueryEngine:
 @pytest.fixture
 def api(engine: QueryEngine) -> TestClient:
     """The router on the real application, with its error handlers."""
-    app = create_api("h1", "127.0.0.1:9092", CollectorStats())
+    app = create_api("h1", {})
     app.include_router(query_router(lambda: engine))
     return TestClient(app, raise_server_exceptions=False)
 
@@ -106,7 +105,7 @@ def test_get_without_sql_is_400(api: TestClient) -> None:
 
 
 def test_no_engine_is_503(owner: duckdb.DuckDBPyConnection) -> None:
-    app = create_api("h1", "127.0.0.1:9092", CollectorStats())
+    app = create_api("h1", {})
     app.include_router(query_router(lambda: None))
     response = TestClient(app).post("/api/v1/query", json={"sql": "SELECT 1"})
     assert response.status_code == 503
@@ -148,7 +147,7 @@ def test_an_unexpected_failure_is_not_a_500(owner: duckdb.DuckDBPyConnection) ->
 
 
 def test_a_slow_query_does_not_block_the_event_loop(owner: duckdb.DuckDBPyConnection) -> None:
-    app = create_api("h1", "127.0.0.1:9092", CollectorStats())
+    app = create_api("h1", {})
     app.include_router(query_router(lambda: QueryEngine(owner, timeout_s=2.0, max_rows=5)))
     with TestClient(app) as client:
         slow: list[int] = []

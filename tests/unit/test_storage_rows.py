@@ -92,7 +92,7 @@ def test_single_row_types() -> None:
                             mem_available_bytes=4 << 30, temperatures_c={"pkg": 55.0}),
                  "h", 1, ts=T),
         envelope(Label(cls="batch", match="^ffmpeg"), "h", 2, ts=T),
-        envelope(Alert(kind="k", message="m", details={"a": 1}), "h", 3, ts=T),
+        envelope(Alert(id="k-1", rule="k", opened_at=1.0, message="m", details={"a": 1}), "h", 3, ts=T),
         envelope(Command(name="mode", args={"mode": "emergency"}), "h", 4, ts=T),
         envelope(DeadLetter(topic="t", partition=2, offset=2**33, reason="bad json",
                             key=None, payload="{"), "h", 5, ts=T),

@@ -52,7 +52,7 @@ def store(tmp_path_factory: pytest.TempPathFactory):
                  reason="critical first"),
         Decision(target="container", tier="batch", cpus="1", container_id="box",
                  reason="batch pool")]), "h", 0, ts=T0 + 6))
-    envs.append(envelope(Enforcements(batch="e", plan_seq=3, items=[
+    envs.append(envelope(Enforcements(batch="e", plan_seq=3, plan_id="d", items=[
         Enforcement(target="process", outcome="skipped", pid=1, start_time=10,
                     reason="changed by someone else", before={"cpus": "0-1"})]),
         "h", 0, ts=T0 + 7))

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, Protocol
 
 from aiokafka.errors import KafkaError
@@ -20,14 +20,17 @@ from pipeline.collectors.containers import ContainerSampler
 from pipeline.collectors.host import HostSampler
 from pipeline.collectors.process import ProcessSampler
 from pipeline.events import (Alert, ContainerSamples, Envelope, ProcessSamples, batched,
-                             encode)
-from pipeline.metrics import SWEEP_SECONDS, SWEEPS
+                             encode, open_alert, resolve_alert)
+from pipeline.health import PartHealth, degraded, ok
 from pipeline.settings import Settings
+from pipeline.stats import Stats, counter, gauge, note
 from pipeline.topology import Topology
 
 # How often the host sample carries the topology again (an allocator that starts later
 # learns it within this long; its own host's it knows at once).
 TOPOLOGY_EVERY_S = 60.0
+# Health turns degraded when nothing was swept or published for this long.
+STALE_AFTER_S = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +57,17 @@ class StdoutSink:
 
 
 @dataclass
-class CollectorStats:
-    sweeps: int = 0
-    events: int = 0
-    last_sweep_ts: float | None = None
-    last_sweep_s: float = 0.0
-    last_emit_ts: float | None = None        # when the sink last took a sweep's events
-    processes: int = 0
-    containers: int = 0
-    containers_available: bool | None = None
-    errors: list[str] = field(default_factory=list)
-    dropped_sweeps: int = 0                  # sweeps the broker did not take
+class CollectorStats(Stats):
+    sweeps: int = counter("sweeps of this host")
+    events: int = counter("events the sweeps made")
+    last_sweep_ts: float | None = gauge("when the last sweep started (epoch s)")
+    last_sweep_s: float = gauge("seconds the last sweep took", 0.0)
+    last_emit_ts: float | None = gauge("when the sink last took a sweep's events (epoch s)")
+    processes: int = gauge("processes in the last sweep", 0)
+    containers: int = gauge("containers in the last sweep", 0)
+    containers_available: bool | None = gauge("whether the Docker engine answers")
+    dropped_sweeps: int = counter("sweeps the broker did not take")
+    errors: list[str] = note("the last few errors", factory=list)
 
 
 class Collector:
@@ -78,11 +81,12 @@ class Collector:
         self.topology = topology
         self._topology_sent: float | None = None
         cfg = settings.collector
-        self.host = HostSampler()
-        self.processes = ProcessSampler(proc_root=cfg.proc_root, thread_detail=cfg.thread_detail)
+        paths = settings.host_paths
+        self.host = HostSampler(paths)
+        self.processes = ProcessSampler(paths, thread_detail=cfg.thread_detail)
         self.containers = ContainerSampler(cfg.docker_host) if cfg.containers else None
         self.stats = CollectorStats()
-        self._reported_unavailable = False
+        self._docker_alert: Alert | None = None
         self._last_sweep: float | None = None
 
     def sweep(self) -> list[Envelope]:
@@ -117,26 +121,33 @@ class Collector:
         self.stats.processes = len(procs)
         self.stats.last_sweep_ts = ts
         self.stats.last_sweep_s = time.monotonic() - started
-        SWEEPS.inc()
-        SWEEP_SECONDS.observe(self.stats.last_sweep_s)
         return events
+
+    def health(self, now: float) -> PartHealth:
+        s = self.stats
+        if s.last_sweep_ts is None or now - s.last_sweep_ts > STALE_AFTER_S:
+            return degraded("no sweep of this host lately")
+        lag = None if s.last_emit_ts is None else max(0.0, now - s.last_emit_ts)
+        if lag is None or lag > STALE_AFTER_S:
+            return degraded("sweeps are not reaching the broker", lag)
+        return ok(lag)
 
     def resend_topology(self) -> None:
         """Send the topology with the next sweep (the one that carried it was lost)."""
         self._topology_sent = None
 
     def _container_availability_alerts(self, ts: float) -> list[Envelope]:
-        # Reported once when Docker goes away and once when it comes back, never per sweep.
+        # One alert per outage: opened when Docker goes away, resolved when it comes back.
         assert self.containers is not None
-        if not self.containers.available and not self._reported_unavailable:
-            self._reported_unavailable = True
-            return [self.stamper.stamp(Alert(
-                kind="docker_unavailable", severity="warning",
-                message=f"containers are not sampled: {self.containers.unavailable_reason}"), ts)]
-        if self.containers.available and self._reported_unavailable:
-            self._reported_unavailable = False
-            return [self.stamper.stamp(Alert(kind="docker_available",
-                                             message="containers are sampled again"), ts)]
+        if not self.containers.available and self._docker_alert is None:
+            self._docker_alert = open_alert(
+                "docker_unavailable",
+                f"containers are not sampled: {self.containers.unavailable_reason}", ts)
+            return [self.stamper.stamp(self._docker_alert, ts)]
+        if self.containers.available and self._docker_alert is not None:
+            resolved = resolve_alert(self._docker_alert, ts, "containers are sampled again")
+            self._docker_alert = None
+            return [self.stamper.stamp(resolved, ts)]
         return []
 
 

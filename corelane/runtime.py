@@ -1,11 +1,12 @@
-"""`corelane up`: everything corelane runs on this host, in one process.
+"""The composition root: what `corelane up` builds, starts and stops, in order, in one process.
 
 It opens the history (this process owns the DuckDB file from then on), serves the HTTP API
 from the start (so `corelane query` can find a running instance), starts the local broker
-when none answers at the configured address, creates the topics, and runs the collector,
-the classifier (faust agents on this process's event loop) and the recorder. On
-SIGINT/SIGTERM the collector stops first, then the agents, so that the recorder can read
-everything published up to then before it closes the history.
+when none answers at the configured address, creates the topics, publishes the
+configuration in force, and runs the collector, the agents (faust, on this process's event
+loop) and the recorder. On SIGINT/SIGTERM the collector stops first, then the agents, so
+that the recorder can read everything published up to then before it closes the history;
+the applier puts back everything corelane changed before that.
 """
 from __future__ import annotations
 
@@ -16,31 +17,28 @@ import os
 import signal
 import socket
 from collections.abc import Iterator
-from typing import Any
 
 import faust
 import uvicorn
-
 from faust.contrib.asgi import faust_app_running
 
 from agents.allocator import AllocatorAgent
 from agents.applier import ApplierAgent
 from agents.classifier import ClassifierAgent
+from agents.contract import Agent, create_app, install
 from agents.recorder import Recorder
 from api.server import create_api
-from pipeline.app import create_app
 from pipeline.bus import Publisher, Stamper, ensure_topics
-from pipeline.collect import Collector, KafkaSink, run_collector
-from pipeline.collectors.containers import default_client_factory
-from pipeline.kafka.broker import LocalBroker, is_answering
+from pipeline.collectors.collector import Collector, KafkaSink, run_collector
+from pipeline.collectors.containers import engine_client
+from pipeline.health import Reporting
+from pipeline.kafka.broker import LocalBroker, is_answering, is_loopback, parse_bootstrap
 from pipeline.settings import Settings
 from pipeline.topology import load_profile, read_topology
 from storage.history import HistoryStore, StoreError
 from storage.query import QueryEngine
 
 log = logging.getLogger(__name__)
-
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
 class UpError(RuntimeError):
@@ -75,8 +73,7 @@ async def ensure_broker(settings: Settings) -> LocalBroker | None:
     if await asyncio.to_thread(is_answering, bootstrap, 3.0):
         log.info("using the Kafka broker at %s", bootstrap)
         return None
-    host = bootstrap.split(",")[0].rpartition(":")[0]
-    if "," in bootstrap or host not in LOCAL_HOSTS:
+    if "," in bootstrap or not is_loopback(parse_bootstrap(bootstrap)[0]):
         raise UpError(f"no Kafka broker answers at {bootstrap} (kafka.bootstrap / "
                       f"CORELANE_KAFKA); corelane starts a broker only on this host's loopback")
     broker = LocalBroker.from_settings(settings)
@@ -93,21 +90,6 @@ def own_pids(settings: Settings) -> set[int]:
     if broker_pid is not None:
         pids.add(broker_pid)
     return pids
-
-
-_docker: dict[str | None, Any] = {}
-
-
-def docker_client(base_url: str | None) -> Any:
-    """One Docker client per address, or None where no engine answers (asked once)."""
-    if base_url not in _docker:
-        try:
-            client = default_client_factory(base_url)
-            client.ping()
-            _docker[base_url] = client
-        except Exception:  # noqa: BLE001 - any failure means: no engine to enforce through
-            _docker[base_url] = None
-    return _docker[base_url]
 
 
 def up(settings: Settings, dry_run: bool = False, leftover_timeout_s: float = 5.0) -> None:
@@ -143,11 +125,10 @@ async def run_up(settings: Settings, dry_run: bool = False) -> None:
     publisher: Publisher | None = None
     recorder: Recorder | None = None
     server: _QuietServer | None = None
+    agents: list[Agent] = []
     # Each part has its own stop, set in order on shutdown: the collector first, so the
     # recorder's final read sees everything that was published.
     stop_collecting, stop_agents, stop_recording = (asyncio.Event() for _ in range(3))
-    classifier: ClassifierAgent | None = None
-    applier: ApplierAgent | None = None
     tasks: dict[str, asyncio.Task[object]] = {}
     try:
         store = await asyncio.to_thread(HistoryStore, settings.db_path, settings.storage)
@@ -163,18 +144,21 @@ async def run_up(settings: Settings, dry_run: bool = False) -> None:
         collector = Collector(settings, stamper, topology)
         publisher = Publisher(settings, stamper)
         recorder = Recorder(settings, store, publisher)
-        agents = create_app(settings, app_id=settings.kafka.topic_prefix + "agents")
-        classifier = ClassifierAgent(settings, agents, publisher)
-        allocator = AllocatorAgent(settings, agents, publisher, topology,
-                                   housekeeping_pids=lambda: own_pids(settings))
-        applier = ApplierAgent(settings, agents, publisher, own_pids=lambda: own_pids(settings),
-                               dry_run=dry_run,
-                               docker_client=lambda: docker_client(settings.collector.docker_host))
-        api = create_api(settings.host, settings.kafka.bootstrap, collector.stats,
-                         recorder_stats=recorder.stats,
-                         agent_stats={"classifier": classifier.stats,
-                                      "allocator": allocator.stats, "applier": applier.stats},
-                         get_engine=lambda: engine)
+        agents = [
+            ClassifierAgent(settings, publisher),
+            AllocatorAgent(settings, publisher, topology,
+                           housekeeping_pids=lambda: own_pids(settings)),
+            ApplierAgent(settings, publisher, own_pids=lambda: own_pids(settings),
+                         dry_run=dry_run,
+                         docker_client=lambda: engine_client(settings.collector.docker_host)),
+        ]
+        faust_app = create_app(settings, app_id=settings.kafka.topic_prefix + "agents")
+        for agent in agents:
+            install(faust_app, agent, settings, publisher)
+        parts: dict[str, Reporting] = {"collector": collector, "bus": publisher,
+                                       "recorder": recorder,
+                                       **{agent.name: agent for agent in agents}}
+        api = create_api(settings.host, parts, get_engine=lambda: engine)
         server = _QuietServer(uvicorn.Config(api, log_level="warning", lifespan="off"))
         tasks["api"] = asyncio.create_task(server.serve(sockets=[sock]))
         log.info("API on http://%s/api/v1/health; history in %s", settings.api.listen,
@@ -185,13 +169,15 @@ async def run_up(settings: Settings, dry_run: bool = False) -> None:
         if created:
             log.info("created topics: %s", ", ".join(created))
         await publisher.start()
+        config = await publisher.publish(settings.configuration())
+        log.info("configuration %s from %s in force", config.data.hash[:12], settings.source)
         await recorder.start()
         if dry_run:
             log.info("dry run: corelane observes and decides, and changes nothing on this host")
         tasks["recorder"] = asyncio.create_task(recorder.run(stop_recording))
-        await classifier.warm_up()
-        await allocator.warm_up()
-        tasks["agents"] = asyncio.create_task(run_agents(agents, stop_agents))
+        for agent in agents:
+            await agent.warm_up()
+        tasks["agents"] = asyncio.create_task(run_agents(faust_app, stop_agents))
         tasks["collector"] = asyncio.create_task(
             run_collector(collector, KafkaSink(publisher), stop=stop_collecting))
         log.info("collecting every %.1fs as host %s", settings.collector.interval_s,
@@ -212,12 +198,9 @@ async def run_up(settings: Settings, dry_run: bool = False) -> None:
             if name in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(tasks[name], timeout=30)
-        if classifier is not None:
-            await asyncio.to_thread(classifier.save_model)
-        if applier is not None:
-            # Everything corelane changed goes back before the history closes.
-            await asyncio.to_thread(applier.restore_all)
-            applier.close()
+        # The applier puts back everything corelane changed before the history closes.
+        for agent in agents:
+            await asyncio.to_thread(agent.close)
         if server is not None:
             server.should_exit = True
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -11,33 +11,35 @@ from typing import List, Optional
 
 import typer
 
-AUTO = "auto"
+from corelane.cli.context import context
+from pipeline.vocabulary import AUTO, MODES
+
+NAME = "mode"
 
 
-def mode_command(
-    mode: str = typer.Argument(..., metavar="MODE",
-                               help="high_performance, balanced, power_save, emergency, or "
-                                    "'auto' for the schedule and allocator.mode again"),
-    host: Optional[List[str]] = typer.Option(None, "--host", "-H",
-                                             help="a host to switch (repeatable; default: "
-                                                  "every host the allocator plans for)"),
-) -> None:
+def run(ctx: typer.Context,
+        mode: str = typer.Argument(..., metavar="MODE",
+                                   help=f"{', '.join(MODES)}, or '{AUTO}' for the schedule "
+                                        f"and allocator.mode again"),
+        host: Optional[List[str]] = typer.Option(None, "--host", "-H",
+                                                 help="a host to switch (repeatable; default: "
+                                                      "every host the allocator plans for)"),
+        ) -> None:
     """Switch the allocation mode now (it outranks the schedule until 'auto')."""
     from pipeline.bus import BrokerUnreachable, send_one
-    from pipeline.cli import err, fail, settings
     from pipeline.events import Command
-    from agents.allocation import MODES
 
+    cli = context(ctx)
     if mode != AUTO and mode not in MODES:
-        fail(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}, or '{AUTO}'", 2)
-    cfg = settings()
+        cli.fail(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}, or '{AUTO}'", 2)
+    cfg = cli.settings()
     args: dict = {"mode": mode}
     if host:
         args["hosts"] = list(host)
     try:
         event_id = asyncio.run(send_one(cfg, Command(name="mode", args=args))).id
     except BrokerUnreachable as exc:
-        fail(str(exc))
+        cli.fail(str(exc))
     where = ", ".join(host) if host else "every host"
     what = "the schedule and allocator.mode" if mode == AUTO else f"mode {mode}"
-    err.print(f"{where}: {what} (event {event_id})", highlight=False)
+    cli.say(f"{where}: {what} (event {event_id})")

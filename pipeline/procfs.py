@@ -1,7 +1,7 @@
 """Low-level /proc readers, without psutil.
 
-Every reader is rooted at ``proc_root`` (files live under ``<proc_root>/proc/...``; ``"/"``
-on a live host, a folder of snapshot files in tests). Processes vanish between any two
+Every reader takes the ``proc`` folder to read (``HostPaths.proc``: ``/proc`` on a live
+host, a folder of snapshot files in tests). Processes vanish between any two
 reads: a reader returns ``None`` (or zeros, where the file is optional) for a file that is
 missing or unreadable and never lets an ``OSError`` out.
 
@@ -48,11 +48,6 @@ def page_size() -> int:
     return PAGE_SIZE
 
 
-def proc_dir(proc_root: str = "/") -> str:
-    """The ``proc`` folder under a root: ``/proc`` on a live host."""
-    return os.path.join(proc_root, "proc")
-
-
 def read_bytes(path: str | bytes, size: int = 4096) -> bytes | None:
     """The whole file, or None when it is missing or unreadable (the process is gone).
 
@@ -81,7 +76,7 @@ def read_bytes(path: str | bytes, size: int = 4096) -> bytes | None:
 
 
 def list_pids(proc: str) -> list[int]:
-    """Numeric entries of a proc folder (``proc_dir(root)``), i.e. every process."""
+    """Numeric entries of a proc folder, i.e. every process."""
     try:
         names = os.listdir(proc)
     except OSError:
@@ -320,6 +315,12 @@ def read_cmdline(proc: str, pid: int) -> str | None:
     return parse_cmdline(data)
 
 
+def read_argv(proc: str, pid: int) -> list[str]:
+    """The command line as its arguments (empty when the process is gone)."""
+    data = read_bytes(f"{proc}/{pid}/cmdline")
+    return [part.decode("utf-8", "replace") for part in (data or b"").split(b"\0") if part]
+
+
 # 64 hex digits as the last path element, bare (cgroup v1 cgroupfs driver: /docker/<id>,
 # /kubepods/.../<id>) or in a systemd scope (docker-<id>.scope, cri-containerd-<id>.scope,
 # crio-<id>.scope, libpod-<id>.scope).
@@ -371,19 +372,15 @@ def read_cgroup(proc: str, pid: int) -> tuple[str, str | None] | None:
 
 # --- host-wide -----------------------------------------------------------------------------
 
-def boot_time(proc_root: str = "/") -> float:
+def boot_time(proc: str) -> float:
     """Seconds since the epoch at boot (``btime`` in /proc/stat); 0.0 if unknown."""
-    data = read_bytes(os.path.join(proc_dir(proc_root), "stat"), 65536)
+    data = read_bytes(os.path.join(proc, "stat"), 65536)
     if data:
         value, _ = _line_value(b"\n" + data, b"\nbtime")
         if value:
             return float(value)
     return 0.0
 
-
-def start_time_epoch(start_ticks: int, boot: float) -> float:
-    """A start time in clock ticks since boot as seconds since the epoch."""
-    return boot + start_ticks / CLOCK_TICKS
 
 
 class ThreadTotals(NamedTuple):

@@ -14,12 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agents.classification.classes import TIERS
-
-MODES: tuple[str, ...] = ("high_performance", "balanced", "power_save", "emergency")
-# The pool of everything that is not latency-critical by class: corelane itself, its broker,
-# unclassified processes. It is also the decision tier of those targets.
-HOUSEKEEPING = "housekeeping"
+from pipeline.vocabulary import MODES, TIERS
 
 SchedPolicy = Literal["other", "batch", "idle", "fifo", "rr"]
 IoClass = Literal["rt", "be", "idle"]
@@ -191,4 +186,4 @@ class Policy(_Frozen):
         return self.modes[name]
 
 
-__all__ = ["HOUSEKEEPING", "MODES", "ModeTuning", "Policy", "PolicyError", "TierPolicy"]
+__all__ = ["ModeTuning", "Policy", "PolicyError", "TierPolicy"]

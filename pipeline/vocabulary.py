@@ -1,4 +1,7 @@
-"""Behaviour classes, placement tiers, and the default map from one to the other.
+"""corelane's words: behaviour classes, placement tiers, modes, days, and ``auto``.
+
+Every list here is the one definition of its words; configuration types (``Tier``,
+``Mode``, ``Day``) are built from the lists, so adding a word is one edit.
 
 A class says what a process does (learnt from behaviour); a tier says how the allocator
 treats it (which core pool, nice level, I/O class). Configuration may rename classes or
@@ -7,7 +10,7 @@ because the allocator's pools are built around them.
 """
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Literal
 
 # Most to least protected. The allocator gives the first tiers quiet (P-)cores.
 TIERS: Final[tuple[str, ...]] = (
@@ -34,6 +37,8 @@ CLASSES: Final[tuple[str, ...]] = (
 # - io_batch: waits on storage most of the time; low CPU priority costs it little, and a
 #   low I/O class keeps it from hurting interactive I/O.
 # - background / idle: housekeeping and sleepers; the cheapest cores, the lowest priority.
+TIER_RANK: Final[dict[str, int]] = {tier: i for i, tier in enumerate(TIERS)}
+
 DEFAULT_TIER_OF: Final[dict[str, str]] = {
     "latency_critical": "ultra_critical",
     "realtime_stream": "critical",
@@ -63,3 +68,22 @@ def check_class_map(tier_of: dict[str, str]) -> dict[str, str]:
             raise ValueError(f"class {cls!r} maps to unknown tier {tier!r}; "
                              f"tiers are {', '.join(TIERS)}")
     return tier_of
+
+
+# The allocation modes, from most to least generous to the critical tiers' neighbours.
+MODES: Final[tuple[str, ...]] = ("high_performance", "balanced", "power_save", "emergency")
+
+# The pool of everything that is not latency-critical by class: corelane itself, its broker,
+# unclassified processes. It is also the decision tier of those targets.
+HOUSEKEEPING: Final[str] = "housekeeping"
+
+# Hands a choice back to corelane: `corelane mode auto` (the schedule and allocator.mode
+# again) and `corelane label ... auto` (rules and the model again).
+AUTO: Final[str] = "auto"
+
+DAYS: Final[tuple[str, ...]] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+# Configuration types made from the lists above (Literal accepts a tuple of values).
+Tier = Literal[TIERS]  # type: ignore[valid-type]
+Mode = Literal[MODES]  # type: ignore[valid-type]
+Day = Literal[DAYS]  # type: ignore[valid-type]

@@ -1,0 +1,5 @@
+"""Where the HTTP API answers: shared by the server and the clients that call it."""
+API_PREFIX = "/api/v1"
+HEALTH_PATH = f"{API_PREFIX}/health"
+QUERY_PATH = f"{API_PREFIX}/query"
+METRICS_PATH = "/metrics"

@@ -1,0 +1,4 @@
+"""``python -m corelane``: the command line."""
+from corelane.cli import main
+
+main()

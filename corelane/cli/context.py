@@ -1,0 +1,92 @@
+"""What every command shares: the configuration, one way to fail, and output.
+
+The main command puts a ``CliContext`` on typer's context; a command takes it with
+``context(ctx)``. Errors are one line on stderr and a non-zero exit, never a traceback;
+results go to stdout, messages for a person to stderr.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.text import Text
+
+from pipeline.settings import ConfigError, Settings, load_settings
+from storage.query import QueryResult, render_table, to_csv, to_json
+
+# Output formats of commands that print a result.
+FORMATS = ("table", "csv", "json")
+# Libraries whose start-up chatter stays at warning unless corelane logs at debug.
+_NOISY = ("aiokafka", "kafka", "uvicorn", "faust", "docker", "urllib3", "mode")
+
+
+@dataclass
+class CliContext:
+    config_path: Path | None = None
+    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False,
+                                                         soft_wrap=True))
+    out: Console = field(default_factory=lambda: Console(highlight=False))
+    _settings: Settings | None = None
+
+    def settings(self) -> Settings:
+        """The configuration (``--config``, else ``CORELANE_CONFIG``, else the default),
+        read once; a bad one ends the command with exit code 2."""
+        if self._settings is None:
+            try:
+                self._settings = load_settings(self.config_path)
+            except ConfigError as exc:
+                self.fail(str(exc), 2)
+        return self._settings
+
+    def fail(self, message: str, code: int = 1) -> NoReturn:
+        """One clear line (or a few) on stderr and a non-zero exit; never a traceback."""
+        # Text, not markup: messages quote SQL and paths with brackets; soft_wrap keeps one line.
+        self.err.print(Text.assemble(("corelane: ", "bold red"), message))
+        raise typer.Exit(code)
+
+    def say(self, message: str) -> None:
+        """A line for the person at the terminal (stderr, so stdout stays data)."""
+        self.err.print(Text(message))
+
+    def check_format(self, fmt: str) -> str:
+        chosen = fmt.strip().lower()
+        if chosen not in FORMATS:
+            self.fail(f"unknown --format {fmt!r}: choose one of {', '.join(FORMATS)}", 2)
+        return chosen
+
+    def show(self, result: QueryResult, fmt: str = "table") -> None:
+        """A query result on stdout: a table for people, CSV (a header and one line per
+        row, nothing else) or one JSON object."""
+        if fmt == "csv":
+            sys.stdout.write(to_csv(result))
+            if result.truncated:  # CSV has no room to say so; stderr does, stdout stays data
+                self.say(f"corelane: only the first {len(result.rows)} rows were returned "
+                         f"(storage.query_max_rows); add a LIMIT or raise it")
+        elif fmt == "json":
+            sys.stdout.write(to_json(result) + "\n")
+        else:
+            self.out.print(render_table(result))
+
+    def print_json(self, value: object) -> None:
+        sys.stdout.write(json.dumps(value, indent=2) + "\n")
+
+    def start_logging(self, level: str) -> None:
+        logging.basicConfig(level=level.upper(), format="%(message)s", datefmt="%H:%M:%S",
+                            handlers=[RichHandler(console=self.err, show_path=False)])
+        for noisy in _NOISY:
+            logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def context(ctx: typer.Context) -> CliContext:
+    """The shared context of the command being run."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, CliContext):
+        root.obj = CliContext()
+    return root.obj

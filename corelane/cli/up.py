@@ -1,0 +1,27 @@
+"""`corelane up`: run corelane on this host."""
+from __future__ import annotations
+
+import typer
+
+from corelane.cli.context import context
+
+NAME = "up"
+
+
+def run(ctx: typer.Context,
+        dry_run: bool = typer.Option(False, "--dry-run",
+                                     help="observe and decide, change nothing on this host")
+        ) -> None:
+    """Run corelane on this host: broker if none answers, collector, agents, recorder, API."""
+    from corelane.runtime import UpError, up
+    from pipeline.kafka.broker import BrokerError
+
+    cli = context(ctx)
+    settings = cli.settings()
+    cli.start_logging(settings.log_level)
+    try:
+        up(settings, dry_run=dry_run)
+    except (UpError, BrokerError) as exc:
+        cli.fail(str(exc))
+    except KeyboardInterrupt:
+        pass

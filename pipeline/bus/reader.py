@@ -1,0 +1,128 @@
+"""Reading topics back: one record to an event, the dead-letter path, and the replays an
+agent rebuilds its state from on start."""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from pipeline.bus.publisher import Publisher
+from pipeline.bus.topics import topic_partitions
+from pipeline.events import DeadLetter, Envelope, EventDecodeError, decode
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Where to start reading each partition, given the consumer, the partitions and their ends.
+StartsFn = Callable[[AIOKafkaConsumer, list[TopicPartition], dict[TopicPartition, int]],
+                    Awaitable[dict[TopicPartition, int]]]
+
+
+def read_record(record: ConsumerRecord, topic_types: Mapping[str, str]) -> Envelope:
+    """Decode a record and check it belongs on its topic; raises EventDecodeError saying why.
+
+    ``topic_types`` maps each topic read to the event type it carries.
+    """
+    event = decode(record.value)
+    expected = topic_types.get(record.topic)
+    if expected is not None and event.type != expected:
+        raise EventDecodeError(f"a {event.type} event does not belong on {record.topic}, "
+                               f"which carries {expected} events")
+    return event
+
+
+def dead_letter_payload(record: ConsumerRecord, reason: str) -> DeadLetter:
+    raw = record.value or b""
+    return DeadLetter(topic=record.topic, partition=record.partition, offset=record.offset,
+                      reason=reason,
+                      key=record.key.decode("utf-8", "replace") if record.key else None,
+                      payload=raw.decode("utf-8", "replace"))
+
+
+async def dead_letter(publisher: Publisher, record: ConsumerRecord, reason: str) -> Envelope:
+    """Publish an unreadable record whole to the dead-letter topic, with the reason."""
+    event = await publisher.publish(dead_letter_payload(record, reason))
+    counts = publisher.stats.dead_lettered
+    counts[record.topic] = counts.get(record.topic, 0) + 1
+    log.warning("unreadable message on %s[%d]@%d sent to dead-letter: %s",
+                record.topic, record.partition, record.offset, reason)
+    return event
+
+
+async def _read_range(settings: Settings, event_type: str, types: Mapping[str, str],
+                      starts_of: StartsFn) -> AsyncIterator[Envelope]:
+    """Every readable event of one topic from the offsets ``starts_of(consumer, parts, ends)``
+    chooses, up to the topic's end as it is when called. Unreadable messages are skipped
+    (the live agent dead-letters them when it gets there)."""
+    bootstrap = settings.kafka.bootstrap
+    parts = await topic_partitions(bootstrap, [settings.topic(event_type)])
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+        starts = await starts_of(consumer, parts, ends)
+        # Explicit offsets: seek_to_beginning races the reset that assign() starts, and
+        # lost it here about as often as it won.
+        for tp in parts:
+            consumer.seek(tp, starts[tp])
+        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    if record.offset >= ends[TopicPartition(record.topic, record.partition)]:
+                        continue
+                    try:
+                        event = read_record(record, types)
+                    except EventDecodeError:
+                        continue
+                    yield event
+    finally:
+        await consumer.stop()
+
+
+async def replay_topic(settings: Settings, event_type: str, types: Mapping[str, str],
+                       since_s: float | None = None) -> AsyncIterator[Envelope]:
+    """Every readable event of one topic, from ``since_s`` seconds ago (None: from its
+    beginning) up to its end as it is when called: state an agent rebuilds on start."""
+    async def starts(consumer: AIOKafkaConsumer, parts: list[TopicPartition],
+                     ends: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        if since_s is None:
+            return await consumer.beginning_offsets(parts)
+        since = int((time.time() - since_s) * 1000)
+        found = await consumer.offsets_for_times({tp: since for tp in parts})
+        return {tp: found[tp].offset if found.get(tp) is not None else ends[tp]
+                for tp in parts}
+
+    async for event in _read_range(settings, event_type, types, starts):
+        yield event
+
+
+async def read_tail(settings: Settings, event_type: str, types: Mapping[str, str],
+                    span_s: float) -> AsyncIterator[Envelope]:
+    """The events of each partition of one topic from ``span_s`` seconds before that
+    partition's newest message up to its end.
+
+    The span is counted back from the newest message, not from now: a topic that has been
+    quiet for a day (corelane was stopped) still gives its last events, which is what an
+    agent needs to carry on where the previous run stopped.
+    """
+    async def starts(consumer: AIOKafkaConsumer, parts: list[TopicPartition],
+                     ends: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        firsts = await consumer.beginning_offsets(parts)
+        out = {}
+        for tp in parts:
+            if ends[tp] <= firsts[tp]:
+                out[tp] = ends[tp]
+                continue
+            consumer.seek(tp, ends[tp] - 1)
+            newest = await consumer.getone(tp)
+            since = newest.timestamp - int(span_s * 1000)
+            found = (await consumer.offsets_for_times({tp: since})).get(tp)
+            out[tp] = found.offset if found is not None else firsts[tp]
+        return out
+
+    async for event in _read_range(settings, event_type, types, starts):
+        yield event

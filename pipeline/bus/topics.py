@@ -1,0 +1,86 @@
+"""corelane's topics on the broker: created when missing, listed by partition."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from pipeline.events import EVENT_TYPES
+from pipeline.settings import Settings
+
+
+class KafkaTopicError(RuntimeError):
+    """A topic the broker would not create or does not have; the message says which."""
+
+
+def topic_types(settings: Settings, event_types: Iterable[str]) -> dict[str, str]:
+    """Each topic read -> the event type it carries."""
+    return {settings.topic(t): t for t in event_types}
+
+
+async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Create every corelane topic that does not exist yet; returns the ones created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap,
+                                request_timeout_ms=int(timeout_s * 1000))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in (settings.topic(name) for name in EVENT_TYPES) if t not in existing]
+        if not missing:
+            return []
+        response = await admin.create_topics(
+            [NewTopic(t, num_partitions=settings.kafka.partitions, replication_factor=1)
+             for t in missing])
+        # The listing can lag a creation, and another instance may race us: a topic that
+        # already exists is fine, any other refusal is not.
+        created = []
+        for topic, code, *rest in response.topic_errors:
+            if code == 0:
+                created.append(topic)
+            elif code != TopicAlreadyExistsError.errno:
+                message = rest[0] if rest and rest[0] else f"error code {code}"
+                raise KafkaTopicError(f"the broker at {settings.kafka.bootstrap} refused to "
+                                      f"create topic {topic}: {message}")
+        await _wait_for_leaders(admin, missing, timeout_s)
+        return created
+    finally:
+        await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str],
+                            timeout_s: float) -> None:
+    # A new topic's partitions elect leaders a moment after creation; producing before that
+    # only earns retries and warnings.
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        described = await admin.describe_topics(topics)
+        if all(d["error_code"] == 0 and d["partitions"]
+               and all(p["leader"] >= 0 for p in d["partitions"]) for d in described):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise KafkaTopicError(f"topics {', '.join(topics)} have no partition leaders after "
+                                  f"{timeout_s:.0f}s")
+        await asyncio.sleep(0.1)
+
+
+async def topic_partitions(bootstrap: str, topics: Iterable[str],
+                           timeout_s: float = 30.0) -> list[TopicPartition]:
+    """Every partition of the given topics, asked of the broker itself.
+
+    A consumer's own metadata can be older than a topic created a moment ago.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
+                                request_timeout_ms=int(timeout_s * 1000))
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    missing = [d["topic"] for d in described if d["error_code"] != 0]
+    if missing:
+        raise KafkaTopicError(f"topics not found at {bootstrap}: {', '.join(missing)}")
+    return [TopicPartition(d["topic"], p["partition"]) for d in described
+            for p in sorted(d["partitions"], key=lambda p: p["partition"])]

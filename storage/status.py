@@ -1,0 +1,45 @@
+"""What `corelane status` shows: each tier's pool and members in a host's newest plan."""
+from __future__ import annotations
+
+from pipeline.vocabulary import HOUSEKEEPING, TIERS
+
+
+def sql_text(value: str) -> str:
+    """A string as a SQL literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def tier_order(column: str) -> str:
+    """An ORDER BY expression that sorts tiers most protected first, housekeeping last."""
+    cases = " ".join(f"WHEN {sql_text(t)} THEN {i}" for i, t in enumerate((*TIERS, HOUSEKEEPING)))
+    return f"CASE {column} {cases} ELSE {len(TIERS) + 1} END"
+
+
+def status_sql(host: str) -> str:
+    """Each tier's cores and members in the host's newest whole plan (the one recorded
+    last, whatever its number), with some members' names."""
+    h = sql_text(host)
+    return f"""
+WITH complete AS (  -- a plan whose every chunk is recorded
+    SELECT batch, max(ts) AS decided_at FROM decisions WHERE host = {h}
+    GROUP BY batch HAVING count(DISTINCT chunk) = max(chunks)
+), newest AS (
+    SELECT batch FROM complete ORDER BY decided_at DESC LIMIT 1
+), names AS (
+    SELECT pid, start_time, any_value(name) AS name FROM process_samples
+    WHERE host = {h} AND ts > now()::TIMESTAMP - INTERVAL 10 MINUTE
+    GROUP BY pid, start_time
+)
+SELECT d.tier, d.cpus, count(*) AS members,
+       coalesce(array_to_string(list_slice(
+           list(DISTINCT coalesce(n.name, d.container_id))
+               FILTER (WHERE coalesce(n.name, d.container_id) IS NOT NULL), 1, 6), ', '),
+           '') AS some_members,
+       any_value(d.plan_seq) AS plan
+FROM decisions d
+JOIN newest ON d.batch = newest.batch
+LEFT JOIN names n ON n.pid = d.pid AND n.start_time = d.start_time
+WHERE d.host = {h} AND d.target <> 'cpu'
+GROUP BY d.tier, d.cpus
+ORDER BY {tier_order("d.tier")}, d.cpus
+"""
