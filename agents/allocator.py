@@ -23,7 +23,7 @@ from datetime import datetime
 
 import msgspec
 
-from agents.allocation import (ContainerTarget, Plan, ProcessTarget, Utilization, plan,
+from agents.allocation import (ContainerTarget, Plan, ProcessTarget, Utilization, action, plan,
                                plan_from_decisions, process_targets, to_decisions)
 from agents.contract import AgentStats, Handler, Position, Timer, event_health, keep_going
 from pipeline.bus import Publisher, read_tail, replay_topic, topic_types
@@ -52,6 +52,7 @@ class HostView:
     previous: Plan | None = None
     planned_with: Topology | None = None     # the topology ``previous`` was made for
     restored: Decisions | None = None        # the last plan of a previous run, until used
+    strategy: str | None = None              # the closed loop's newest word for this host
     published: tuple | None = None           # (mode, decision_key) of the last plan sent
     published_at: float = 0.0
 
@@ -87,9 +88,8 @@ def container_targets(view: HostView) -> list[ContainerTarget]:
 
 
 def decision_key(decisions: Iterable[Decision]) -> tuple:
-    """What the applier acts on, without the reasons (their demand figures move every cycle)."""
-    return tuple((d.target, d.pid, d.start_time, d.container_id, d.cpus, d.nice, d.ioclass,
-                  d.iolevel, d.policy, d.cpu_shares, d.idle_latency_us) for d in decisions)
+    """What the applier acts on in a plan (see ``action``)."""
+    return tuple(action(d) for d in decisions)
 
 
 def last_plans(events: Iterable[Envelope]) -> dict[str, Decisions]:
@@ -152,6 +152,9 @@ class AllocatorAgent:
         # A sweep arrives in chunks; only a whole sweep says which processes are gone.
         view = self.view(event.host)
         data = event.data
+        if data.partial:
+            view.samples.update(((s.pid, s.start_time), s) for s in data.samples)
+            return
         if data.batch != view.sweep_batch:
             view.sweep_batch, view.sweep = data.batch, {}
         view.sweep.update(((s.pid, s.start_time), s) for s in data.samples)
@@ -222,6 +225,18 @@ class AllocatorAgent:
         tail = [e async for e in read_tail(self.settings, "decisions",
                                            topic_types(self.settings, ["decisions"]), span)]
         self.restore(last_plans(tail))
+        async for event in read_tail(self.settings, "strategy",
+                                     topic_types(self.settings, ["strategy"]),
+                                     self.settings.closed_loop.reexplore_s):
+            self.on_strategy(event)
+
+    def on_strategy(self, event: Envelope) -> None:
+        """The closed loop of a host chose how its critical tiers are kept quiet."""
+        if self.settings.closed_loop.enabled:
+            self.view(event.host).strategy = event.data.strategy
+
+    def strategy_for(self, host: str) -> str:
+        return self.view(host).strategy or self.settings.closed_loop.initial
 
     def restore(self, plans: dict[str, Decisions]) -> None:
         """Carry on from each host's last published plan."""
@@ -253,7 +268,8 @@ class AllocatorAgent:
                         for key, s in view.samples.items() if key not in known]
         if view.previous is None and view.restored is not None:
             last = view.restored
-            view.previous = plan_from_decisions(topology, last.items, last.plan_seq, last.mode)
+            view.previous = plan_from_decisions(topology, last.items, last.plan_seq, last.mode,
+                                                last.strategy)
             view.planned_with, view.restored = topology, None
         previous = view.previous
         if previous is not None and view.planned_with != topology:
@@ -262,7 +278,7 @@ class AllocatorAgent:
         result = plan(topology, classified + unclassified + container_targets(view),
                       Utilization.from_host_sample(view.host_sample),
                       mode=self.mode_for(host, now), policy=self.settings.allocator.policy,
-                      previous_plan=previous)
+                      previous_plan=previous, strategy=self.strategy_for(host))
         view.previous, view.planned_with = result, topology
         self.stats.plans += 1
         return result
@@ -276,12 +292,14 @@ class AllocatorAgent:
             return
         view = self.view(host)
         decisions = to_decisions(result)
-        key = (result.mode, decision_key(decisions))   # a new mode is news even if nothing moves
+        # a new mode or strategy is news even if nothing moves
+        key = (result.mode, result.strategy, decision_key(decisions))
         if key == view.published and now - view.published_at < self.settings.allocator.heartbeat_s:
             return
         stamp = self.publisher.stamper.stamp
         events = [stamp(part, host=host) for part in self.publisher.batch(
-            Decisions, decisions, "items", plan_seq=result.seq, mode=result.mode)]
+            Decisions, decisions, "items", plan_seq=result.seq, mode=result.mode,
+            strategy=result.strategy)]
         await self.publisher.publish_many(events)
         view.published, view.published_at = key, now
         self.stats.published += 1
@@ -292,7 +310,8 @@ class AllocatorAgent:
                 Handler("process_samples", self._samples),
                 Handler("container_samples", self._containers),
                 Handler("host_sample", self._host_sample),
-                Handler("command", self._command)]
+                Handler("command", self._command),
+                Handler("strategy", self._strategy)]
 
     def timers(self) -> Sequence[Timer]:
         return [Timer("plan cycle", self.settings.allocator.interval_s, self._cycle)]
@@ -314,6 +333,10 @@ class AllocatorAgent:
         self.on_command(event)
         for host in list(self.hosts):
             await self.replan(host)
+
+    async def _strategy(self, event: Envelope, at: Position) -> None:
+        self.on_strategy(event)
+        await self.replan(event.host)
 
     async def _cycle(self) -> None:
         for host in list(self.hosts):

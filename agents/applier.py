@@ -27,18 +27,23 @@ from pathlib import Path
 
 import docker
 
+from agents.allocation import action
 from agents.contract import AgentStats, Handler, Position, Timer, event_health
 from agents.enforcement import (ApplyResult, Guard, Identity, Journal, ProcessSettings, Scope,
                                 enforce_container, enforce_cpu_idle, enforce_process,
                                 read_settings, restorer)
+from agents.enforcement.inheritance import demoted, reset_child
+from agents.enforcement.journal import JournalEntry
 from agents.enforcement.process import read_threads, summarize
 from agents.enforcement.safety import OUT_OF_SCOPE
 from pipeline import procfs
 from pipeline.bus import Publisher, read_tail, topic_types
+from pipeline.collectors.proc_events import ProcEvent
 from pipeline.events import Decision, Decisions, Enforcement, Enforcements, Envelope
 from pipeline.health import PartHealth
 from pipeline.settings import Settings
 from pipeline.stats import counter, gauge
+from pipeline.vocabulary import HOUSEKEEPING
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +78,11 @@ class ApplierStats(AgentStats):
                            "someone else, dry run)")
     failed: int = counter("targets a change failed on")
     out_of_scope: int = counter("targets outside applier.scope, not reported one by one")
+    unchanged: int = counter("decisions as the last plan had them, not applied again until "
+                             "the next full pass (applier.reassert_s)")
     last_plan_seq: int | None = gauge("the number of the last plan applied")
+    resets: int = counter("children of demoted parents put back to neutral")
+    last_reset_ms: float | None = gauge("from the last such child's fork to its reset (ms)")
 
 
 class ApplierAgent:
@@ -93,7 +102,17 @@ class ApplierAgent:
         self._reconciled = False
         self.last_plan_seq: int | None = None
         self.last_applied_ts = 0.0          # when the last plan was applied (epoch s)
+        self.last_plan_id = ""
         self.stats = ApplierStats()
+        # pid -> journal entry of the processes corelane demoted, and the shared cores
+        self._demoted: dict[int, JournalEntry] = {}
+        self._shared_cpus: str | None = None
+        self._resets: list[ApplyResult] = []
+        self._flushing: asyncio.Task[None] | None = None
+        self._last_guard: Guard | None = None     # the last plan's, for resets between plans
+        self._actions: dict[str, tuple] = {}      # target -> the action applied last
+        self._full_at: float | None = None        # when every decision was last applied
+        self._newly_demoted: set[int] = set()
 
     # --- applying ------------------------------------------------------------------------------
 
@@ -117,17 +136,85 @@ class ApplierAgent:
                     if e.identity.target == "cpu" and str(e.identity.cpu) not in limited]
         if released and not self.dry_run:
             results += self.journal.restore_targets(released, self._restorer(guard))
+        now = time.monotonic()
+        full = self._full_at is None or now - self._full_at >= self.settings.applier.reassert_s
+        if full:
+            self._full_at = now
+        actions: dict[str, tuple] = {}
         for decision in decisions:
+            target, wanted = managed_identity(decision).key, action(decision)
+            actions[target] = wanted
+            if not full and self._actions.get(target) == wanted:
+                self.stats.unchanged += 1
+                continue
             result = self._apply_one(decision, guard)
             if result is None:
                 continue
+            if result.outcome == "failed":
+                actions.pop(target)                  # tried again with the next plan
             if result.reason == OUT_OF_SCOPE:
                 self.stats.out_of_scope += 1
                 continue
             setattr(self.stats, result.outcome, getattr(self.stats, result.outcome) + 1)
             self.stats.changed += bool(result.changed)
             results.append(result)
+        self._actions = actions
+        self._shared_cpus = next((d.cpus for d in decisions if d.target == "process"
+                                  and d.tier == HOUSEKEEPING), self._shared_cpus)
+        before = set(self._demoted)
+        self._demoted = {int(e.identity.pid or 0): e for e in self.journal.entries()
+                         if demoted(e)}
+        # a parent demoted by this plan may have forked while it was being applied
+        self._newly_demoted = set(self._demoted) - before
+        self._last_guard = guard
         return results
+
+    # --- new processes ---------------------------------------------------------------------
+
+    def on_proc_events(self, events: list[ProcEvent]) -> None:
+        """A child of a process corelane demoted goes back to neutral at once (on the
+        event loop: a few system calls)."""
+        for e in events:
+            if e.what == "fork" and e.parent in self._demoted:
+                self._reset(e.pid, e.parent, e.ts_ns)
+
+    def rescan(self, parents: set[int] | None = None) -> None:
+        """Every child of a demoted parent (of ``parents``, else of any) not reset yet,
+        from /proc: after process events were lost, where the kernel gives none, and for
+        the parents a plan has just demoted."""
+        wanted = set(self._demoted) if parents is None else parents & set(self._demoted)
+        if not wanted:
+            return
+        proc = self.paths.proc
+        for pid in procfs.list_pids(proc):
+            stat = procfs.read_stat(proc, pid)
+            if stat is not None and stat.ppid in wanted and \
+                    self.journal.get(Identity.process(pid, stat.start_time)) is None:
+                self._reset(pid, stat.ppid, None)
+
+    def _reset(self, pid: int, parent_pid: int, forked_ns: int | None) -> None:
+        parent = self._demoted[parent_pid]
+        stat = procfs.read_stat(self.paths.proc, parent_pid)
+        if stat is None or stat.start_time != parent.identity.start_time:
+            return                               # the pid is another process's now
+        result = reset_child(self.journal, pid, parent, self._shared_cpus,
+                             guard=self._last_guard or self.guard(), paths=self.paths)
+        if result is None or result.reason == OUT_OF_SCOPE:
+            return
+        self.stats.resets += 1
+        if forked_ns is not None:
+            self.stats.last_reset_ms = round((time.monotonic_ns() - forked_ns) / 1e6, 3)
+        log.info("pid %d: %s (%s)", pid, result.outcome, result.reason)
+        self._resets.append(result)
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush_resets())
+
+    async def _flush_resets(self) -> None:
+        await asyncio.sleep(0)                   # one batch for a burst of forks
+        results, self._resets = self._resets, []
+        if results:
+            await self._publish(Decisions(batch=self.last_plan_id,
+                                          plan_seq=self.last_plan_seq or 0), results)
 
     def _restorer(self, guard: Guard):  # type: ignore[no-untyped-def]
         return restorer(self.docker_client(), guard=guard, paths=self.paths)
@@ -206,6 +293,7 @@ class ApplierAgent:
             return None  # an older plan arriving late: the newer one already holds
         self._chunks.clear()  # anything half-collected is older than this plan
         self.last_plan_seq = self.stats.last_plan_seq = data.plan_seq
+        self.last_plan_id = data.batch
         self.last_applied_ts = time.time()
         return [d for part in sorted(parts, key=lambda p: p.chunk) for d in part.items]
 
@@ -230,6 +318,8 @@ class ApplierAgent:
             return
         results = await asyncio.to_thread(self.apply_plan, plan)
         self.stats.plans += 1
+        if self._newly_demoted:
+            self.rescan(self._newly_demoted)
         await self._publish(event.data, results)
 
     async def _publish(self, plan: Decisions, results: list[ApplyResult]) -> None:

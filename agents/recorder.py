@@ -31,10 +31,14 @@ from storage.rows import rows_in
 log = logging.getLogger(__name__)
 
 
-# How often retention runs between batches; each run does a bounded step.
-RETENTION_EVERY_S = 10.0
+# How often retention runs between batches; each run does a bounded step (a minute's
+# rollup needs one step, so twice a minute keeps up).
+RETENTION_EVERY_S = 30.0
 
 
+# How long one read waits for messages: a fraction of the flush interval, so a flush is
+# never late by much, and not so short that an idle recorder spins.
+POLL_MS = 500
 # Health turns degraded when what is recorded is this far behind what was published.
 BEHIND_AFTER_S = 30.0
 
@@ -96,7 +100,7 @@ class Recorder:
         (within ``drain_timeout_s``), write what is pending and return."""
         assert self._consumer is not None, "start() first"
         while not stop.is_set():
-            await self._poll(timeout_ms=200)
+            await self._poll(timeout_ms=POLL_MS)
             await self._flush_if_due()
             await self._retention_if_due()
         await self._drain(drain_timeout_s)

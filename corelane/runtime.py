@@ -16,7 +16,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import faust
 import uvicorn
@@ -27,10 +27,12 @@ from agents.applier import ApplierAgent
 from agents.classifier import ClassifierAgent
 from agents.contract import Agent, create_app, install
 from agents.recorder import Recorder
+from agents.tuner import TunerAgent
 from api.server import create_api
 from pipeline.bus import Publisher, Stamper, ensure_topics
 from pipeline.collectors.collector import Collector, KafkaSink, run_collector
 from pipeline.collectors.containers import engine_client
+from pipeline.collectors.proc_events import ProcEventWatcher
 from pipeline.health import Reporting
 from pipeline.kafka.broker import LocalBroker, is_answering, is_loopback, parse_bootstrap
 from pipeline.settings import Settings
@@ -108,6 +110,14 @@ def up(settings: Settings, dry_run: bool = False, leftover_timeout_s: float = 5.
         loop.close()
 
 
+async def every(interval_s: float, work: Callable[[], object], stop: asyncio.Event) -> None:
+    """``work`` every ``interval_s`` on the loop until ``stop``."""
+    while not stop.is_set():
+        work()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
+
+
 async def run_agents(app: faust.App, stop: asyncio.Event) -> None:
     """The faust agents, on this loop, until ``stop``."""
     async with faust_app_running(app, stop_timeout=20):
@@ -130,6 +140,7 @@ async def run_up(settings: Settings, dry_run: bool = False) -> None:
     # recorder's final read sees everything that was published.
     stop_collecting, stop_agents, stop_recording = (asyncio.Event() for _ in range(3))
     tasks: dict[str, asyncio.Task[object]] = {}
+    watcher = ProcEventWatcher()
     try:
         store = await asyncio.to_thread(HistoryStore, settings.db_path, settings.storage)
     except StoreError as exc:
@@ -141,16 +152,21 @@ async def run_up(settings: Settings, dry_run: bool = False) -> None:
         stamper = Stamper(settings.host)
         topology = (load_profile(settings.topology.profile) if settings.topology.profile
                     else read_topology(settings.topology.sys_root))
-        collector = Collector(settings, stamper, topology)
         publisher = Publisher(settings, stamper)
+        tuner = TunerAgent(settings, publisher) if settings.closed_loop.enabled else None
+        collector = Collector(settings, stamper, topology,
+                              skip_pids=lambda: [tuner.probe.pid] if tuner and tuner.probe.pid
+                              else [])
         recorder = Recorder(settings, store, publisher)
+        applier = ApplierAgent(settings, publisher, own_pids=lambda: own_pids(settings),
+                               dry_run=dry_run,
+                               docker_client=lambda: engine_client(settings.collector.docker_host))
         agents = [
             ClassifierAgent(settings, publisher),
             AllocatorAgent(settings, publisher, topology,
                            housekeeping_pids=lambda: own_pids(settings)),
-            ApplierAgent(settings, publisher, own_pids=lambda: own_pids(settings),
-                         dry_run=dry_run,
-                         docker_client=lambda: engine_client(settings.collector.docker_host)),
+            applier,
+            *([tuner] if tuner else []),
         ]
         faust_app = create_app(settings, app_id=settings.kafka.topic_prefix + "agents")
         for agent in agents:
@@ -178,6 +194,12 @@ async def run_up(settings: Settings, dry_run: bool = False) -> None:
         for agent in agents:
             await agent.warm_up()
         tasks["agents"] = asyncio.create_task(run_agents(faust_app, stop_agents))
+        # New processes at their fork and exec: faster samples, and no inherited demotion.
+        watcher.subscribe(collector.on_proc_events)
+        watcher.subscribe(applier.on_proc_events, rescan=applier.rescan)
+        if not watcher.start():
+            tasks["rescan"] = asyncio.create_task(
+                every(settings.collector.interval_s, applier.rescan, stop_collecting))
         tasks["collector"] = asyncio.create_task(
             run_collector(collector, KafkaSink(publisher), stop=stop_collecting))
         log.info("collecting every %.1fs as host %s", settings.collector.interval_s,
@@ -192,6 +214,7 @@ async def run_up(settings: Settings, dry_run: bool = False) -> None:
         stopper.cancel()
     finally:
         log.info("stopping")
+        watcher.stop()
         for name, event in (("collector", stop_collecting), ("agents", stop_agents),
                             ("recorder", stop_recording)):
             event.set()

@@ -59,6 +59,9 @@ class HostSample(msgspec.Struct, kw_only=True):
     temperatures_c: dict[str, float] = {}    # sensor label -> degrees; empty where none
     boot_time: float = 0.0
     interval_s: float = 0.0
+    # kernel.sched_autogroup_enabled: with it on, nice orders threads only inside one
+    # session's group, and only the scheduling policy works across them. None: unknown.
+    autogroup: bool | None = None
     # The host's CPU topology (Topology.to_dict()), on a collector's first sweep and every
     # few minutes after: an allocator planning for this host from elsewhere needs it, and
     # so does a replay of this host's history.
@@ -121,6 +124,9 @@ class Batch(msgspec.Struct, kw_only=True):
 
 class ProcessSamples(Batch, kw_only=True):
     interval_s: float = 0.0
+    # Some processes only, sampled between sweeps (new ones, judged sooner); a sweep that
+    # is not partial lists every process, so what it leaves out is gone.
+    partial: bool = False
     samples: list[ProcessSample] = []
 
 
@@ -173,6 +179,7 @@ class Decisions(Batch, kw_only=True):
     batch id names the plan itself."""
     plan_seq: int = 0
     mode: str = "balanced"
+    strategy: str = ""                       # how the critical tiers were kept quiet
     items: list[Decision] = []
 
 
@@ -233,6 +240,35 @@ class Configuration(msgspec.Struct, kw_only=True):
     settings: dict[str, Any] = {}            # every setting, defaults included
 
 
+class StrategyChoice(msgspec.Struct, kw_only=True):
+    """The closed loop's word on how a host's critical tiers are kept quiet: a strategy to
+    try (``trial``), the one kept after trying them (``chosen``), or a switch away from one
+    that measured worse than another (``undone``), with the figures that decided it. The
+    allocator plans the host with the newest."""
+    strategy: str
+    state: str                               # "trial" | "chosen" | "undone"
+    reason: str = ""
+    previous: str = ""
+    # per strategy measured: p50_us, p99_us, wakeups, batch_cpu, checks
+    figures: dict[str, dict[str, float]] = {}
+
+
+class Measurement(msgspec.Struct, kw_only=True):
+    """One check of the placement in force: the built-in probe's wake-up lateness where the
+    critical tiers run, and what the tiers did meanwhile."""
+    strategy: str
+    plan_id: str
+    cpus: str                                # where the probe ran
+    wakeups: Int32
+    interval_us: Int32
+    p50_us: float
+    p99_us: float
+    max_us: float
+    span_s: float
+    batch_cpu: float = 0.0                   # cores the batch tiers used meanwhile
+    critical_delay_ms_s: float = 0.0         # the critical tiers' run-queue delay, ms/s
+
+
 class DeadLetter(msgspec.Struct, kw_only=True):
     """A message a reader could not read, kept whole with the reason."""
     topic: str
@@ -244,7 +280,8 @@ class DeadLetter(msgspec.Struct, kw_only=True):
 
 
 Payload = Union[HostSample, ProcessSamples, ContainerSamples, Label, Classifications,
-                Decisions, Enforcements, Alert, Command, Configuration, DeadLetter]
+                Decisions, Enforcements, Alert, Command, Configuration, StrategyChoice,
+                Measurement, DeadLetter]
 
 
 @dataclass(frozen=True)
@@ -267,6 +304,8 @@ EVENT_TYPES: dict[str, EventType] = {e.name: e for e in (
     EventType("alert", Alert, "alerts", "alerts"),
     EventType("command", Command, "commands", "commands"),
     EventType("configuration", Configuration, "configuration", "configurations"),
+    EventType("strategy", StrategyChoice, "strategy", "strategies"),
+    EventType("measurement", Measurement, "measurements", "measurements"),
     EventType("deadletter", DeadLetter, "deadletter", "deadletter"),
 )}
 TYPE_OF_PAYLOAD: dict[type, str] = {e.payload: e.name for e in EVENT_TYPES.values()}

@@ -133,6 +133,9 @@ class Policy(_Frozen):
     # SMT siblings of an exclusive pool's cores: "pool" puts them in the same pool, "idle"
     # leaves them in no pool at all (quieter, half the threads).
     smt_siblings: Literal["pool", "idle"] = "pool"
+    # Under the exclusive_lend strategy, an exclusive tier using less than this share of its
+    # cores (it sleeps most of the time) lends them to batch work at SCHED_IDLE.
+    lend_below: float = Field(0.5, ge=0, le=1)
     # CPUs on the kernel's isolcpus= list get no load balancing; leave them alone unless asked.
     use_isolated_cpus: bool = False
     skip_kernel_threads: bool = True

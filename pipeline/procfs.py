@@ -315,6 +315,15 @@ def read_cmdline(proc: str, pid: int) -> str | None:
     return parse_cmdline(data)
 
 
+def autogroup_enabled(proc: str) -> bool | None:
+    """``kernel.sched_autogroup_enabled``: with it on, each session is a scheduling group
+    and nice orders threads only inside one; None where the kernel has no such switch."""
+    data = read_bytes(f"{proc}/sys/kernel/sched_autogroup_enabled", 16)
+    if not data or not data.strip().isdigit():
+        return None
+    return data.strip() != b"0"
+
+
 def read_argv(proc: str, pid: int) -> list[str]:
     """The command line as its arguments (empty when the process is gone)."""
     data = read_bytes(f"{proc}/{pid}/cmdline")

@@ -23,7 +23,8 @@ from pipeline.events import Configuration, topic_name
 from pipeline.hostpaths import HostPaths
 from pipeline.patterns import check_regex
 from pipeline.policy import Policy
-from pipeline.vocabulary import DAYS, DEFAULT_TIER_OF, Day, Mode, Tier, check_class_map
+from pipeline.vocabulary import (DAYS, DEFAULT_TIER_OF, STRATEGIES, Day, Mode, Strategy, Tier,
+                                 check_class_map)
 
 DEFAULT_RULES = CONFIG_DIR / "rules" / "default.yml"
 # rules_file values that switch rules (and so the shipped priors) off.
@@ -80,6 +81,10 @@ class CollectorSettings(_Section):
     containers: bool = True
     docker_host: str | None = None
     proc_root: str = "/"
+    # A new process (seen at its fork or exec, or by a sweep) is sampled this often for its
+    # first fast_for_s seconds, so that it is judged sooner; fast_for_s 0 turns that off.
+    fast_every_s: float = Field(0.1, gt=0, le=10)
+    fast_for_s: float = Field(2.0, ge=0, le=60)
 
 
 class ApiSettings(_Section):
@@ -104,7 +109,7 @@ class StorageSettings(_Section):
     # Write a batch once this many rows wait. Each write has a fixed cost (commit, offsets)
     # of some milliseconds, so large batches are what lets a recorder catch up quickly.
     flush_rows: int = Field(20_000, ge=1)
-    flush_interval_s: float = Field(1.0, gt=0)   # ... or once the oldest has waited this long
+    flush_interval_s: float = Field(2.0, gt=0)   # ... or once the oldest has waited this long
     raw_retention_h: float = Field(24.0, gt=0)   # raw samples are kept this long
     rollup_retention_d: float = Field(30.0, gt=0)  # 1-minute aggregates are kept this long
     query_timeout_s: float = Field(10.0, gt=0)
@@ -119,10 +124,13 @@ class TopologySettings(_Section):
 class ClassifierSettings(_Section):
     """The classifier: rolling windows, sources and their precedence, the online model."""
     window_s: float = Field(20.0, gt=0, le=600)         # span of each process's feature window
+    # Samples closer than this (a new process sampled fast) merge into one interval, so
+    # features read the same at any sampling rate.
+    min_interval_s: float = Field(0.9, ge=0)
     min_samples: int = Field(5, ge=2)                   # a window classifies once it holds
     min_span_s: float = Field(4.0, ge=0)                # ... this many samples over this span
     early_min_samples: int = Field(2, ge=2)             # a first judgement into one of
-    early_min_span_s: float = Field(1.0, ge=0)          # early_tiers needs only this much
+    early_min_span_s: float = Field(0.2, ge=0)          # early_tiers needs only this much
     early_tiers: list[Tier] = ["ultra_critical"]
     hysteresis_windows: int = Field(3, ge=1)            # windows agreeing before a model change
     heartbeat_s: float = Field(60.0, gt=0)              # re-emit an unchanged class this often
@@ -198,6 +206,43 @@ class AllocatorSettings(_Section):
     policy: Policy = Field(default_factory=Policy)
 
 
+class ClosedLoopSettings(_Section):
+    """Measure what the placement does on this host, and keep the strategy that measures best.
+
+    A small built-in probe (corelane's own, like a tiny cyclictest) sleeps ``probe_interval_us``
+    ``probe_wakeups`` times where the critical tiers run and with their priorities, and
+    records how late it wakes. While the critical tiers have members, each strategy is
+    tried in turn for ``trial_checks`` checks, and the best kept; it is undone when its last
+    ``undo_after_checks`` checks measure worse than the best of the others.
+    """
+    enabled: bool = True
+    strategies: list[Strategy] = Field(default_factory=lambda: list(STRATEGIES), min_length=1)
+    initial: Strategy = "shared"             # in force until the first trials have measured
+    probe_interval_us: int = Field(1000, ge=50, le=100_000)
+    probe_wakeups: int = Field(300, ge=10, le=100_000)
+    settle_s: float = Field(6.0, ge=0)           # after critical work appears, wait this
+                                                 # long (the rest judged) before trying
+    explore_every_s: float = Field(1.0, gt=0)    # a check this often while trying strategies
+    check_every_s: float = Field(10.0, gt=0)     # ... and this often once one is chosen
+    trial_checks: int = Field(3, ge=1)
+    cut_after: float = Field(2.0, ge=1)          # a trial ends after one check this many
+                                                 # times worse (p99) than the best so far
+    tolerance: float = Field(0.15, ge=0)         # p99 within this share of the best, plus
+    tolerance_us: float = Field(10.0, ge=0)      # ... this, counts as good as the best; of
+                                                 # those, the one keeping most batch work wins
+    undo_after_checks: int = Field(3, ge=1)
+    reexplore_s: float = Field(1800.0, gt=0)     # try every strategy again this often
+
+    @field_validator("initial")
+    @classmethod
+    def _initial(cls, value: str, info: Any) -> str:
+        given = info.data.get("strategies") or list(STRATEGIES)
+        if value not in given:
+            raise ValueError(f"closed_loop.initial {value!r} is not among closed_loop."
+                             f"strategies ({', '.join(given)})")
+        return value
+
+
 class ScopeSettings(_Section):
     pids: list[int] = []
     patterns: list[str] = []                     # regexes over name and command line
@@ -211,6 +256,9 @@ class ApplierSettings(_Section):
     # Never changed at all (besides PID 1 and kernel threads): regexes over name/cmdline.
     protected: list[str] = ["^(systemd|init)$", "^systemd-", "^sshd", "^(dockerd|containerd)"]
     respect_overrides: bool = True               # leave what someone else changed after us
+    # A plan's unchanged decisions are applied again (checked, and set where they drifted)
+    # only this often; in between, only what changed is applied.
+    reassert_s: float = Field(60.0, ge=0)
     journal_dir: str | None = None               # defaults to <home>/journal
 
     @field_validator("protected")
@@ -234,6 +282,7 @@ class Settings(_Section):
     allocator: AllocatorSettings = AllocatorSettings()
     applier: ApplierSettings = ApplierSettings()
     classifier: ClassifierSettings = ClassifierSettings()
+    closed_loop: ClosedLoopSettings = ClosedLoopSettings()
 
     source: str = Field("<defaults>", exclude=True)
 

@@ -83,7 +83,22 @@ AUTO: Final[str] = "auto"
 
 DAYS: Final[tuple[str, ...]] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
+# How the critical tiers are kept quiet; the closed loop measures them on each host and
+# keeps the best:
+# - exclusive_poll: cores of their own, kept polling when idle (a wake-up never waits for a
+#   halted core to come back);
+# - exclusive: cores of their own, which may halt when idle;
+# - exclusive_lend: cores of their own, lent to batch work at SCHED_IDLE while the tier
+#   sleeps (the kernel preempts SCHED_IDLE work at once, and the core never halts);
+# - shared: every core for every tier, batch work at SCHED_IDLE.
+STRATEGIES: Final[tuple[str, ...]] = ("exclusive_poll", "exclusive", "exclusive_lend", "shared")
+# Tiers whose work is throughput only: what strategies lend cores to, at SCHED_IDLE.
+BATCH_TIERS: Final[tuple[str, ...]] = ("low", "background")
+# The class of a process that sleeps: never demoted, since its children would inherit it.
+ASLEEP: Final[str] = "idle"
+
 # Configuration types made from the lists above (Literal accepts a tuple of values).
 Tier = Literal[TIERS]  # type: ignore[valid-type]
 Mode = Literal[MODES]  # type: ignore[valid-type]
 Day = Literal[DAYS]  # type: ignore[valid-type]
+Strategy = Literal[STRATEGIES]  # type: ignore[valid-type]

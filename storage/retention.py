@@ -52,7 +52,7 @@ WITH cur AS (
            max(threads) AS threads_max, arg_max(nice, ts) AS nice,
            arg_max(policy, ts) AS policy, arg_max(affinity, ts) AS affinity
     FROM process_samples
-    WHERE ts >= $lo AND ts < $hi AND pid IS NOT NULL
+    WHERE ts >= $lo AND ts < $hi AND pid IS NOT NULL AND partial IS NOT TRUE
     GROUP BY ALL
 ),
 before AS (

@@ -26,7 +26,7 @@ WITH complete AS (  -- a plan whose every chunk is recorded
 ), newest AS (
     SELECT batch FROM complete ORDER BY decided_at DESC LIMIT 1
 ), names AS (
-    SELECT pid, start_time, any_value(name) AS name FROM process_samples
+    SELECT pid, start_time, arg_max(name, ts) AS name FROM process_samples
     WHERE host = {h} AND ts > now()::TIMESTAMP - INTERVAL 10 MINUTE
     GROUP BY pid, start_time
 )
@@ -43,3 +43,21 @@ WHERE d.host = {h} AND d.target <> 'cpu'
 GROUP BY d.tier, d.cpus
 ORDER BY {tier_order("d.tier")}, d.cpus
 """
+
+
+def strategy_sql(host: str) -> str:
+    """The closed loop's newest word for the host (the strategy in force and why), with the
+    newest check of it."""
+    h = sql_text(host)
+    return f"""
+SELECT s.strategy, s.state, s.reason, s.ts AS since,
+       (SELECT p99_us FROM measurements m WHERE m.host = {h} AND m.strategy = s.strategy
+        ORDER BY m.ts DESC LIMIT 1) AS last_p99_us
+FROM strategies s WHERE s.host = {h} ORDER BY s.ts DESC LIMIT 1
+"""
+
+
+def host_sql(host: str) -> str:
+    """What the newest host sample says of the kernel: whether autogroup is on."""
+    return (f"SELECT autogroup FROM host_samples WHERE host = {sql_text(host)} "
+            f"ORDER BY ts DESC LIMIT 1")

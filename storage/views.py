@@ -91,7 +91,8 @@ CREATE OR REPLACE VIEW process_rates AS {_RATES_BODY.format(where="")}
 """
 
 # Works on (process, minute) aggregates, not on samples: a window function over every
-# sample cost ~3 s per hour of 1,000 processes, this ~10x less. A minute's delay is the
+# sample cost ~3 s per hour of 1,000 processes, this ~10x less. Whole sweeps only: the
+# samples a collector takes of new processes between sweeps would count as sweeps. A minute's delay is the
 # identity's last counter in it minus its last counter before it (or its first in the
 # minute when new); it is divided by the wall seconds those deltas span (the host's last
 # sweep in the minute minus its last sweep before it). CPU is the tier's summed cpu_share
@@ -102,7 +103,7 @@ WITH per_process AS (
            sum(cpu_share) AS cpu_share_sum,
            min(run_delay_ns) AS delay_lo, max(run_delay_ns) AS delay_hi
     FROM process_samples
-    WHERE pid IS NOT NULL {where}
+    WHERE pid IS NOT NULL AND partial IS NOT TRUE {where}
     GROUP BY ALL
 ),
 process_delta AS (
@@ -114,7 +115,7 @@ per_host AS (
     SELECT host, time_bucket(INTERVAL 1 MINUTE, ts) AS minute, count(DISTINCT ts) AS sweeps,
            min(ts) AS first_ts, max(ts) AS last_ts
     FROM process_samples
-    WHERE pid IS NOT NULL {where}
+    WHERE pid IS NOT NULL AND partial IS NOT TRUE {where}
     GROUP BY ALL
 ),
 host_span AS (

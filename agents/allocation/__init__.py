@@ -5,13 +5,13 @@ No Kafka, no /proc, no system calls: the same functions run live in the allocato
 offline in replay.
 """
 from agents.allocation.plan import (
-    Assignment, ContainerTarget, CpuIdleLimit, Plan, ProcessTarget, Target, Utilization, plan,
-    plan_from_decisions, process_targets, to_decisions,
+    Assignment, ContainerTarget, CpuIdleLimit, Plan, ProcessTarget, Target, Utilization, action,
+    plan, plan_from_decisions, process_targets, to_decisions,
 )
 from agents.allocation.pools import AllocationError, Pool
 
 __all__ = [
     "AllocationError", "Assignment", "ContainerTarget", "CpuIdleLimit", "Plan", "Pool",
     "ProcessTarget", "Target",
-    "Utilization", "plan", "plan_from_decisions", "process_targets", "to_decisions",
+    "Utilization", "action", "plan", "plan_from_decisions", "process_targets", "to_decisions",
 ]

@@ -23,8 +23,16 @@ How a plan is made:
 5. Placement (``pools.place``): exclusive tiers first on P-cores, whole cores (SMT
    siblings with them), one NUMA node where they fit; the reserve next to them; then the
    rest, low and background on E-cores.
-6. Decisions: cpus from the pool, nice, I/O and policy from the tier and mode, at most
-   ``max_moves`` targets change cpus per plan (isolation moves are never deferred).
+6. Strategy (``STRATEGIES``, chosen per host by the closed loop): ``exclusive_poll`` keeps
+   the exclusive pools and their idle limits; ``exclusive`` drops the idle limits;
+   ``exclusive_lend`` also lends the cores of an exclusive tier that sleeps (demand below
+   ``lend_below`` of its cores) to the batch tiers, at SCHED_IDLE; ``shared`` puts every
+   tier on every pool core, batch tiers at SCHED_IDLE, so no core halts beside waiting work
+   and the kernel preempts batch work at once.
+7. Decisions: cpus from the pool, nice, I/O and policy from the tier and mode, at most
+   ``max_moves`` targets change cpus per plan (isolation moves are never deferred). A
+   process that sleeps (class ``idle``) is placed but never demoted: whatever it starts
+   would inherit the demotion.
 """
 from __future__ import annotations
 
@@ -38,7 +46,7 @@ from agents.allocation.pools import (
     place, usable_cores,
 )
 from pipeline.policy import ModeTuning, Policy, TierPolicy
-from pipeline.vocabulary import HOUSEKEEPING, MODES, TIERS
+from pipeline.vocabulary import ASLEEP, BATCH_TIERS, HOUSEKEEPING, MODES, STRATEGIES, TIERS
 from pipeline.events import Classification, Decision, HostSample, ProcessSample
 from pipeline.topology import Topology, cpulist_format, cpulist_parse
 
@@ -183,6 +191,8 @@ class Plan:
     deferred: int = 0                        # moves held back by max_moves
     notes: tuple[str, ...] = ()
     idle_limits: tuple[CpuIdleLimit, ...] = ()   # cores kept out of deep idle states
+    strategy: str = STRATEGIES[0]
+    lent: tuple[int, ...] = ()               # exclusive cores batch work may use (SCHED_IDLE)
 
     def pool(self, name: str) -> Pool | None:
         return next((p for p in self.pools if p.name == name), None)
@@ -295,13 +305,19 @@ def _cpus_of(core_ids: Iterable[int], cores: Mapping[int, CoreInfo], first_threa
     return tuple(sorted(cpus))
 
 
-def _tier_settings(tier: str, tp: TierPolicy, tuning: ModeTuning
+def _tier_settings(tier: str, tp: TierPolicy, tuning: ModeTuning, beside_critical: str
                    ) -> tuple[int | None, str | None, int | None, str | None, str]:
+    """The tier's priorities in this mode; ``beside_critical`` names the strategy that
+    puts batch work on the critical tiers' cores ("" when none does)."""
     nice, ioclass, iolevel, pol = tp.nice, tp.ioclass, tp.iolevel, tp.policy
     note = ""
     if tier in tuning.squeeze:
         nice, ioclass, iolevel, pol = 19, "idle", None, "idle"
         note = "squeezed: SCHED_IDLE, idle I/O"
+    elif tier in BATCH_TIERS and beside_critical:
+        # it runs beside critical work: only SCHED_IDLE is preempted at once, and across
+        # sessions (autogroup), where nice orders nothing
+        pol, note = "idle", f"SCHED_IDLE: strategy {beside_critical}"
     elif not tuning.sched_idle:
         if pol == "idle":
             pol, note = "batch", "SCHED_BATCH instead of SCHED_IDLE"
@@ -315,11 +331,16 @@ def plan(topology: Topology,
          utilization: Utilization | None = None,
          mode: str = "balanced",
          policy: Policy | None = None,
-         previous_plan: Plan | None = None) -> Plan:
+         previous_plan: Plan | None = None,
+         strategy: str = STRATEGIES[0]) -> Plan:
     """Plan core pools and per-target decisions for one host (see the module docstring)."""
     policy = policy or Policy()
     if mode not in MODES:
         raise AllocationError(f"unknown mode {mode!r}; modes are {', '.join(MODES)}")
+    if strategy not in STRATEGIES:
+        raise AllocationError(f"unknown strategy {strategy!r}; strategies are "
+                              f"{', '.join(STRATEGIES)}")
+    share_all = strategy == "shared"
     tuning = policy.mode(mode)
     util = utilization or Utilization()
     procs, conts, skipped = _split_targets(classifications, policy)
@@ -344,7 +365,8 @@ def plan(topology: Topology,
             prefer, role = policy.housekeeping_prefer, HOUSEKEEPING_ROLE
         else:
             tp = policy.tier(name)
-            headroom, min_cores, exclusive, prefer = tp.headroom, tp.min_cores, tp.exclusive, tp.prefer
+            headroom, min_cores, prefer = tp.headroom, tp.min_cores, tp.prefer
+            exclusive = tp.exclusive and not share_all
             role = EXCLUSIVE if exclusive else SHARED
         if not exclusive and tuning.shared_prefer:
             prefer = tuning.shared_prefer
@@ -485,9 +507,18 @@ def plan(topology: Topology,
     reserve_cpus = _cpus_of(reserve_cores, cores, False)
     in_pools = {c for cpus in pool_cpus.values() for c in cpus}
     unused = tuple(c for c in topology.cpu_ids if c not in in_pools and c not in reserve_cpus)
+    if share_all and in_pools:
+        # every tier on every pool core; the pools' sizes stay as the demand had them
+        every = tuple(sorted(in_pools))
+        pool_cpus = {name: every for name in pool_cpus}
+        pools = [replace(p, cpus=every, shared_with=None,
+                         reason=f"every pool core ({cpulist_format(every)}): strategy shared; "
+                                f"sized {p.size} for {p.reason}") for p in pools]
+    lent = _lent_cpus(pools, policy) if strategy == "exclusive_lend" else ()
 
     # -- decisions --
-    assignments = _assign(procs, conts, wants, pool_cpus, {p.name: p for p in pools}, policy, tuning)
+    assignments = _assign(procs, conts, wants, pool_cpus, {p.name: p for p in pools}, policy,
+                          tuning, strategy, lent)
     exclusive_cpus = {name: set(cpus) for name, cpus in pool_cpus.items()
                       if wants[name].exclusive and name in placed}
     assignments, moves, deferred = _cap_moves(assignments, previous_plan, exclusive_cpus,
@@ -499,7 +530,19 @@ def plan(topology: Topology,
                 pools=tuple(pools), assignments=tuple(assignments), reserve=reserve_cpus,
                 unused=unused, skipped=tuple((f"{k[0]} {k[1]}", why) for k, why in skipped),
                 moves=moves, deferred=deferred, notes=tuple(notes),
-                idle_limits=_idle_limits(pools, policy, tuning, mode))
+                idle_limits=(_idle_limits(pools, policy, tuning, mode)
+                             if strategy == "exclusive_poll" else ()),
+                strategy=strategy, lent=lent)
+
+
+def _lent_cpus(pools: Sequence[Pool], policy: Policy) -> tuple[int, ...]:
+    """The cores of exclusive pools whose tier sleeps most of the time."""
+    out: set[int] = set()
+    for pool in pools:
+        if pool.exclusive and pool.name != HOUSEKEEPING and pool.cpus \
+                and pool.demand < policy.lend_below * len(pool.cpus):
+            out.update(pool.cpus)
+    return tuple(sorted(out))
 
 
 def _idle_limits(pools: Sequence[Pool], policy: Policy, tuning: ModeTuning,
@@ -524,7 +567,8 @@ def _idle_limits(pools: Sequence[Pool], policy: Policy, tuning: ModeTuning,
 
 def _assign(procs: Sequence[ProcessTarget], conts: Sequence[ContainerTarget],
             wants: Mapping[str, _Want], pool_cpus: Mapping[str, tuple[int, ...]],
-            pools: Mapping[str, Pool], policy: Policy, tuning: ModeTuning) -> list[Assignment]:
+            pools: Mapping[str, Pool], policy: Policy, tuning: ModeTuning, strategy: str,
+            lent: tuple[int, ...]) -> list[Assignment]:
     out: list[Assignment] = []
     container_cpus: dict[str, tuple[str, tuple[int, ...]]] = {}
     for c in conts:
@@ -556,8 +600,17 @@ def _assign(procs: Sequence[ProcessTarget], conts: Sequence[ContainerTarget],
                                   reason=f"{why} → pool {cpulist_format(cpus)} "
                                          f"({pools[name].reason}){extra}"))
             continue
-        nice, ioclass, iolevel, pol, note = _tier_settings(name, policy.tier(name), tuning)
+        beside = strategy if strategy == "shared" or lent else ""
+        nice, ioclass, iolevel, pol, note = _tier_settings(name, policy.tier(name), tuning,
+                                                           beside)
+        if lent and name in BATCH_TIERS and not (p.container_id and p.container_id in container_cpus):
+            cpus = tuple(sorted({*cpus, *lent}))
+            note = f"{note}; lent {cpulist_format(lent)} while its tier sleeps"
         reason = f"tier {name} → pool {cpulist_format(cpus)} ({pools[name].reason}); class {p.cls or '?'}"
+        if p.cls == ASLEEP and name != HOUSEKEEPING:
+            # what it starts would inherit a demotion, and a sleeper gains nothing from one
+            nice = ioclass = iolevel = pol = None
+            note = "asleep: placed, its priorities left as they are"
         if note:
             reason += f"; {note}"
         out.append(Assignment(target="process", tier=name, cpus=cpus, pid=p.pid,
@@ -601,7 +654,7 @@ def _cap_moves(assignments: list[Assignment], previous: Plan | None,
 
 def to_decisions(plan: Plan) -> list[Decision]:
     """The plan's ``Decision`` rows, in the plan's order (send with ``Decisions``,
-    ``plan_seq=plan.seq`` and ``mode=plan.mode``)."""
+    ``plan_seq=plan.seq``, ``mode=plan.mode`` and ``strategy=plan.strategy``)."""
     return [Decision(target=a.target, tier=a.tier, cpus=cpulist_format(a.cpus), pid=a.pid,
                      start_time=a.start_time, container_id=a.container_id, nice=a.nice,
                      ioclass=a.ioclass, iolevel=a.iolevel, policy=a.policy,
@@ -611,8 +664,15 @@ def to_decisions(plan: Plan) -> list[Decision]:
                  reason=x.reason) for x in plan.idle_limits]
 
 
+def action(d: Decision) -> tuple:
+    """What the applier acts on in a decision, without its reason (whose demand figures
+    move every cycle): two decisions with the same action ask for the same change."""
+    return (d.target, d.pid, d.start_time, d.container_id, d.cpus, d.nice, d.ioclass,
+            d.iolevel, d.policy, d.cpu_shares, d.idle_latency_us)
+
+
 def plan_from_decisions(topology: Topology, decisions: Iterable[Decision], seq: int,
-                        mode: str = "balanced") -> Plan:
+                        mode: str = "balanced", strategy: str = STRATEGIES[0]) -> Plan:
     """Rebuild a previous plan from its decisions event, e.g. after a restart.
 
     Pools are the union of their members' cpus, held at that many cores; hysteresis streaks
@@ -636,10 +696,11 @@ def plan_from_decisions(topology: Topology, decisions: Iterable[Decision], seq: 
             size = max(1, len({topology.cpu(c).core for c in cpus}))
             pools.append(Pool(name=name, cpus=cpus, size=size, demand=0.0, need=0.0,
                               reason="restored from a decisions event"))
-    return Plan(seq=seq, mode=mode, pools=tuple(pools), assignments=tuple(assignments))
+    return Plan(seq=seq, mode=mode, pools=tuple(pools), assignments=tuple(assignments),
+                strategy=strategy if strategy in STRATEGIES else STRATEGIES[0])
 
 
 __all__ = [
     "Assignment", "ContainerTarget", "CpuIdleLimit", "Plan", "ProcessTarget", "Target", "Utilization",
-    "plan", "plan_from_decisions", "process_targets", "to_decisions",
+    "action", "plan", "plan_from_decisions", "process_targets", "to_decisions",
 ]

@@ -32,7 +32,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.classification.features import FeatureWindow, feature_vector
+from agents.classification.features import FEATURES, FeatureWindow, feature_vector
 from agents.classification.model import Drift, OnlineModel
 from agents.classification.rules import (
     CompiledRule, ContainerInfo, LabelBook, MatchContext, RuleHit, RuleSet, load_rules,
@@ -44,6 +44,9 @@ from pipeline.vocabulary import DEFAULT_TIER_OF, UNCLASSIFIED, check_class_map
 
 # An open model_drift alert resolves after this long (sweep time) without another drift.
 DRIFT_QUIET_S = 600.0
+# A window in which nothing moved is voted on again by the model this often.
+REVOTE_S = 10.0
+_AGE = FEATURES.index("age_s")
 
 # A model opinion: (class, probability, model tag such as "v7" or "v7+120").
 ModelVote = tuple[str, float, str]
@@ -241,8 +244,9 @@ class Classifier:
     def __init__(self, model: OnlineModel | None = None, rules: RuleSet | None = None,
                  labels: LabelBook | None = None,
                  tier_of: Mapping[str, str] = DEFAULT_TIER_OF, *, window_s: float = 20.0,
+                 min_interval_s: float = 0.9,
                  min_samples: int = 5, min_span_s: float = 4.0,
-                 early_min_samples: int = 2, early_min_span_s: float = 1.0,
+                 early_min_samples: int = 2, early_min_span_s: float = 0.2,
                  early_tiers: Iterable[str] = ("ultra_critical",),
                  hysteresis_windows: int = 3,
                  heartbeat_s: float = 60.0, min_model_confidence: float = 0.5,
@@ -257,6 +261,7 @@ class Classifier:
         self.decider = Decider(self.tier_of, hysteresis_windows, heartbeat_s,
                                min_model_confidence)
         self.window_s, self.min_samples, self.min_span_s = window_s, min_samples, min_span_s
+        self.min_interval_s = min_interval_s
         # A new process whose first judgement puts it in an early tier (ultra_critical by
         # default) is judged from a shorter window: it waits for its cores on the
         # housekeeping ones until judged. On held-out data the early calls of that tier
@@ -271,6 +276,9 @@ class Classifier:
         # second. One window per process per interval teaches as much for a fraction.
         self.prior_learn_interval_s = prior_learn_interval_s
         self._prior_taught: dict[Hashable, float] = {}
+        self._votes: dict[Hashable, tuple[Any, float]] = {}   # identity -> (vote, when)
+        self._young: dict[Hashable, FeatureWindow] = {}   # not judged yet: newest samples
+        self._vectors: dict[Hashable, tuple[list[float], float]] = {}  # last features, when
         self._open_drift: Alert | None = None
         self._last_drift = 0.0
         self.expire_s = expire_s
@@ -296,6 +304,7 @@ class Classifier:
         return cls(model=model if model is not None else OnlineModel(
                        s.model, drift_delta=s.drift_delta),
                    rules=rules, tier_of=s.classes, window_s=s.window_s,
+                   min_interval_s=s.min_interval_s,
                    min_samples=s.min_samples, min_span_s=s.min_span_s,
                    early_min_samples=s.early_min_samples, early_min_span_s=s.early_min_span_s,
                    early_tiers=s.early_tiers,
@@ -335,28 +344,49 @@ class Classifier:
             names[s.pid] = s.name
         ready: list[tuple[Hashable, ProcessSample, list[float], bool]] = []
         windows = self._windows
+        young = self._young
         early_on = bool(self.early_tiers) and self.early_min_samples < self.min_samples
+        decider = self.decider
         for s in samples:
             key = (s.pid, s.start_time) if host is None else (host, s.pid, s.start_time)
             window = windows.get(key)
             if window is None:
-                window = windows[key] = FeatureWindow(self.window_s)
+                window = windows[key] = FeatureWindow(self.window_s,
+                                                      min_interval_s=self.min_interval_s)
             window.append(ts, s)
             if window.enough_history(self.min_samples, self.min_span_s):
-                ready.append((key, s, feature_vector(window, ts, self.boot_time), False))
-            elif early_on and window.enough_history(self.early_min_samples,
-                                                    self.early_min_span_s):
-                ready.append((key, s, feature_vector(window, ts, self.boot_time), True))
+                young.pop(key, None)
+                ready.append((key, s, self._features(key, window, ts), False))
+            elif early_on and decider.current(key) is None:
+                # A first judgement from the newest samples alone: what a new process does
+                # once started, not its start-up (an interpreter's imports are a burst).
+                recent = young.get(key)
+                if recent is None:
+                    recent = young[key] = FeatureWindow(self.early_min_span_s * 1.25,
+                                                        keep=self.early_min_samples,
+                                                        max_gap_s=self.window_s)
+                recent.append(ts, s)
+                if recent.enough_history(self.early_min_samples, self.early_min_span_s):
+                    ready.append((key, s, feature_vector(recent, ts, self.boot_time), True))
         result.classified = len(ready)
         if not ready:
             self._maybe_expire(ts)
             return result
         model = self.model
-        votes = model.predict_many([vector for _, _, vector, _ in ready])
+        # A window in which nothing moved keeps the model's last vote for up to REVOTE_S:
+        # its features are the same, and most processes on a host sleep.
+        kept = self._votes
+        fresh = [i for i, (key, _, _, early) in enumerate(ready)
+                 if early or not windows[key].still or key not in kept
+                 or ts - kept[key][1] >= REVOTE_S]
+        new = model.predict_many([ready[i][2] for i in fresh]) if fresh else []
+        votes = [kept[key][0] if key in kept else None for key, _, _, _ in ready]
+        for i, vote in zip(fresh, new):
+            votes[i] = vote
+            kept[ready[i][0]] = (vote, ts)
         tag = model.tag
         priors = self.rules.priors
         min_conf = self.learn_min_rule_confidence
-        decider = self.decider
         for (key, s, vector, early), vote in zip(ready, votes):
             label = self.labels.lookup(s)
             rule = self._rule(key, s, vector)
@@ -378,6 +408,7 @@ class Classifier:
                                      model=model_vote)
                 if out is not None:
                     result.classifications.append(out)
+                    self._young.pop(key, None)
                 continue
             teach = None
             if label is not None:
@@ -407,6 +438,18 @@ class Classifier:
             self._open_drift = None
         self._maybe_expire(ts)
         return result
+
+    def _features(self, key: Hashable, window: FeatureWindow, ts: float) -> list[float]:
+        """The window's features; a still window's are the last ones, a little older."""
+        kept = self._vectors.get(key)
+        if kept is not None and window.still and ts - kept[1] < REVOTE_S:
+            vector = list(kept[0])
+            if vector[_AGE]:
+                vector[_AGE] += ts - kept[1]
+            return vector
+        vector = feature_vector(window, ts, self.boot_time)
+        self._vectors[key] = (vector, ts)
+        return vector
 
     def _drift_alerts(self, drifted: Drift, ts: float) -> list[Alert]:
         """A model_drift alert opens on the first drift; a later one, while it is open,
@@ -451,6 +494,9 @@ class Classifier:
             del self._windows[key]
             self._rule_cache.pop(key, None)
             self._prior_taught.pop(key, None)
+            self._votes.pop(key, None)
+            self._young.pop(key, None)
+            self._vectors.pop(key, None)
             self.decider.forget(key)
             pid, start = _pid_start(key)
             self.labels.forget(pid, start)

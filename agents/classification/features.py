@@ -63,16 +63,26 @@ class FeatureWindow:
 
     ``append`` ignores a sample not newer than the last one (a duplicate or out of order)
     and restarts the window after a gap longer than the span (stale rates would mix in).
+    An interval shorter than ``min_interval_s`` is extended by the next sample instead of
+    being followed by another (see ``append``).
     """
 
-    __slots__ = ("span_s", "clk_tck", "_ts", "_rss", "_dt", "_cpu", "_vol", "_invol",
+    __slots__ = ("span_s", "clk_tck", "min_interval_s", "keep", "max_gap_s", "quiet_run", "_ts", "_rss", "_dt", "_cpu", "_vol", "_invol",
                  "_run", "_delay", "_slices", "_rb", "_wb", "_rc", "_wc", "_last")
 
-    def __init__(self, span_s: float = 20.0, clk_tck: int = 100) -> None:
+    def __init__(self, span_s: float = 20.0, clk_tck: int = 100,
+                 min_interval_s: float = 0.0, keep: int = 1,
+                 max_gap_s: float | None = None) -> None:
+        """``keep``: the newest samples kept even when older than the span; ``max_gap_s``
+        (the span by default): a longer gap between samples starts the window afresh."""
         if span_s <= 0:
             raise ValueError(f"window span must be positive, got {span_s}")
         self.span_s = span_s
         self.clk_tck = clk_tck
+        self.min_interval_s = min_interval_s
+        self.keep = max(1, keep)
+        self.max_gap_s = span_s if max_gap_s is None else max_gap_s
+        self.quiet_run = 0                        # trailing intervals in which nothing moved
         self._ts: deque[float] = deque()          # sample times (n)
         self._rss: deque[int] = deque()           # sample RSS (n)
         self._dt: deque[float] = deque()          # interval lengths (n - 1), then deltas:
@@ -100,6 +110,12 @@ class FeatureWindow:
         return self._ts[-1] if self._ts else None
 
     @property
+    def still(self) -> bool:
+        """Nothing moved in any interval the window holds: its behaviour features stay as
+        they are until something does (only the process's age grows)."""
+        return bool(self._dt) and self.quiet_run >= len(self._dt)
+
+    @property
     def span(self) -> float:
         """Seconds between the oldest and newest sample held."""
         return self._ts[-1] - self._ts[0] if self._ts else 0.0
@@ -110,6 +126,7 @@ class FeatureWindow:
                      self._wc):
             part.clear()
         self._last = None
+        self.quiet_run = 0
 
     def append(self, ts: float, sample: ProcessSample) -> None:
         prev = self._last
@@ -117,45 +134,54 @@ class FeatureWindow:
             dt = ts - self._ts[-1]
             if dt <= 0:
                 return
-            if dt > self.span_s:
+            if dt > self.max_gap_s:
                 self.clear()
                 prev = None
         if prev is not None:
-            self._dt.append(dt)
             if sample.cpu_time_s or prev.cpu_time_s:
                 d = sample.cpu_time_s - prev.cpu_time_s
-                self._cpu.append(d if d > 0 else 0.0)
+                cpu = d if d > 0 else 0.0
             else:
                 # No CPU times in the sample: fall back to the collector's own share.
-                self._cpu.append(sample.cpu_share * dt)
-            d = sample.vol_ctx - prev.vol_ctx
-            self._vol.append(d if d > 0 else 0)
-            d = sample.invol_ctx - prev.invol_ctx
-            self._invol.append(d if d > 0 else 0)
-            d = sample.run_time_ns - prev.run_time_ns
-            self._run.append(d if d > 0 else 0)
-            d = sample.run_delay_ns - prev.run_delay_ns
-            self._delay.append(d if d > 0 else 0)
-            d = sample.timeslices - prev.timeslices
-            self._slices.append(d if d > 0 else 0)
-            d = sample.io_read_bytes - prev.io_read_bytes
-            self._rb.append(d if d > 0 else 0)
-            d = sample.io_write_bytes - prev.io_write_bytes
-            self._wb.append(d if d > 0 else 0)
-            d = sample.io_rchar - prev.io_rchar
-            self._rc.append(d if d > 0 else 0)
-            d = sample.io_wchar - prev.io_wchar
-            self._wc.append(d if d > 0 else 0)
+                cpu = sample.cpu_share * dt
+            deltas = (cpu, *(max(b - a, 0) for a, b in (
+                (prev.vol_ctx, sample.vol_ctx), (prev.invol_ctx, sample.invol_ctx),
+                (prev.run_time_ns, sample.run_time_ns), (prev.run_delay_ns, sample.run_delay_ns),
+                (prev.timeslices, sample.timeslices), (prev.io_read_bytes, sample.io_read_bytes),
+                (prev.io_write_bytes, sample.io_write_bytes), (prev.io_rchar, sample.io_rchar),
+                (prev.io_wchar, sample.io_wchar))))
+            parts = (self._cpu, self._vol, self._invol, self._run, self._delay, self._slices,
+                     self._rb, self._wb, self._rc, self._wc)
+            moved = any(deltas) or sample.rss_bytes != prev.rss_bytes \
+                or sample.threads != prev.threads
+            if self._dt and self._dt[-1] < self.min_interval_s:
+                # A sample soon after the last (a new process sampled fast): the last
+                # interval grows rather than a short one being added, so rates and their
+                # spread read the same whatever the sampling rate.
+                self._dt[-1] += dt
+                for part, d in zip(parts, deltas):
+                    part[-1] += d
+                if moved:
+                    self.quiet_run = 0
+                self._ts[-1] = ts
+                self._rss[-1] = sample.rss_bytes
+                self._last = sample
+                self.evict(ts)
+                return
+            self._dt.append(dt)
+            for part, d in zip(parts, deltas):
+                part.append(d)
+            self.quiet_run = 0 if moved else self.quiet_run + 1
         self._ts.append(ts)
         self._rss.append(sample.rss_bytes)
         self._last = sample
         self.evict(ts)
 
     def evict(self, now: float) -> None:
-        """Drop samples older than the span before ``now`` (the newest is always kept)."""
+        """Drop samples older than the span before ``now`` (the newest ``keep`` stay)."""
         ts = self._ts
         horizon = now - self.span_s
-        while len(ts) > 1 and ts[0] < horizon:
+        while len(ts) > self.keep and ts[0] < horizon:
             ts.popleft()
             self._rss.popleft()
             for part in (self._dt, self._cpu, self._vol, self._invol, self._run,

@@ -14,6 +14,7 @@ noted after it.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import docker
@@ -40,18 +41,29 @@ def enforce_process(journal: Journal, pid: int, start_time: int, wanted: Process
                     guard: Guard | None = None, respect_override: bool = True,
                     paths: HostPaths = LIVE) -> ApplyResult:
     """``apply_settings`` with the journal: the original is recorded before the first write,
-    and the settings corelane left are noted after. With ``respect_override`` a target whose
-    settings someone else changed since corelane's last apply is left alone."""
+    and the settings corelane left are noted after. A setting corelane changed earlier and
+    no longer asks for goes back to its original (a demoted process that fell asleep gets
+    its nice and policy back). With ``respect_override`` a target whose settings someone
+    else changed since corelane's last apply is left alone."""
     identity = Identity.process(pid, start_time)
     entry = journal.get(identity)
+    asked = [name for name in FIELDS if getattr(wanted, name) is not None]
+    given_back: dict[str, Any] = {}
+    if entry is not None and entry.applied:
+        given_back = {name: entry.original[name] for name in entry.applied
+                      if name in FIELDS and name not in asked
+                      and entry.original.get(name) is not None}
+        wanted = replace(wanted, **given_back)
     result = apply_settings(
         pid, start_time, wanted, paths=paths, guard=guard,
         last_applied=entry.applied if entry and respect_override else None,
         before_change=lambda before: journal.record_original(identity, before))
     if result.applied and journal.get(identity) is not None:
-        # what is really there now, for the fields corelane asked for
-        asked = [name for name in FIELDS if getattr(wanted, name) is not None]
+        # what is really there now, for the fields corelane still manages
         journal.mark_applied(identity, {name: result.after.get(name) for name in asked})
+        if given_back:
+            back = ", ".join(f"{k} {v}" for k, v in sorted(given_back.items()))
+            result.reason = "; ".join(r for r in (result.reason, f"given back: {back}") if r)
     return result
 
 

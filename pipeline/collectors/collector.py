@@ -7,10 +7,13 @@ block, so they run in a worker thread and leave the event loop free for the HTTP
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
+import threading
 import time
 from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import IO, Protocol
 
 from aiokafka.errors import KafkaError
@@ -18,6 +21,7 @@ from aiokafka.errors import KafkaError
 from pipeline.bus import Publisher, Stamper
 from pipeline.collectors.containers import ContainerSampler
 from pipeline.collectors.host import HostSampler
+from pipeline.collectors.proc_events import ProcEvent
 from pipeline.collectors.process import ProcessSampler
 from pipeline.events import (Alert, ContainerSamples, Envelope, ProcessSamples, batched,
                              encode, open_alert, resolve_alert)
@@ -67,6 +71,7 @@ class CollectorStats(Stats):
     containers: int = gauge("containers in the last sweep", 0)
     containers_available: bool | None = gauge("whether the Docker engine answers")
     dropped_sweeps: int = counter("sweeps the broker did not take")
+    fast_samples: int = counter("samples of new processes taken between sweeps")
     errors: list[str] = note("the last few errors", factory=list)
 
 
@@ -75,8 +80,12 @@ class Collector:
     container batches, chunked so each message stays under the broker's limit."""
 
     def __init__(self, settings: Settings, stamper: Stamper,
-                 topology: Topology | None = None) -> None:
+                 topology: Topology | None = None,
+                 skip_pids: Callable[[], Iterable[int]] = lambda: ()) -> None:
+        """``skip_pids`` are corelane's own helpers (its wake-up probe): sampled, they would
+        be classified and placed like the work they measure."""
         self.settings = settings
+        self.skip_pids = skip_pids
         self.stamper = stamper
         self.topology = topology
         self._topology_sent: float | None = None
@@ -88,6 +97,58 @@ class Collector:
         self.stats = CollectorStats()
         self._docker_alert: Alert | None = None
         self._last_sweep: float | None = None
+        # new pids sampled between sweeps -> until when (monotonic); the lock keeps the
+        # sweep and the fast lane off the sampler's state at the same time
+        self._fast: dict[int, float] = {}
+        self._last_pids: set[int] | None = None
+        self.swept_new: set[int] = set()
+        self._sampler_lock = threading.Lock()
+        self.fast_wanted = asyncio.Event()
+
+    def watch_new(self, pids: Iterable[int]) -> None:
+        """Sample these new processes faster for their first seconds."""
+        window = self.settings.collector.fast_for_s
+        if window <= 0:
+            return
+        until = time.monotonic() + window
+        skip = set(self.skip_pids())
+        added = False
+        for pid in pids:
+            if pid not in skip and pid not in self._fast:
+                self._fast[pid] = until
+                added = True
+        if added:
+            self.fast_wanted.set()
+
+    @property
+    def has_new(self) -> bool:
+        return bool(self._fast)
+
+    def on_proc_events(self, events: Iterable[ProcEvent]) -> None:
+        """A fork or an exec: a process (or a program) is new."""
+        self.watch_new(e.pid for e in events)
+
+    def fast_sweep(self) -> list[Envelope]:
+        """Samples of the new processes still in their first seconds, as partial batches."""
+        now = time.monotonic()
+        skip = set(self.skip_pids())
+        self._fast = {pid: until for pid, until in self._fast.items()
+                      if until > now and pid not in skip}
+        if not self._fast:
+            return []
+        with self._sampler_lock:
+            procs = self.processes.sample(list(self._fast))
+        for gone in set(self._fast) - {p.pid for p in procs}:
+            self._fast.pop(gone, None)
+        if not procs:
+            return []
+        self.stats.fast_samples += len(procs)
+        ts = time.time()
+        kafka = self.settings.kafka
+        return [self.stamper.stamp(part, ts) for part in batched(
+            ProcessSamples, procs, kafka.chunk_rows, "samples",
+            max_bytes=kafka.max_message_bytes, partial=True,
+            interval_s=self.settings.collector.fast_every_s)]
 
     def sweep(self) -> list[Envelope]:
         started = time.monotonic()
@@ -102,7 +163,17 @@ class Collector:
             host_sample.topology = self.topology.to_dict()
             self._topology_sent = started
         events = [self.stamper.stamp(host_sample, ts)]
-        procs = self.processes.sweep()
+        with self._sampler_lock:
+            procs = self.processes.sweep()
+        skip = set(self.skip_pids())
+        if skip:
+            procs = [p for p in procs if p.pid not in skip]
+        pids = {p.pid for p in procs}
+        if self._last_pids is not None:
+            # what the kernel's events did not announce (no connector, or lost ones); the
+            # loop hands them to the fast lane (this runs in a worker thread)
+            self.swept_new = pids - self._last_pids
+        self._last_pids = pids
         events += [self.stamper.stamp(part, ts) for part in batched(
             ProcessSamples, procs, kafka.chunk_rows, "samples",
             max_bytes=kafka.max_message_bytes, interval_s=interval)]
@@ -151,16 +222,59 @@ class Collector:
         return []
 
 
+async def run_fast_lane(collector: Collector, sink: Sink, stop: asyncio.Event) -> None:
+    """Sample new processes every ``collector.fast_every_s`` while there are any; idle
+    (and free) otherwise."""
+    every = collector.settings.collector.fast_every_s
+    while not stop.is_set():
+        if not collector.has_new:
+            collector.fast_wanted.clear()
+            waiter = asyncio.ensure_future(collector.fast_wanted.wait())
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+            continue
+        started = time.monotonic()
+        events = await asyncio.to_thread(collector.fast_sweep)
+        if events:
+            try:
+                await sink.emit(events)
+            except KafkaError as exc:
+                log.debug("samples of new processes not published: %r", exc)
+        delay = every - (time.monotonic() - started)
+        if delay > 0:
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+
+
 async def run_collector(collector: Collector, sink: Sink, count: int | None = None,
                         interval_s: float | None = None,
                         stop: asyncio.Event | None = None) -> CollectorStats:
     """Sweep every interval (on a fixed cadence, not drifting by the sweep's own cost)
-    until ``count`` sweeps are done or ``stop`` is set."""
+    until ``count`` sweeps are done or ``stop`` is set; sample new processes faster
+    between sweeps meanwhile."""
     interval = collector.settings.collector.interval_s if interval_s is None else interval_s
     stop = stop or asyncio.Event()
+    fast = asyncio.create_task(run_fast_lane(collector, sink, stop)) if count is None else None
+    try:
+        return await _sweep_loop(collector, sink, count, interval, stop)
+    finally:
+        if fast is not None:
+            fast.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fast
+
+
+async def _sweep_loop(collector: Collector, sink: Sink, count: int | None, interval: float,
+                      stop: asyncio.Event) -> CollectorStats:
     next_at = time.monotonic()
     while not stop.is_set() and (count is None or collector.stats.sweeps < count):
         events = await asyncio.to_thread(collector.sweep)
+        new, collector.swept_new = collector.swept_new, set()
+        collector.watch_new(new)
         try:
             await sink.emit(events)
             collector.stats.last_emit_ts = time.time()

@@ -36,6 +36,7 @@ class HostSampler:
         self._last_times = psutil.cpu_times(percpu=True)
         self._last_at = clock()
         self._boot = procfs.boot_time(paths.proc)
+        self._proc = paths.proc
 
     def sample(self) -> HostSample:
         times = psutil.cpu_times(percpu=True)
@@ -59,6 +60,7 @@ class HostSampler:
             temperatures_c=self._temperatures(),
             boot_time=self._boot,
             interval_s=interval,
+            autogroup=procfs.autogroup_enabled(self._proc),
         )
 
     @staticmethod

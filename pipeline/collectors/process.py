@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Literal
+from collections.abc import Callable, Iterable
+from typing import Literal
 
 import msgspec
 
@@ -111,11 +112,28 @@ class ProcessSampler:
 
     def sweep(self) -> list[ProcessSample]:
         """One sample per live process. Processes that vanish mid-read are left out."""
-        proc = self._proc
         now = self._clock()
         last = self._last_sweep
         self.interval_s = now - last if last is not None else 0.0
         self._last_sweep = now
+        try:
+            names = os.listdir(self._proc)
+        except OSError:
+            names = []
+        out, self._state = self._read(names, now)  # identities not seen are evicted
+        return out
+
+    def sample(self, pids: Iterable[int]) -> list[ProcessSample]:
+        """Samples of some processes only, between sweeps (new ones, to judge them sooner);
+        each one's rates are since its own last sample."""
+        out, seen = self._read([str(p) for p in pids], self._clock())
+        self._state.update(seen)
+        return out
+
+    def _read(self, names: Iterable[str], now: float) -> tuple[list[ProcessSample],
+                                                              dict[str, list]]:
+        """Samples of the named /proc entries, and their identities' state after."""
+        proc = self._proc
         old = self._state
         new: dict[str, list] = {}
         out: list[ProcessSample] = []
@@ -129,10 +147,6 @@ class ProcessSampler:
         O_RDONLY = _O_RDONLY
         os_open, os_read, os_close = _open, _read, _close
 
-        try:
-            names = os.listdir(proc)
-        except OSError:
-            names = []
         for name in names:
             st = old.get(name)
             if st is None:
@@ -309,8 +323,7 @@ class ProcessSampler:
             st[_TICKS] = ticks
             st[_WALL] = now
             new[name] = st
-        self._state = new                   # identities not seen this sweep are evicted
-        return out
+        return out, new
 
     def _other_threads(self, pdir: str, leader: str, st: list) -> tuple[int, int, int, int, int]:
         """Context switches and schedstat of every thread but the leader, summed.

@@ -148,6 +148,33 @@ def test_every_thread_gets_the_settings_and_the_journal_restores_them(
     assert journal.entries() == []
 
 
+def test_a_setting_no_longer_asked_for_goes_back_to_its_original(
+        threaded: subprocess.Popen[bytes], journal: Journal) -> None:
+    # A process corelane demoted falls asleep: its plan asks for its cores only now, and
+    # its nice, policy and I/O class go back to what they were before corelane.
+    pid = threaded.pid
+    start = start_time_of(pid)
+    original = views(pid)
+    guard = guard_for(pid)
+    demoted = enforce_process(journal, pid, start, ProcessSettings(
+        cpus="0", nice=19, ioclass="idle", policy="idle"), guard=guard)
+    assert demoted.outcome == "applied", demoted.reason
+    assert {v["policy"] for v in views(pid).values()} == {os.SCHED_IDLE}
+
+    asleep = enforce_process(journal, pid, start, ProcessSettings(cpus="0"), guard=guard)
+    assert asleep.outcome == "applied", asleep.reason
+    assert "given back" in asleep.reason
+    for tid, view in views(pid).items():
+        assert view["cpus"] == "0", f"thread {tid}: {view}"
+        assert (view["nice"], view["policy"], view["ioclass"]) == (
+            original[pid]["nice"], original[pid]["policy"], original[pid]["ioclass"]), view
+    assert journal.get(Identity.process(pid, start)).applied == {"cpus": "0"}
+    again = enforce_process(journal, pid, start, ProcessSettings(cpus="0"), guard=guard)
+    assert again.changes == 0 and "given back" not in again.reason
+    journal.restore_all(restorer(guard=guard))
+    assert views(pid) == original
+
+
 @two_cpus
 def test_threads_started_during_the_apply_are_caught(journal: Journal) -> None:
     # threads that keep starting threads: one not yet set may start a thread after the

@@ -50,6 +50,8 @@ async def test_latency_work_isolated_from_hogs_and_restored(kafka_bootstrap: str
     corelane = Instance(tmp_path, kafka_bootstrap, f"e2e-enf-{seed}.", dry_run=False,
                         collector="{interval_s: 1.0, containers: false}",
                         allocator="{interval_s: 1.0}",
+                        # isolation itself is what this test checks, not the closed loop
+                        closed_loop="{enabled: false, initial: exclusive_poll}",
                         applier=f"{{scope: {{patterns: ['{WORKLOAD_MARK}']}}}}")
     corelane.start()
     corelane.wait_recording()
@@ -151,6 +153,7 @@ async def test_a_container_is_kept_off_the_critical_cores_and_restored(
                         collector=f"{{interval_s: 1.0, containers: true, "
                                   f"docker_host: '{docker_engine.host}'}}",
                         allocator="{interval_s: 1.0}",
+                        closed_loop="{enabled: false, initial: exclusive_poll}",
                         applier=f"{{scope: {{patterns: ['{WORKLOAD_MARK}'], "
                                 f"containers: ['^{name}$']}}}}")
     corelane.start()

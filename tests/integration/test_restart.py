@@ -24,8 +24,8 @@ def query(corelane: Instance, sql: str) -> list[list]:
 def status(corelane: Instance) -> list[dict]:
     done = corelane.run("status", "--format", "json")
     assert done.returncode == 0, done.stderr
-    body = json.loads(done.stdout)
-    return [dict(zip(body["columns"], row)) for row in body["rows"]]
+    plan = json.loads(done.stdout)["plan"]
+    return [dict(zip(plan["columns"], row)) for row in plan["rows"]]
 
 
 def wait(what: str, check, timeout_s: float = 60):  # type: ignore[no-untyped-def]

@@ -22,7 +22,9 @@ from pipeline.topology import Topology, load_profile
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return load_settings(env={"CORELANE_HOME": str(tmp_path), "CORELANE_KAFKA": "127.0.0.1:1"})
+    cfg = load_settings(env={"CORELANE_HOME": str(tmp_path), "CORELANE_KAFKA": "127.0.0.1:1"})
+    cfg.closed_loop.initial = "exclusive_poll"    # isolation, until a strategy event says else
+    return cfg
 
 
 def sample(pid: int, cpu: float = 0.0, container: str | None = None) -> ev.ProcessSample:
@@ -242,4 +244,22 @@ def test_dry_run_reports_what_would_change_and_changes_nothing(settings: Setting
     assert result.after["nice"] == 10 and result.after["cpus"] == "0"
     assert (os.sched_getaffinity(0), os.getpriority(os.PRIO_PROCESS, 0)) == before
     assert not list(agent.journal.entries())                      # nothing to undo
+    agent.close()
+
+
+def test_the_applier_applies_what_changed_and_everything_every_reassert_s(
+        settings: Settings) -> None:
+    agent = applier(settings, dry_run=True)
+    pid = os.getpid()
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        start = int(f.read().rsplit(b")", 1)[1].split()[19])
+    mine = ev.Decision(target="process", tier="low", cpus="0", pid=pid, start_time=start,
+                       nice=10, reason="demand 0.9")
+    assert len(agent.apply_plan([mine])) == 1                     # the first plan: all of it
+    same = ev.Decision(**{**ev.to_builtins(mine), "reason": "demand 0.8"})
+    assert agent.apply_plan([same]) == [] and agent.stats.unchanged == 1
+    moved = ev.Decision(**{**ev.to_builtins(mine), "cpus": "1"})
+    assert len(agent.apply_plan([moved])) == 1                    # a change is applied at once
+    agent.settings.applier.reassert_s = 0                         # a full pass is due
+    assert len(agent.apply_plan([moved])) == 1
     agent.close()

@@ -597,3 +597,70 @@ def test_policy_errors_name_the_key(data, message):
 def test_policy_is_immutable():
     with pytest.raises(Exception):
         Policy().max_moves = 3  # type: ignore[misc]
+
+
+# --- strategies and sleepers ----------------------------------------------------------------
+
+def test_each_strategy_keeps_the_critical_tiers_quiet_its_own_way(topo):
+    t = topo["intel-hybrid-16cpu"]
+    procs = mixed() + [proc(20, "ultra_critical", 0.05)]
+    poll = plan(t, procs, strategy="exclusive_poll")
+    assert poll.strategy == "exclusive_poll" and poll.idle_limits and poll.lent == ()
+    exclusive_respected(poll)
+
+    halt = plan(t, procs, strategy="exclusive")
+    assert halt.idle_limits == ()                          # the cores may halt
+    assert halt.cpus_of("ultra_critical") == poll.cpus_of("ultra_critical")
+    exclusive_respected(halt)
+
+    lend = plan(t, procs, strategy="exclusive_lend")
+    # both critical tiers sleep most of the time (under half of their cores busy)
+    ultra = set(lend.cpus_of("ultra_critical")) | set(lend.cpus_of("critical"))
+    assert set(lend.lent) == ultra and lend.idle_limits == ()
+    by_pid = {a.pid: a for a in lend.assignments if a.target == "process"}
+    for pid in (14, 15):                                    # low and background
+        assert ultra <= set(by_pid[pid].cpus) and by_pid[pid].policy == "idle"
+        assert "lent" in by_pid[pid].reason
+    for pid in (12, 13, 16, 17):                            # nothing else goes there
+        assert not ultra & set(by_pid[pid].cpus)
+
+    shared = plan(t, procs, strategy="shared")
+    every = set(t.cpu_ids) - set(shared.reserve)          # the emergency reserve stays free
+    assert shared.idle_limits == () and not any(p.exclusive for p in shared.pools)
+    by_pid = {a.pid: a for a in shared.assignments if a.target == "process"}
+    assert all(set(a.cpus) == every for a in by_pid.values())
+    assert by_pid[14].policy == "idle" and by_pid[15].policy == "idle"
+    assert by_pid[10].nice == -10 and by_pid[13].policy == "other"   # priorities still order
+
+
+def test_a_busy_exclusive_tier_lends_nothing(topo):
+    t = topo["this-machine-2cpu"]
+    busy = plan(t, [proc(1, "ultra_critical", 0.9), proc(2, "low", 1.0)],
+                strategy="exclusive_lend")
+    assert busy.lent == ()
+    assert busy.assignment(2, 1002).policy == "batch"       # its tier's own policy
+
+
+def test_an_unknown_strategy_is_refused(topo):
+    with pytest.raises(AllocationError, match="unknown strategy 'turbo'"):
+        plan(topo["this-machine-2cpu"], mixed(), strategy="turbo")
+
+
+def test_a_sleeper_is_placed_but_never_demoted(topo):
+    t = topo["this-machine-2cpu"]
+    p = plan(t, [proc(1, "background", 0.0, cls="idle"), proc(2, "background", 0.3,
+                                                               cls="background")])
+    asleep, busy = p.assignment(1, 1001), p.assignment(2, 1002)
+    assert asleep.cpus == busy.cpus                          # placed like its tier
+    assert (asleep.nice, asleep.policy, asleep.ioclass) == (None, None, None)
+    assert "asleep" in asleep.reason
+    assert (busy.nice, busy.policy) == (19, "idle")
+
+
+def test_the_strategy_travels_with_the_plan(topo):
+    t = topo["this-machine-2cpu"]
+    p = plan(t, mixed(), strategy="exclusive_lend")
+    back = plan_from_decisions(t, to_decisions(p), p.seq, p.mode, p.strategy)
+    assert back.strategy == "exclusive_lend"
+    again = plan(t, mixed(), previous_plan=back, strategy="shared")
+    assert again.seq == p.seq + 1 and again.strategy == "shared"

@@ -303,3 +303,47 @@ def test_container_rules_and_expiry() -> None:
     assert len(clf) == 1
     clf.sweep(30.0, [proc(2, 0, "busy")])
     assert len(clf) == 1 and clf.decider.current((1, 10)) is None
+
+
+def test_a_still_window_keeps_its_vote_until_it_moves_or_revote_is_due() -> None:
+    from agents.classification.decide import REVOTE_S
+
+    class Counting(OnlineModel):
+        asked = 0
+
+        def predict_many(self, vectors):  # type: ignore[no-untyped-def]
+            Counting.asked += len(vectors)
+            return super().predict_many(vectors)
+
+    c = Classifier(model=Counting(), learn=False, heartbeat_s=1e9, window_s=5,
+                   min_samples=3, min_span_s=2)
+    asleep = dict(pid=7, start_time=70, ppid=1, name="s", cpu_time_s=1.0, vol_ctx=5)
+    for t in range(8):                      # 8 s: the 5 s window fills with still intervals
+        c.sweep(1000.0 + t, [ProcessSample(**asleep)])
+    before = Counting.asked
+    for t in range(8, 11):                  # judged first at 1 s (early), so due at 11 s
+        c.sweep(1000.0 + t, [ProcessSample(**asleep)])
+    assert Counting.asked == before                     # still: the last vote holds
+    c.sweep(1011.0, [ProcessSample(**{**asleep, "vol_ctx": 6})])
+    assert Counting.asked == before + 1                 # it moved: voted again
+    for t in range(12, 12 + int(REVOTE_S) + 8):
+        c.sweep(1000.0 + t, [ProcessSample(**{**asleep, "vol_ctx": 6})])
+    assert Counting.asked >= before + 1 + 4             # voted while its window refilled,
+    assert Counting.asked < before + 1 + int(REVOTE_S) + 8   # and at most every REVOTE_S after
+
+
+def test_a_new_process_sampled_fast_is_judged_on_what_it_does_after_its_start_up() -> None:
+    from pipeline.settings import ClassifierSettings
+    clf = Classifier.from_settings(ClassifierSettings())
+    judged_at = None
+    for k in range(30):                       # 10 Hz, as the collector samples a new process
+        t = k / 10
+        cpu = min(t, 0.1) * 0.9 + max(t - 0.1, 0) * 0.01    # 90 ms of imports, then sleeps
+        s = ProcessSample(pid=5, start_time=50, ppid=1, name="x", cpu_time_s=round(cpu, 4),
+                          vol_ctx=int(max(t - 0.1, 0) * 1000), run_time_ns=int(cpu * 1e9),
+                          timeslices=int(max(t - 0.1, 0) * 1000) + 5)
+        out = clf.sweep(1000.0 + t, [s]).classifications
+        if out and judged_at is None:
+            judged_at = t
+            assert out[0].tier == "ultra_critical", out
+    assert judged_at is not None and judged_at <= 0.4, judged_at

@@ -40,6 +40,10 @@ SAMPLES: list[ev.Payload] = [
              severity="warning"),
     ev.Command(name="mode", args={"mode": "emergency"}),
     ev.Configuration(hash="ab" * 32, source="corelane.yml", settings={"kafka": {"partitions": 1}}),
+    ev.StrategyChoice(strategy="shared", state="chosen", reason="p99 40 µs against ...",
+                      previous="exclusive", figures={"shared": {"p99_us": 40.0}}),
+    ev.Measurement(strategy="shared", plan_id="b4", cpus="0-1", wakeups=300, interval_us=1000,
+                   p50_us=12.0, p99_us=40.5, max_us=90.0, span_s=0.36, batch_cpu=1.9),
     ev.DeadLetter(topic="corelane.labels", partition=0, offset=5, reason="not JSON",
                   payload="\u00ff garbage"),
 ]
@@ -64,7 +68,8 @@ def test_topics_follow_the_design() -> None:
         "corelane.samples.host", "corelane.samples.process", "corelane.samples.container",
         "corelane.labels", "corelane.classifications", "corelane.decisions",
         "corelane.enforcements", "corelane.alerts", "corelane.commands",
-        "corelane.configuration", "corelane.deadletter"]
+        "corelane.configuration", "corelane.strategy", "corelane.measurements",
+        "corelane.deadletter"]
     assert ev.topic_name("process_samples", "x.") == "x.samples.process"
 
 

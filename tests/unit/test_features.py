@@ -134,3 +134,34 @@ def test_one_sample_gives_zero_rates_not_an_error() -> None:
     assert f["cpu_mean"] == 0.0 and f["threads"] == 3 and f["rss_mb"] == 1.0
     with pytest.raises(ValueError, match="span must be positive"):
         FeatureWindow(span_s=0)
+
+
+def test_fast_samples_merge_into_intervals_that_read_like_slow_ones() -> None:
+    # A bursty process (busy half a second in three), sampled at 1 Hz and at 10 Hz: with
+    # merging, the 10 Hz window holds the same intervals, so its features match.
+    def cpu_at(t: float) -> float:
+        whole, part = divmod(t, 3.0)
+        return whole * 0.5 + min(part, 0.5)
+
+    slow = FeatureWindow(span_s=30, min_interval_s=0.9)
+    fast = FeatureWindow(span_s=30, min_interval_s=0.9)
+    unmerged = FeatureWindow(span_s=30)
+    for k in range(121):
+        t = k / 10
+        s = sample(cpu_time_s=cpu_at(t), vol_ctx=int(t * 1000))
+        fast.append(1000.0 + t, s)
+        unmerged.append(1000.0 + t, s)
+        if k % 10 == 0:
+            slow.append(1000.0 + t, s)
+    assert len(fast) == len(slow) == 13 and len(unmerged) == 121
+    a, b, c = features(slow), features(fast), features(unmerged)
+    for name in ("cpu_mean", "cpu_std", "cpu_peak", "cpu_busy_frac", "wakeups_s"):
+        assert b[name] == pytest.approx(a[name], rel=0.02), name
+    assert a["cpu_peak"] == pytest.approx(0.5, rel=0.02)
+    assert c["cpu_peak"] == pytest.approx(1.0, rel=0.02)      # unmerged, it reads otherwise
+    # an early judgement sees the growing first interval: two samples, 0.3 s apart
+    young = FeatureWindow(span_s=30, min_interval_s=0.9)
+    for k in range(4):
+        young.append(1000.0 + k / 10, sample(vol_ctx=100 * k))
+    assert len(young) == 2 and young.enough_history(2, 0.3)
+    assert features(young)["wakeups_s"] == pytest.approx(1000)

@@ -130,6 +130,14 @@ def test_boot_time_and_clock() -> None:
     assert procfs.clock_ticks() > 0 and procfs.page_size() >= 4096
 
 
+def test_autogroup_is_read_from_the_kernel_switch(tmp_path: Path) -> None:
+    assert procfs.autogroup_enabled(PROC) is True
+    assert procfs.autogroup_enabled(str(tmp_path)) is None          # no such switch
+    (tmp_path / "sys" / "kernel").mkdir(parents=True)
+    (tmp_path / "sys" / "kernel" / "sched_autogroup_enabled").write_text("0\n")
+    assert procfs.autogroup_enabled(str(tmp_path)) is False
+
+
 def test_a_vanished_process_reads_as_none(tmp_path: Path) -> None:
     shutil.copytree(ROOT, tmp_path / "root")
     proc = HostPaths(str(tmp_path / "root")).proc

@@ -1,0 +1,233 @@
+"""The closed loop's choice of strategy: pure, with time given, so replay can run it.
+
+A strategy (``STRATEGIES``) is a hypothesis about a host: which way of keeping the critical
+tiers quiet makes their wake-ups most punctual here. ``StrategyTuner`` tests it. While the
+critical tiers have members it tries each candidate in turn for a few checks (a check is a
+burst of the built-in probe's wake-ups where the critical tiers run, with their
+priorities), keeps the one with the lowest p99 lateness, preferring among those within
+``tolerance`` of the best the one that leaves batch work the most CPU, and then watches it:
+when its last checks measure worse than the best other strategy did, it is undone. Every
+try, choice and undo is a ``Switch`` carrying the figures that decided it; the agent
+publishes each as a ``StrategyChoice`` event.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from pipeline.settings import ClosedLoopSettings
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile; NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
+    return ordered[k]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One measurement of the strategy in force."""
+    strategy: str
+    ts: float
+    latencies_us: tuple[float, ...]          # the probe's lateness, one per wake-up
+    batch_cpu: float = 0.0                   # cores the batch tiers used meanwhile
+    critical_delay_ms_s: float = 0.0
+
+    @property
+    def p99_us(self) -> float:
+        return percentile(self.latencies_us, 99)
+
+
+@dataclass
+class Trial:
+    """What one strategy measured, over one or more checks (or as recorded earlier)."""
+    strategy: str
+    latencies_us: list[float] = field(default_factory=list)
+    batch_cpu: list[float] = field(default_factory=list)
+    checks: int = 0
+    recorded_p99_us: float | None = None     # from an earlier run's event: no raw values
+
+    def add(self, check: Check) -> None:
+        self.latencies_us.extend(check.latencies_us)
+        self.batch_cpu.append(check.batch_cpu)
+        self.checks += 1
+
+    @property
+    def p99_us(self) -> float:
+        if self.latencies_us:
+            return percentile(self.latencies_us, 99)
+        return self.recorded_p99_us if self.recorded_p99_us is not None else math.nan
+
+    @property
+    def mean_batch_cpu(self) -> float:
+        return sum(self.batch_cpu) / len(self.batch_cpu) if self.batch_cpu else 0.0
+
+    def figures(self) -> dict[str, float]:
+        out = {"p99_us": round(self.p99_us, 1), "wakeups": float(len(self.latencies_us)),
+               "batch_cpu": round(self.mean_batch_cpu, 3), "checks": float(self.checks)}
+        if self.latencies_us:
+            out["p50_us"] = round(percentile(self.latencies_us, 50), 1)
+        return {k: v for k, v in out.items() if not math.isnan(v)}
+
+    @classmethod
+    def from_figures(cls, strategy: str, figures: Mapping[str, float]) -> Trial:
+        return cls(strategy, batch_cpu=[float(figures.get("batch_cpu", 0.0))],
+                   checks=int(figures.get("checks", 0)),
+                   recorded_p99_us=float(figures.get("p99_us", math.nan)))
+
+
+@dataclass(frozen=True)
+class Switch:
+    """A decision of the tuner: from now on, plan with ``strategy``."""
+    strategy: str
+    state: str                               # "trial" | "chosen" | "undone"
+    reason: str
+    previous: str
+    figures: dict[str, dict[str, float]]
+
+
+class StrategyTuner:
+    """The closed loop for one host. Feed it whether the critical tiers have members
+    (``on_critical``) and each check of the strategy in force (``on_check``); it answers
+    with the switches to make."""
+
+    def __init__(self, settings: ClosedLoopSettings) -> None:
+        self.cfg = settings
+        self.candidates: tuple[str, ...] = tuple(settings.strategies)
+        self.in_force = settings.initial
+        self.phase = "idle"                      # "idle" | "settle" | "explore" | "exploit"
+        self.settle_until = 0.0
+        self.trials: dict[str, Trial] = {}
+        self.queue: list[str] = []
+        self.explored_at: float | None = None
+        self.recent: deque[Check] = deque(maxlen=settings.undo_after_checks)
+
+    # --- inputs ----------------------------------------------------------------------------
+
+    def restore(self, strategy: str, state: str, figures: Mapping[str, Mapping[str, float]],
+                at: float) -> None:
+        """Carry on from a choice recorded by an earlier run."""
+        if strategy in self.candidates:
+            self.in_force = strategy
+        if state in ("chosen", "undone") and figures:
+            self.trials = {name: Trial.from_figures(name, f) for name, f in figures.items()
+                           if name in self.candidates}
+            self.explored_at = at
+
+    def on_critical(self, present: bool, now: float) -> list[Switch]:
+        """The critical tiers gained their first member, or lost their last."""
+        if not present:
+            self.phase = "idle"
+            return []
+        if self.phase != "idle":
+            return []
+        if self.explored_at is not None and now - self.explored_at < self.cfg.reexplore_s:
+            self.phase = "exploit"
+            self.recent.clear()
+            return []
+        # The rest of the host is judged too before anything is measured: work not yet
+        # classified runs unplaced, and would make every strategy look the same.
+        self.phase, self.settle_until = "settle", now + self.cfg.settle_s
+        return []
+
+    def tick(self, now: float) -> list[Switch]:
+        """Time passes: exploring starts once the host has settled."""
+        if self.phase == "settle" and now >= self.settle_until:
+            return self._explore(now, "the critical tiers have members; trying each strategy")
+        return []
+
+    def due(self, now: float, last_check: float | None) -> bool:
+        """Whether a check of the strategy in force is due."""
+        if self.phase in ("idle", "settle"):
+            return False
+        every = self.cfg.explore_every_s if self.phase == "explore" else self.cfg.check_every_s
+        return last_check is None or now - last_check >= every
+
+    def on_check(self, check: Check) -> list[Switch]:
+        if check.strategy != self.in_force or self.phase in ("idle", "settle") \
+                or not check.latencies_us:
+            return []                            # measured under another placement
+        if self.phase == "explore":
+            return self._explore_step(check)
+        return self._exploit_step(check)
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def _explore(self, now: float, why: str) -> list[Switch]:
+        self.phase = "explore"
+        self.trials = {}
+        self.queue = [self.in_force] + [c for c in self.candidates if c != self.in_force]
+        self.explored_at = None
+        first = self.queue.pop(0)
+        return [self._switch(first, "trial", f"{why}: {first} first (in force)")]
+
+    def _explore_step(self, check: Check) -> list[Switch]:
+        trial = self.trials.setdefault(self.in_force, Trial(self.in_force))
+        trial.add(check)
+        done_before = [t for name, t in self.trials.items() if name != self.in_force]
+        best_before = min((t.p99_us for t in done_before), default=math.inf)
+        cut = trial.checks >= 1 and trial.p99_us > self.cfg.cut_after * best_before
+        if trial.checks < self.cfg.trial_checks and not cut:
+            return []
+        if self.queue:
+            nxt = self.queue.pop(0)
+            how = (f"{self.in_force} cut short: p99 {trial.p99_us:.0f} µs, over "
+                   f"{self.cfg.cut_after:g}x the best so far ({best_before:.0f} µs)") if cut \
+                else f"{self.in_force} measured p99 {trial.p99_us:.0f} µs"
+            return [self._switch(nxt, "trial", f"{how}; trying {nxt}")]
+        self.phase, self.explored_at = "exploit", check.ts
+        self.recent.clear()
+        chosen, why = self._choose()
+        return [self._switch(chosen, "chosen", why)]
+
+    def _choose(self) -> tuple[str, str]:
+        measured = {n: t for n, t in self.trials.items() if not math.isnan(t.p99_us)}
+        best = min(t.p99_us for t in measured.values())
+        bound = best * (1 + self.cfg.tolerance) + self.cfg.tolerance_us
+        good = [n for n in self.candidates if n in measured and measured[n].p99_us <= bound]
+        chosen = max(good, key=lambda n: (round(measured[n].mean_batch_cpu, 2),
+                                          -self.candidates.index(n)))
+        others = ", ".join(f"{n} {t.p99_us:.0f}" for n, t in measured.items() if n != chosen)
+        why = (f"p99 {measured[chosen].p99_us:.0f} µs against {others or 'no other'} "
+               f"(µs, the probe's {self.cfg.probe_wakeups}-wake-up checks pooled per "
+               f"strategy)")
+        if len(good) > 1:
+            why += (f"; within {self.cfg.tolerance:.0%} + {self.cfg.tolerance_us:g} µs of the "
+                    f"best, it leaves batch work the most CPU "
+                    f"({measured[chosen].mean_batch_cpu:.2f} cores)")
+        return chosen, why
+
+    def _exploit_step(self, check: Check) -> list[Switch]:
+        if self.explored_at is not None and check.ts - self.explored_at >= self.cfg.reexplore_s:
+            return self._explore(check.ts, f"{self.cfg.reexplore_s:.0f} s since the last trials")
+        self.recent.append(check)
+        if len(self.recent) < self.cfg.undo_after_checks:
+            return []
+        now_p99 = percentile([x for c in self.recent for x in c.latencies_us], 99)
+        others = {n: t for n, t in self.trials.items()
+                  if n != self.in_force and not math.isnan(t.p99_us)}
+        if not others:
+            return []
+        alt = min(others, key=lambda n: others[n].p99_us)
+        bound = others[alt].p99_us * (1 + self.cfg.tolerance) + self.cfg.tolerance_us
+        if now_p99 <= bound:
+            return []
+        # what the strategy measures now replaces its trial: the next choice weighs that
+        mine = self.trials[self.in_force] = Trial(self.in_force)
+        for c in self.recent:
+            mine.add(c)
+        self.recent.clear()
+        return [self._switch(alt, "undone",
+                             f"{self.in_force} now measures p99 {now_p99:.0f} µs over its last "
+                             f"{self.cfg.undo_after_checks} checks, worse than {alt}'s "
+                             f"{others[alt].p99_us:.0f} µs: back to {alt}")]
+
+    def _switch(self, strategy: str, state: str, reason: str) -> Switch:
+        previous, self.in_force = self.in_force, strategy
+        return Switch(strategy, state, reason, previous,
+                      {n: t.figures() for n, t in self.trials.items()})

@@ -1,0 +1,74 @@
+"""A child never keeps a demotion it inherited from its parent.
+
+At fork a child takes its parent's policy, nice, I/O priority and affinity
+(SCHED_RESET_ON_FORK resets only real-time policies and negative nice). So everything a
+shell that corelane idled starts would begin life at SCHED_IDLE and nice 19 on the batch
+cores. The child is put back at once to what it would have had without corelane: its
+parent's original priorities, on the shared cores, and journalled with those as its
+original, so a restore never demotes it again. Then it is judged like any new process.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from agents.enforcement.journal import Identity, Journal, JournalEntry
+from agents.enforcement.process import FIELDS, ApplyResult, ProcessSettings, apply_settings
+from agents.enforcement.safety import Guard
+from pipeline import procfs
+from pipeline.hostpaths import LIVE, HostPaths
+
+_LOWER = {"batch", "idle"}
+
+
+def demoted(entry: JournalEntry) -> bool:
+    """Whether corelane left this process with less than it had: a higher nice, a batch or
+    idle policy, or the idle I/O class."""
+    if entry.identity.target != "process" or not entry.applied:
+        return False
+    applied, original = entry.applied, entry.original
+    nice = applied.get("nice")
+    if nice is not None and nice > (original.get("nice") or 0):
+        return True
+    policy = applied.get("policy")
+    if policy in _LOWER and original.get("policy") != policy:
+        return True
+    return applied.get("ioclass") == "idle" and original.get("ioclass") != "idle"
+
+
+def neutral_for(parent: JournalEntry, shared_cpus: str | None) -> ProcessSettings:
+    """What a child of ``parent`` would have without corelane: the parent's original
+    settings for what corelane changed on it, on the shared cores."""
+    fields = {name: parent.original.get(name) for name in FIELDS
+              if name in (parent.applied or {}) and parent.original.get(name) is not None}
+    if shared_cpus:
+        fields["cpus"] = shared_cpus
+    if fields.get("policy") not in ("fifo", "rr"):
+        fields.pop("rt_priority", None)
+    return ProcessSettings(**fields)
+
+
+def reset_child(journal: Journal, pid: int, parent: JournalEntry, shared_cpus: str | None, *,
+                guard: Guard | None = None, paths: HostPaths = LIVE) -> ApplyResult | None:
+    """Put a child of a demoted parent back to neutral; None when it is gone already."""
+    stat = procfs.read_stat(paths.proc, pid)
+    if stat is None:
+        return None
+    identity = Identity.process(pid, stat.start_time)
+    wanted = neutral_for(parent, shared_cpus)
+    asked = [name for name in FIELDS if getattr(wanted, name) is not None]
+
+    def record(before: Mapping[str, Any]) -> None:
+        # its original is what it would have had: its parent's, not the demotion
+        theirs = {n: parent.original[n] for n in asked if parent.original.get(n) is not None}
+        journal.record_original(identity, {**before, **theirs})
+
+    result = apply_settings(pid, stat.start_time, wanted, guard=guard, paths=paths,
+                            before_change=record)
+    if result.applied and journal.get(identity) is not None:
+        journal.mark_applied(identity, {name: result.after.get(name) for name in asked})
+    if result.applied:
+        why = (f"child of {parent.identity.pid}, which corelane demoted: back to its "
+               f"parent's own priorities")
+        result.reason = "; ".join(r for r in (why, result.reason) if r)
+    return result

@@ -1,0 +1,172 @@
+"""corelane on real processes, enforcing: a child of a demoted parent starts neutral, an
+asleep shell keeps its priorities, and the closed loop tries strategies and keeps the one
+its own measurements favour, recorded with the figures that decided it.
+
+Every process here is started by the test and ended by its pid; corelane's scope is a
+marker in their command lines, so nothing else on the host is changed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline import procfs
+from pipeline.hostpaths import LIVE
+from pipeline.topology import cpulist_parse
+from support.corelane_instance import Instance
+
+pytestmark = pytest.mark.integration
+
+# A parent that burns a core in a thread (corelane demotes it as batch work) and, told so
+# on stdin, starts a child that sleeps; it prints the child's pid.
+SPAWNER = """
+import os, subprocess, sys, threading
+def burn():
+    while True:
+        pass
+threading.Thread(target=burn, daemon=True).start()
+for line in sys.stdin:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", sys.argv[1]])
+    print(child.pid, flush=True)
+"""
+SLEEPER = "import time\nwhile True:\n    time.sleep(0.001)\n"   # latency-critical behaviour
+SHELL = ["bash", "-c", 'read -r line; echo "$0"']                   # asleep on its stdin
+
+
+def settings_of(pid: int) -> tuple[int, int, set[int]]:
+    """(policy, nice, allowed cpus) of a process's leader thread, from /proc."""
+    stat = procfs.read_stat(LIVE.proc, pid)
+    status = procfs.read_status(LIVE.proc, pid)
+    assert stat is not None and status is not None, f"process {pid} is gone"
+    return stat.policy, stat.nice, set(cpulist_parse(status.cpus_allowed_list))
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"{what} did not happen within {timeout_s:.0f} s")
+
+
+def rows(corelane: Instance, sql: str) -> list[dict]:
+    done = corelane.run("query", "--format", "json", sql)
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    return [dict(zip(body["columns"], row)) for row in body["rows"]]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="placement needs two cores")
+def test_children_start_neutral_sleepers_keep_theirs_and_the_loop_chooses(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    mark = f"CLT{random.randrange(10**8)}"
+    corelane = Instance(tmp_path, kafka_bootstrap, f"e2e-loop-{os.getpid()}.", dry_run=False,
+                        collector="{interval_s: 0.5, containers: false}",
+                        allocator="{interval_s: 0.5}",
+                        closed_loop="{strategies: [shared, exclusive_poll], initial: shared, "
+                                    "trial_checks: 2, explore_every_s: 0.5, settle_s: 3, "
+                                    "probe_wakeups: 200}",
+                        applier=f"{{scope: {{patterns: ['{mark}']}}}}")
+    started: list[subprocess.Popen] = []
+    children: list[int] = []
+
+    def start(argv: list[str], **kw: Any) -> subprocess.Popen:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                **kw)
+        started.append(proc)
+        return proc
+
+    corelane.start()
+    try:
+        corelane.wait_recording()
+        spawner = start([sys.executable, "-c", SPAWNER, mark])
+        shell = start([*SHELL, mark])
+        sleeper = start([sys.executable, "-c", SLEEPER, mark])
+        original = {p.pid: settings_of(p.pid) for p in (spawner, shell, sleeper)}
+        assert all(pol == 0 and nice == 0 for pol, nice, _ in original.values())
+
+        # The burning parent is demoted: a higher nice or a batch/idle policy.
+        def demoted() -> bool:
+            pol, nice, _ = settings_of(spawner.pid)
+            return nice > 0 or pol in (os.SCHED_BATCH, os.SCHED_IDLE)
+        wait_for("the parent's demotion", demoted)
+
+        # Its child inherits that at fork, and is put back to neutral at once.
+        assert spawner.stdin is not None and spawner.stdout is not None
+        spawner.stdin.write("go\n")
+        spawner.stdin.flush()
+        child = int(spawner.stdout.readline())
+        children.append(child)
+        reset = wait_for("corelane's report of the child's reset", lambda: rows(
+            corelane, f"SELECT outcome, reason, \"after\" FROM enforcements WHERE pid = {child} "
+                      f"AND reason LIKE 'child of {spawner.pid}%'"), timeout_s=30)
+        assert reset[0]["outcome"] == "applied", reset
+        policy, nice, cpus = settings_of(child)
+        assert (policy, nice) == (os.SCHED_OTHER, 0), (policy, nice)
+        # on the shared cores it was given, or where its own first plan put it since
+        given = {json.loads(reset[0]["after"])["cpus"]} | {r["cpus"] for r in rows(
+            corelane, f"SELECT cpus FROM decisions WHERE pid = {child}")}
+        assert any(cpus == set(cpulist_parse(c)) for c in given), (cpus, given)
+
+        # The asleep shell is judged asleep and keeps its nice and policy.
+        judged = wait_for("the shell's judgement", lambda: rows(
+            corelane, f"SELECT class, tier FROM classifications WHERE pid = {shell.pid} "
+                      f"ORDER BY ts DESC LIMIT 1"))
+        assert judged[0]["class"] == "idle", judged
+        wait_for("a decision for the shell", lambda: rows(
+            corelane, f"SELECT 1 FROM decision_outcomes WHERE pid = {shell.pid} "
+                      f"AND outcome = 'applied' AND tier = 'background'"))
+        assert settings_of(shell.pid)[:2] == original[shell.pid][:2]
+
+        # The closed loop: each strategy tried, one chosen, with the figures behind it.
+        chosen = wait_for("the closed loop's choice", lambda: rows(
+            corelane, "SELECT strategy, reason, figures FROM strategies "
+                      "WHERE state = 'chosen' ORDER BY ts LIMIT 1"), timeout_s=90)[0]
+        figures = json.loads(chosen["figures"])
+        assert set(figures) == {"shared", "exclusive_poll"}, figures
+        best = min(figures, key=lambda s: figures[s]["p99_us"])
+        bound = figures[best]["p99_us"] * 1.15 + 10
+        good = [s for s in figures if figures[s]["p99_us"] <= bound]
+        expected = max(good, key=lambda s: (round(figures[s]["batch_cpu"], 2),
+                                            -["shared", "exclusive_poll"].index(s)))
+        assert chosen["strategy"] == expected, (chosen, figures)
+        trials = rows(corelane, "SELECT strategy FROM strategies WHERE state = 'trial'")
+        assert {t["strategy"] for t in trials} == {"shared", "exclusive_poll"}
+        measured = rows(corelane, "SELECT strategy, count(*) AS n, max(wakeups) AS w "
+                                  "FROM measurements GROUP BY 1")
+        assert {m["strategy"] for m in measured} == {"shared", "exclusive_poll"}
+        assert all(m["w"] == 200 for m in measured)
+        # and the plans follow it
+        wait_for("a plan with the chosen strategy", lambda: rows(
+            corelane, f"SELECT 1 FROM decisions WHERE strategy = '{expected}' "
+                      f"AND ts > (SELECT max(ts) FROM strategies WHERE state = 'chosen')"))
+        # status says which strategy is in force and why, and what autogroup means here
+        shown = corelane.run("status")
+        assert shown.returncode == 0, shown.stderr
+        text = " ".join(shown.stdout.split())
+        newest = rows(corelane, "SELECT strategy, state FROM strategies ORDER BY ts DESC LIMIT 1")
+        assert f"strategy: {newest[0]['strategy']} ({newest[0]['state']}" in text, text
+        autogroup = procfs.autogroup_enabled(LIVE.proc)
+        assert ("autogroup is on" in text) == bool(autogroup), text
+    finally:
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for proc in started:
+            proc.kill()
+            proc.wait(10)
+        corelane.terminate()
