@@ -52,6 +52,7 @@ from agents.classification.model import MODEL_KINDS, OnlineModel  # noqa: E402
 from agents.classification.rules import RuleSet, load_rules  # noqa: E402
 from config import CONFIG_DIR  # noqa: E402
 from pipeline.events import ProcessSample  # noqa: E402
+from pipeline.settings import ClassifierSettings  # noqa: E402
 
 DATASET_DIR = Path("/tmp/corelane-datasets")
 DEFAULT_RULES = CONFIG_DIR / "rules" / "default.yml"
@@ -59,6 +60,9 @@ WINDOW_S = 20.0
 MIN_SAMPLES = 5
 MIN_SPAN_S = 4.0
 EARLY_TIERS: tuple[str, ...] = ("ultra_critical",)  # the classifier's default
+EARLY_SAMPLES = ClassifierSettings().early_min_samples
+EARLY_SPAN_S = ClassifierSettings().early_min_span_s
+MIN_INTERVAL_S = ClassifierSettings().min_interval_s
 
 Record = tuple[float, tuple, str, ProcessSample, bool]  # (t, identity, label, sample, mt)
 
@@ -208,7 +212,7 @@ def windows(records: list[Record]) -> Iterator[tuple[float, tuple, str, list[flo
     for t, ident, label, sample, mt in records:
         window = store.get(ident)
         if window is None:
-            window = store[ident] = FeatureWindow(WINDOW_S)
+            window = store[ident] = FeatureWindow(WINDOW_S, min_interval_s=MIN_INTERVAL_S)
         window.append(t, sample)
         if window.enough_history(MIN_SAMPLES, MIN_SPAN_S):
             yield t, ident, label, feature_vector(window), mt
@@ -317,7 +321,10 @@ def published(clf: Classifier, records: list[Record]
 
 def _classifier(model: OnlineModel, rules: RuleSet, learn: bool) -> Classifier:
     return Classifier(model=model, rules=rules, window_s=WINDOW_S, min_samples=MIN_SAMPLES,
-                      min_span_s=MIN_SPAN_S, early_tiers=EARLY_TIERS, heartbeat_s=1e9,
+                      min_interval_s=ClassifierSettings().min_interval_s,
+                      min_span_s=MIN_SPAN_S, early_tiers=EARLY_TIERS,
+                      early_min_samples=EARLY_SAMPLES, early_min_span_s=EARLY_SPAN_S,
+                      heartbeat_s=1e9,
                       learn=learn,
                       user_name=lambda uid: None)
 
@@ -380,7 +387,7 @@ def speed(model: OnlineModel, procs: int, sweeps: int,
             key = (s.pid, s.start_time)
             w = store.get(key)
             if w is None:
-                w = store[key] = FeatureWindow(WINDOW_S)
+                w = store[key] = FeatureWindow(WINDOW_S, min_interval_s=MIN_INTERVAL_S)
             w.append(t, s)
             if w.enough_history(MIN_SAMPLES, MIN_SPAN_S):
                 vectors.append(feature_vector(w))
@@ -403,7 +410,7 @@ def speed(model: OnlineModel, procs: int, sweeps: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    global MIN_SAMPLES, MIN_SPAN_S, EARLY_TIERS
+    global MIN_SAMPLES, MIN_SPAN_S, EARLY_TIERS, EARLY_SAMPLES, EARLY_SPAN_S
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train", type=Path)
     parser.add_argument("--test", type=Path)
@@ -421,11 +428,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="samples a window needs before it is classified")
     parser.add_argument("--min-span", type=float, default=MIN_SPAN_S,
                         help="seconds a window needs to span before it is classified")
+    parser.add_argument("--early-samples", type=int, default=EARLY_SAMPLES,
+                        help="samples a first judgement into an early tier needs")
+    parser.add_argument("--early-span", type=float, default=EARLY_SPAN_S,
+                        help="seconds those samples must span")
     parser.add_argument("--early-tiers", default=",".join(EARLY_TIERS),
                         help="tiers a first judgement may reach from a short window "
                              "(empty: none)")
     args = parser.parse_args(argv)
     MIN_SAMPLES, MIN_SPAN_S = args.min_samples, args.min_span
+    EARLY_SAMPLES, EARLY_SPAN_S = args.early_samples, args.early_span
     EARLY_TIERS = tuple(t for t in args.early_tiers.split(",") if t)
     modes = {m.strip() for m in args.modes.split(",") if m.strip()}
     unknown = modes - {"priors", "cold", "labelled"}
