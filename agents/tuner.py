@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from agents.allocation.strategy import Check, StrategyTuner, Switch, percentile
+from agents.applier import make_guard
 from agents.contract import AgentStats, Handler, Position, Timer, event_health
 from pipeline import procfs
 from pipeline.bus import Publisher, read_tail, topic_types
@@ -46,8 +47,12 @@ class PlanView:
     policy: str | None
 
 
-def plan_view(plan_id: str, data: Decisions, critical_tiers: Sequence[str]) -> PlanView:
-    procs = [d for d in data.items if d.target == "process" and d.pid is not None]
+def plan_view(plan_id: str, data: Decisions, critical_tiers: Sequence[str],
+              manageable: Callable[[int, int], bool] = lambda pid, start: True) -> PlanView:
+    """What the tuner needs of a plan; only the processes corelane may change count (work
+    it may not place makes no strategy better or worse)."""
+    procs = [d for d in data.items if d.target == "process" and d.pid is not None
+             and manageable(d.pid, d.start_time or 0)]
     critical = [d for d in procs if d.tier in critical_tiers]
     first: list[Decision] = []
     for tier in critical_tiers:
@@ -79,10 +84,13 @@ class _Reading:
     critical_delay_ns: dict[tuple[int, int], int] = field(default_factory=dict)
 
 
-def _moved(before: dict, after: dict) -> float:
-    """The growth of counters, over the processes read both times (one that came or went
-    between the readings says nothing of the span)."""
-    return sum(max(after[k] - v, 0) for k, v in before.items() if k in after)
+def _moved(before: dict, after: dict) -> dict:
+    """The growth of each counter, over the processes read both times (one that came or
+    went between the readings says nothing of the span)."""
+    return {k: max(after[k] - v, 0) for k, v in before.items() if k in after}
+
+# A batch process using this much of a core counts as busy batch work.
+BUSY_SHARE = 0.1
 
 
 class TunerAgent:
@@ -101,6 +109,8 @@ class TunerAgent:
         self.current: PlanView | None = None
         self.last_check: float | None = None
         self._busy = False
+        self._guard = make_guard(settings, ())
+        self._manageable: dict[tuple[int, int], bool] = {}
         self.stats = TunerStats(strategy=self.tuner.in_force, phase=self.tuner.phase)
 
     # --- events ------------------------------------------------------------------------------
@@ -123,7 +133,8 @@ class TunerAgent:
                 newest = event
         if newest is not None:
             data: StrategyChoice = newest.data
-            self.tuner.restore(data.strategy, data.state, data.figures, newest.ts)
+            self.tuner.restore(data.strategy, data.state, data.figures, newest.ts,
+                               data.load or "quiet")
             self.stats.strategy = self.tuner.in_force
 
     async def _decisions(self, event: Envelope, at: Position) -> None:
@@ -138,9 +149,24 @@ class TunerAgent:
         whole = Decisions(batch=data.batch, plan_seq=data.plan_seq, mode=data.mode,
                           strategy=data.strategy,
                           items=[d for p in sorted(parts, key=lambda p: p.chunk) for d in p.items])
-        self.plans[data.batch] = plan_view(data.batch, whole, self.critical_tiers)
+        self.plans[data.batch] = plan_view(data.batch, whole, self.critical_tiers,
+                                           self.manageable)
         while len(self.plans) > KEEP_PLANS:
             self.plans.pop(next(iter(self.plans)))
+
+    def manageable(self, pid: int, start: int) -> bool:
+        """Whether the applier may change this process (in scope, not protected)."""
+        key = (pid, start)
+        known = self._manageable.get(key)
+        if known is None:
+            proc = self.settings.host_paths.proc
+            stat = procfs.read_stat(proc, pid)
+            known = stat is not None and stat.start_time == start and \
+                self._guard.check(pid, stat, proc) is None
+            if len(self._manageable) > 10_000:
+                self._manageable.clear()
+            self._manageable[key] = known
+        return known
 
     async def _applied(self, event: Envelope, at: Position) -> None:
         if event.host != self.settings.host or event.data.chunk != event.data.chunks - 1:
@@ -182,6 +208,7 @@ class TunerAgent:
             p50_us=round(percentile(check.latencies_us, 50), 1),
             p99_us=round(check.p99_us, 1), max_us=round(max(check.latencies_us), 1),
             span_s=round(self.last_check - check.ts, 3), batch_cpu=round(check.batch_cpu, 3),
+            busy_batch=check.busy_batch,
             critical_delay_ms_s=round(check.critical_delay_ms_s, 3)))
         if self.current is view:                 # still the placement that was measured
             await self._publish_switches(self.tuner.on_check(check))
@@ -193,10 +220,13 @@ class TunerAgent:
                                        self.cfg.probe_interval_us, view.nice, view.policy)
         after = self._read(view)
         span = max(after.at - before.at, 1e-3)
+        batch = _moved(before.batch_cpu_s, after.batch_cpu_s)
         return Check(strategy=view.strategy, ts=before.at, latencies_us=tuple(latencies),
-                     batch_cpu=_moved(before.batch_cpu_s, after.batch_cpu_s) / span,
-                     critical_delay_ms_s=_moved(before.critical_delay_ns,
-                                                after.critical_delay_ns) / 1e6 / span)
+                     batch_cpu=sum(batch.values()) / span,
+                     busy_batch=sum(1 for v in batch.values() if v / span >= BUSY_SHARE),
+                     critical_delay_ms_s=sum(_moved(before.critical_delay_ns,
+                                                    after.critical_delay_ns).values())
+                     / 1e6 / span)
 
     def _read(self, view: PlanView) -> _Reading:
         proc = self.settings.host_paths.proc
@@ -218,7 +248,7 @@ class TunerAgent:
             log.info("closed loop: %s %s (%s)", s.state, s.strategy, s.reason)
             await self.publisher.publish(StrategyChoice(
                 strategy=s.strategy, state=s.state, reason=s.reason, previous=s.previous,
-                figures=s.figures))
+                figures=s.figures, load=s.load))
             self.stats.switches += 1
             self.stats.strategy = s.strategy
             self.last_check = None

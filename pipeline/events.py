@@ -249,6 +249,7 @@ class StrategyChoice(msgspec.Struct, kw_only=True):
     state: str                               # "trial" | "chosen" | "undone"
     reason: str = ""
     previous: str = ""
+    load: str = ""                           # the batch load it holds for: quiet | loaded
     # per strategy measured: p50_us, p99_us, wakeups, batch_cpu, checks
     figures: dict[str, dict[str, float]] = {}
 
@@ -266,6 +267,7 @@ class Measurement(msgspec.Struct, kw_only=True):
     max_us: float
     span_s: float
     batch_cpu: float = 0.0                   # cores the batch tiers used meanwhile
+    busy_batch: Int32 = 0                    # batch processes using a tenth of a core or more
     critical_delay_ms_s: float = 0.0         # the critical tiers' run-queue delay, ms/s
 
 

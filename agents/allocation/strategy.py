@@ -37,6 +37,7 @@ class Check:
     latencies_us: tuple[float, ...]          # the probe's lateness, one per wake-up
     batch_cpu: float = 0.0                   # cores the batch tiers used meanwhile
     critical_delay_ms_s: float = 0.0
+    busy_batch: int = 0                      # batch processes that used a tenth of a core
 
     @property
     def p99_us(self) -> float:
@@ -89,12 +90,28 @@ class Switch:
     reason: str
     previous: str
     figures: dict[str, dict[str, float]]
+    load: str = ""                           # the batch load it was decided for
+
+
+# What batch work is doing, as far as the choice goes: a strategy that wins beside busy
+# batch work can lose on a host where it sleeps (a halted core), so each is measured apart.
+QUIET, LOADED = "quiet", "loaded"
+
+
+@dataclass
+class Memory:
+    """What was measured for one batch load: the trials and the choice made from them."""
+    trials: dict[str, Trial] = field(default_factory=dict)
+    chosen: str | None = None
+    at: float | None = None
 
 
 class StrategyTuner:
     """The closed loop for one host. Feed it whether the critical tiers have members
-    (``on_critical``) and each check of the strategy in force (``on_check``); it answers
-    with the switches to make."""
+    (``on_critical``), the time (``tick``) and each check of the strategy in force
+    (``on_check``); it answers with the switches to make. What it measures is kept per
+    batch load (``QUIET``, ``LOADED``): when the load changes, the choice measured for the
+    new one is taken at once, or, where there is none yet, the strategies are tried."""
 
     def __init__(self, settings: ClosedLoopSettings) -> None:
         self.cfg = settings
@@ -102,22 +119,41 @@ class StrategyTuner:
         self.in_force = settings.initial
         self.phase = "idle"                      # "idle" | "settle" | "explore" | "exploit"
         self.settle_until = 0.0
-        self.trials: dict[str, Trial] = {}
+        self.load: str | None = None             # the batch load measured last
+        self.memory: dict[str, Memory] = {}
         self.queue: list[str] = []
-        self.explored_at: float | None = None
         self.recent: deque[Check] = deque(maxlen=settings.undo_after_checks)
+
+    @property
+    def trials(self) -> dict[str, Trial]:
+        return self._mem().trials
+
+    @property
+    def explored_at(self) -> float | None:
+        return self._mem().at
+
+    def _mem(self) -> Memory:
+        return self.memory.setdefault(self.load or QUIET, Memory())
+
+    def _fresh(self, load: str | None, now: float) -> Memory | None:
+        mem = self.memory.get(load or QUIET)
+        if mem is not None and mem.chosen and mem.at is not None \
+                and now - mem.at < self.cfg.reexplore_s:
+            return mem
+        return None
 
     # --- inputs ----------------------------------------------------------------------------
 
     def restore(self, strategy: str, state: str, figures: Mapping[str, Mapping[str, float]],
-                at: float) -> None:
+                at: float, load: str = QUIET) -> None:
         """Carry on from a choice recorded by an earlier run."""
         if strategy in self.candidates:
             self.in_force = strategy
         if state in ("chosen", "undone") and figures:
-            self.trials = {name: Trial.from_figures(name, f) for name, f in figures.items()
-                           if name in self.candidates}
-            self.explored_at = at
+            self.load = load or QUIET
+            self.memory[self.load] = Memory(
+                {name: Trial.from_figures(name, f) for name, f in figures.items()
+                 if name in self.candidates}, strategy, at)
 
     def on_critical(self, present: bool, now: float) -> list[Switch]:
         """The critical tiers gained their first member, or lost their last."""
@@ -126,14 +162,17 @@ class StrategyTuner:
             return []
         if self.phase != "idle":
             return []
-        if self.explored_at is not None and now - self.explored_at < self.cfg.reexplore_s:
+        if self._fresh(self.load, now) is not None:
             self.phase = "exploit"
             self.recent.clear()
             return []
+        self._settle(now)
+        return []
+
+    def _settle(self, now: float) -> None:
         # The rest of the host is judged too before anything is measured: work not yet
         # classified runs unplaced, and would make every strategy look the same.
         self.phase, self.settle_until = "settle", now + self.cfg.settle_s
-        return []
 
     def tick(self, now: float) -> list[Switch]:
         """Time passes: exploring starts once the host has settled."""
@@ -152,17 +191,35 @@ class StrategyTuner:
         if check.strategy != self.in_force or self.phase in ("idle", "settle") \
                 or not check.latencies_us:
             return []                            # measured under another placement
+        load = LOADED if check.busy_batch else QUIET
+        if self.load is None:
+            self.load = load
+        elif load != self.load:
+            return self._load_changed(load, check.ts)
         if self.phase == "explore":
             return self._explore_step(check)
         return self._exploit_step(check)
 
     # --- the loop --------------------------------------------------------------------------
 
+    def _load_changed(self, load: str, now: float) -> list[Switch]:
+        was, self.load = self.load, load
+        self.recent.clear()
+        mem = self._fresh(load, now)
+        if mem is None:
+            self._settle(now)
+            return []
+        self.phase = "exploit"
+        if mem.chosen == self.in_force:
+            return []
+        return [self._switch(str(mem.chosen), "chosen",
+                             f"batch work is {load} now (was {was}): {mem.chosen} measured "
+                             f"best for that")]
+
     def _explore(self, now: float, why: str) -> list[Switch]:
         self.phase = "explore"
-        self.trials = {}
+        self.memory[self.load or QUIET] = Memory()
         self.queue = [self.in_force] + [c for c in self.candidates if c != self.in_force]
-        self.explored_at = None
         first = self.queue.pop(0)
         return [self._switch(first, "trial", f"{why}: {first} first (in force)")]
 
@@ -180,9 +237,11 @@ class StrategyTuner:
                    f"{self.cfg.cut_after:g}x the best so far ({best_before:.0f} µs)") if cut \
                 else f"{self.in_force} measured p99 {trial.p99_us:.0f} µs"
             return [self._switch(nxt, "trial", f"{how}; trying {nxt}")]
-        self.phase, self.explored_at = "exploit", check.ts
+        self.phase = "exploit"
         self.recent.clear()
         chosen, why = self._choose()
+        mem = self._mem()
+        mem.chosen, mem.at = chosen, check.ts
         return [self._switch(chosen, "chosen", why)]
 
     def _choose(self) -> tuple[str, str]:
@@ -193,9 +252,9 @@ class StrategyTuner:
         chosen = max(good, key=lambda n: (round(measured[n].mean_batch_cpu, 2),
                                           -self.candidates.index(n)))
         others = ", ".join(f"{n} {t.p99_us:.0f}" for n, t in measured.items() if n != chosen)
-        why = (f"p99 {measured[chosen].p99_us:.0f} µs against {others or 'no other'} "
-               f"(µs, the probe's {self.cfg.probe_wakeups}-wake-up checks pooled per "
-               f"strategy)")
+        why = (f"batch work {self.load or QUIET}: p99 {measured[chosen].p99_us:.0f} µs "
+               f"against {others or 'no other'} (µs, the probe's {self.cfg.probe_wakeups}-"
+               f"wake-up checks pooled per strategy)")
         if len(good) > 1:
             why += (f"; within {self.cfg.tolerance:.0%} + {self.cfg.tolerance_us:g} µs of the "
                     f"best, it leaves batch work the most CPU "
@@ -222,6 +281,7 @@ class StrategyTuner:
         for c in self.recent:
             mine.add(c)
         self.recent.clear()
+        self._mem().chosen = alt
         return [self._switch(alt, "undone",
                              f"{self.in_force} now measures p99 {now_p99:.0f} µs over its last "
                              f"{self.cfg.undo_after_checks} checks, worse than {alt}'s "
@@ -230,4 +290,4 @@ class StrategyTuner:
     def _switch(self, strategy: str, state: str, reason: str) -> Switch:
         previous, self.in_force = self.in_force, strategy
         return Switch(strategy, state, reason, previous,
-                      {n: t.figures() for n, t in self.trials.items()})
+                      {n: t.figures() for n, t in self.trials.items()}, self.load or QUIET)

@@ -20,12 +20,12 @@ def cfg(**kw) -> ClosedLoopSettings:
 
 
 def check(strategy: str, ts: float, p99: float, batch: float = 1.0, n: int = 300,
-          seed: int = 0) -> Check:
+          seed: int = 0, busy: int = 0) -> Check:
     """Wake-ups whose p99 is about ``p99``: most near a tenth of it, the top 1% at it."""
     rng = random.Random(seed)
     values = [rng.uniform(0.05, 0.15) * p99 for _ in range(n - n // 100 - 1)]
     values += [p99] * (n // 100 + 1)
-    return Check(strategy, ts, tuple(values), batch_cpu=batch)
+    return Check(strategy, ts, tuple(values), batch_cpu=batch, busy_batch=busy)
 
 
 def run(tuner: StrategyTuner, measure: dict[str, tuple[float, float]], start: float = 0.0,
@@ -142,3 +142,32 @@ def test_percentile_and_trial_figures() -> None:
     assert figures["p99_us"] == 100.0 and figures["batch_cpu"] == 2.0 and figures["checks"] == 1
     assert "p50_us" in figures
     assert "p50_us" not in Trial.from_figures("x", {"p99_us": 5.0}).figures()
+
+
+def test_each_batch_load_has_its_own_choice() -> None:
+    tuner = StrategyTuner(cfg())
+    # batch work asleep: a halted core costs, polling wins
+    quiet = {"exclusive_poll": (40.0, 0.0), "exclusive": (300.0, 0.0),
+             "exclusive_lend": (250.0, 0.0), "shared": (280.0, 0.0)}
+    assert run(tuner, quiet)[-1].strategy == "exclusive_poll"
+    assert tuner.load == "quiet"
+    # hogs start: the load changed, and nothing was measured for it yet
+    ts = 100.0
+    assert tuner.on_check(check("exclusive_poll", ts, 400.0, 1.9, busy=4)) == []
+    assert tuner.phase == "settle" and tuner.load == "loaded"
+    switches = tuner.tick(ts + tuner.cfg.settle_s)
+    busy = {"exclusive_poll": (400.0, 1.0), "exclusive": (500.0, 1.0),
+            "exclusive_lend": (60.0, 1.9), "shared": (35.0, 2.0)}
+    while tuner.phase == "explore":
+        ts += 7
+        p99, batch = busy[tuner.in_force]
+        switches += tuner.on_check(check(tuner.in_force, ts, p99, batch, busy=4, seed=int(ts)))
+    assert switches[-1].state == "chosen" and switches[-1].strategy == "shared"
+    assert switches[-1].load == "loaded"
+    # the hogs stop: the quiet choice comes back at once, without trying anything again
+    (back,) = tuner.on_check(check("shared", ts + 10, 280.0, 0.0))
+    assert (back.state, back.strategy, back.load) == ("chosen", "exclusive_poll", "quiet")
+    assert "measured best for that" in back.reason and tuner.phase == "exploit"
+    # and start again: the loaded choice, at once too
+    (again,) = tuner.on_check(check("exclusive_poll", ts + 20, 400.0, 1.9, busy=4))
+    assert (again.strategy, again.load) == ("shared", "loaded")
