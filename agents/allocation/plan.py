@@ -27,8 +27,8 @@ How a plan is made:
    the exclusive pools and their idle limits; ``exclusive`` drops the idle limits;
    ``exclusive_lend`` also lends the cores of an exclusive tier that sleeps (demand below
    ``lend_below`` of its cores) to the batch tiers, at SCHED_IDLE; ``shared`` puts every
-   tier on every pool core, batch tiers at SCHED_IDLE, so no core halts beside waiting work
-   and the kernel preempts batch work at once.
+   tier but housekeeping on every pool core, batch tiers at SCHED_IDLE, so no core halts
+   beside waiting work and the kernel preempts batch work at once.
 7. Decisions: cpus from the pool, nice, I/O and policy from the tier and mode, at most
    ``max_moves`` targets change cpus per plan (isolation moves are never deferred). A
    process that sleeps (class ``idle``) is placed but never demoted: whatever it starts
@@ -508,10 +508,14 @@ def plan(topology: Topology,
     in_pools = {c for cpus in pool_cpus.values() for c in cpus}
     unused = tuple(c for c in topology.cpu_ids if c not in in_pools and c not in reserve_cpus)
     if share_all and in_pools:
-        # every tier on every pool core; the pools' sizes stay as the demand had them
+        # every tier on every pool core; the pools' sizes stay as the demand had them. Not
+        # housekeeping: work nobody has judged yet runs at its own priority, and would
+        # share the critical tiers' cores at that priority
         every = tuple(sorted(in_pools))
-        pool_cpus = {name: every for name in pool_cpus}
-        pools = [replace(p, cpus=every, shared_with=None,
+        pool_cpus = {name: cpus if name == HOUSEKEEPING else every
+                     for name, cpus in pool_cpus.items()}
+        pools = [p if p.name == HOUSEKEEPING else
+                 replace(p, cpus=every, shared_with=None,
                          reason=f"every pool core ({cpulist_format(every)}): strategy shared; "
                                 f"sized {p.size} for {p.reason}") for p in pools]
     lent = _lent_cpus(pools, policy) if strategy == "exclusive_lend" else ()

@@ -117,7 +117,9 @@ class StrategyTuner:
         self.cfg = settings
         self.candidates: tuple[str, ...] = tuple(settings.strategies)
         self.in_force = settings.initial
-        self.phase = "idle"                      # "idle" | "settle" | "explore" | "exploit"
+        # "idle" (no critical work), "settle", "gauge" (a check to learn the batch load),
+        # "explore" (trying each strategy), "exploit"
+        self.phase = "idle"
         self.settle_until = 0.0
         self.load: str | None = None             # the batch load measured last
         self.memory: dict[str, Memory] = {}
@@ -175,15 +177,17 @@ class StrategyTuner:
         self.phase, self.settle_until = "settle", now + self.cfg.settle_s
 
     def tick(self, now: float) -> list[Switch]:
-        """Time passes: exploring starts once the host has settled."""
+        """Time passes: once the host has settled, a check says what batch work does."""
         if self.phase == "settle" and now >= self.settle_until:
-            return self._explore(now, "the critical tiers have members; trying each strategy")
+            self.phase = "gauge"
         return []
 
     def due(self, now: float, last_check: float | None) -> bool:
         """Whether a check of the strategy in force is due."""
         if self.phase in ("idle", "settle"):
             return False
+        if self.phase == "gauge":
+            return True
         every = self.cfg.explore_every_s if self.phase == "explore" else self.cfg.check_every_s
         return last_check is None or now - last_check >= every
 
@@ -192,6 +196,15 @@ class StrategyTuner:
                 or not check.latencies_us:
             return []                            # measured under another placement
         load = LOADED if check.busy_batch else QUIET
+        if self.phase == "gauge":
+            # the choice measured for this load, or else try them all, this check first
+            self.load = load
+            mem = self._fresh(load, check.ts)
+            if mem is not None:
+                return self._load_changed(load, check.ts)
+            switches = self._explore(check.ts, f"the critical tiers have members and batch "
+                                               f"work is {load}; trying each strategy")
+            return switches + self._explore_step(check)
         if self.load is None:
             self.load = load
         elif load != self.load:
@@ -203,7 +216,7 @@ class StrategyTuner:
     # --- the loop --------------------------------------------------------------------------
 
     def _load_changed(self, load: str, now: float) -> list[Switch]:
-        was, self.load = self.load, load
+        was, self.load = self.load or load, load
         self.recent.clear()
         mem = self._fresh(load, now)
         if mem is None:
@@ -212,9 +225,9 @@ class StrategyTuner:
         self.phase = "exploit"
         if mem.chosen == self.in_force:
             return []
+        why = f"batch work is {load} now (was {was})" if was != load else f"batch work is {load}"
         return [self._switch(str(mem.chosen), "chosen",
-                             f"batch work is {load} now (was {was}): {mem.chosen} measured "
-                             f"best for that")]
+                             f"{why}: {mem.chosen} measured best for that")]
 
     def _explore(self, now: float, why: str) -> list[Switch]:
         self.phase = "explore"

@@ -628,7 +628,10 @@ def test_each_strategy_keeps_the_critical_tiers_quiet_its_own_way(topo):
     every = set(t.cpu_ids) - set(shared.reserve)          # the emergency reserve stays free
     assert shared.idle_limits == () and not any(p.exclusive for p in shared.pools)
     by_pid = {a.pid: a for a in shared.assignments if a.target == "process"}
-    assert all(set(a.cpus) == every for a in by_pid.values())
+    assert all(set(a.cpus) == every for a in by_pid.values() if a.tier != HOUSEKEEPING)
+    # unjudged work keeps to its own cores: at its own priority it would crowd the others
+    own = set(shared.cpus_of(HOUSEKEEPING))
+    assert own < every and set(by_pid[16].cpus) == own
     assert by_pid[14].policy == "idle" and by_pid[15].policy == "idle"
     assert by_pid[10].nice == -10 and by_pid[13].policy == "other"   # priorities still order
 

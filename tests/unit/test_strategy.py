@@ -37,7 +37,7 @@ def run(tuner: StrategyTuner, measure: dict[str, tuple[float, float]], start: fl
     assert switches == []
     ts = start + tuner.cfg.settle_s
     switches += tuner.tick(ts)
-    while tuner.phase == "explore" and limit:
+    while tuner.phase in ("gauge", "explore") and limit:
         ts += 1
         p99, batch = measure[tuner.in_force]
         switches += tuner.on_check(check(tuner.in_force, ts, p99, batch, seed=int(ts)))
@@ -116,7 +116,8 @@ def test_no_critical_work_no_checks_and_results_are_kept_until_reexplore() -> No
     assert tuner.on_critical(True, 200.0) == [] and tuner.phase == "exploit"
     assert tuner.on_critical(False, 300.0) == []
     assert tuner.on_critical(True, chosen_at + 601.0) == []   # stale: try them all again,
-    again = tuner.tick(chosen_at + 607.0)                     # once settled
+    assert tuner.tick(chosen_at + 607.0) == [] and tuner.phase == "gauge"   # once settled
+    again = tuner.on_check(check(tuner.in_force, chosen_at + 608.0, 50.0))
     assert again and again[0].state == "trial"
 
 
@@ -156,9 +157,10 @@ def test_each_batch_load_has_its_own_choice() -> None:
     assert tuner.on_check(check("exclusive_poll", ts, 400.0, 1.9, busy=4)) == []
     assert tuner.phase == "settle" and tuner.load == "loaded"
     switches = tuner.tick(ts + tuner.cfg.settle_s)
+    assert tuner.phase == "gauge"
     busy = {"exclusive_poll": (400.0, 1.0), "exclusive": (500.0, 1.0),
             "exclusive_lend": (60.0, 1.9), "shared": (35.0, 2.0)}
-    while tuner.phase == "explore":
+    while tuner.phase in ("gauge", "explore"):
         ts += 7
         p99, batch = busy[tuner.in_force]
         switches += tuner.on_check(check(tuner.in_force, ts, p99, batch, busy=4, seed=int(ts)))
