@@ -525,7 +525,7 @@ class Bench:
         try:
             while len(procfs.list_pids(PROC)) < procs:
                 sleepers.append(subprocess.Popen(["sleep", "3600"], preexec_fn=_die_with_parent))
-            time.sleep(max(10.0, self.args.seconds / 2))   # each judged, placed and quiet
+            time.sleep(60.0)       # each new one sampled fast, judged, placed, and quiet again
             n = len(procfs.list_pids(PROC))
             c0 = self.corelane.cpu_s()
             time.sleep(seconds)
@@ -579,7 +579,7 @@ def main() -> None:
                     help="seconds to wait for corelane to place a probe")
     ap.add_argument("--overhead-procs", type=int, default=200,
                     help="processes on the host while corelane's own cost is measured (0: skip)")
-    ap.add_argument("--overhead-seconds", type=float, default=30)
+    ap.add_argument("--overhead-seconds", type=float, default=60)
     ap.add_argument("--scope", choices=("bench", "all"), default="bench",
                     help="what corelane may change: this benchmark's processes (the static "
                          "cases run outside it), or, as on its defaults, every process on "

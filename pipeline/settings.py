@@ -219,7 +219,7 @@ class ClosedLoopSettings(_Section):
     strategies: list[Strategy] = Field(default_factory=lambda: list(STRATEGIES), min_length=1)
     initial: Strategy = "shared"             # in force until the first trials have measured
     probe_interval_us: int = Field(1000, ge=50, le=100_000)
-    probe_wakeups: int = Field(300, ge=10, le=100_000)
+    probe_wakeups: int = Field(500, ge=10, le=100_000)
     settle_s: float = Field(6.0, ge=0)           # after critical work appears, wait this
                                                  # long (the rest judged) before trying
     explore_every_s: float = Field(1.0, gt=0)    # a check this often while trying strategies
