@@ -26,6 +26,7 @@ import msgspec
 from agents.allocation import (ContainerTarget, Plan, ProcessTarget, Utilization, action, plan,
                                plan_from_decisions, process_targets, to_decisions)
 from agents.contract import AgentStats, Handler, Position, Timer, event_health, keep_going
+from pipeline import commands
 from pipeline.bus import Publisher, read_tail, replay_topic, topic_types
 from pipeline.events import (Classification, Command, ContainerSample, Decision, Decisions,
                              Envelope, HostSample, ProcessSample)
@@ -53,6 +54,7 @@ class HostView:
     planned_with: Topology | None = None     # the topology ``previous`` was made for
     restored: Decisions | None = None        # the last plan of a previous run, until used
     strategy: str | None = None              # the closed loop's newest word for this host
+    container_tiers: dict[str, str] = field(default_factory=dict)   # set by command
     published: tuple | None = None           # (mode, decision_key) of the last plan sent
     published_at: float = 0.0
 
@@ -72,9 +74,9 @@ def scheduled_mode(settings: Settings, now: datetime) -> str | None:
 
 
 def container_targets(view: HostView) -> list[ContainerTarget]:
-    """Each container at the most protected tier among its processes' classes (housekeeping
-    while none of them is classified): a container holds one service, and its cpuset must
-    suit the part of it that needs the most."""
+    """Each container at the tier an operator gave it, else at the most protected tier among
+    its processes' classes (housekeeping while none of them is classified): a container
+    holds one service, and its cpuset must suit the part of it that needs the most."""
     tiers: dict[str, str] = {}
     for key, sample in view.samples.items():
         c = view.classes.get(key)
@@ -82,6 +84,8 @@ def container_targets(view: HostView) -> list[ContainerTarget]:
             old = tiers.get(sample.container_id)
             if old is None or TIER_RANK[c.tier] < TIER_RANK[old]:
                 tiers[sample.container_id] = c.tier
+    tiers.update((cid, tier) for cid, tier in view.container_tiers.items()
+                 if cid in view.containers)
     return [ContainerTarget(container_id=cid, tier=tiers.get(cid, HOUSEKEEPING),
                             cpu_share=c.cpu_share, name=c.name)
             for cid, c in sorted(view.containers.items())]
@@ -190,10 +194,37 @@ class AllocatorAgent:
             return view.topology
         return self.topology if host == self.publisher.stamper.host else None
 
-    def on_command(self, event: Envelope) -> None:
+    def on_command(self, event: Envelope) -> list[str]:
+        """Take a command; returns the hosts to plan now and publish whatever the plan."""
         command: Command = event.data
-        if command.name != "mode":
+        if command.name == commands.REBALANCE:
+            return list(command.args.get("hosts") or self.hosts)
+        if command.name == commands.CONTAINER_PRIORITY:
+            self._container_priority(event)
+            return []
+        if command.name == commands.MODE:
+            self._mode(event)
+        return []
+
+    def _container_priority(self, event: Envelope) -> None:
+        args = event.data.args
+        cid, tier, host = args.get("container_id"), args.get("tier"), args.get("host")
+        if not isinstance(cid, str) or not isinstance(host, str) or (
+                tier != AUTO and tier not in TIER_RANK):
+            log.warning("command %s: a container priority needs a container id, a host and "
+                        "a tier (or 'auto'); ignored", event.id)
             return
+        view = self.view(host)
+        # A short id (as `docker ps` shows it) names the container whose full id it begins.
+        full = next((c for c in view.containers if c.startswith(cid)), cid)
+        if tier == AUTO:
+            view.container_tiers.pop(full, None)
+        else:
+            view.container_tiers[full] = tier
+        log.info("container %s on %s: tier %s by command %s", full[:12], host, tier, event.id)
+
+    def _mode(self, event: Envelope) -> None:
+        command: Command = event.data
         mode = command.args.get("mode")
         if mode != AUTO and mode not in MODES:
             log.warning("command %s asks for unknown mode %r; ignored", event.id, mode)
@@ -285,7 +316,8 @@ class AllocatorAgent:
 
     # --- the shell ---------------------------------------------------------------------------
 
-    async def replan(self, host: str) -> None:
+    async def replan(self, host: str, force: bool = False) -> None:
+        """Plan ``host``; publish when the plan changed, a heartbeat is due, or ``force``."""
         now = time.time()
         result = self.make_plan(host, now)
         if result is None:
@@ -294,7 +326,8 @@ class AllocatorAgent:
         decisions = to_decisions(result)
         # a new mode or strategy is news even if nothing moves
         key = (result.mode, result.strategy, decision_key(decisions))
-        if key == view.published and now - view.published_at < self.settings.allocator.heartbeat_s:
+        if not force and key == view.published \
+                and now - view.published_at < self.settings.allocator.heartbeat_s:
             return
         stamp = self.publisher.stamper.stamp
         events = [stamp(part, host=host) for part in self.publisher.batch(
@@ -330,9 +363,9 @@ class AllocatorAgent:
         self.on_host_sample(event)
 
     async def _command(self, event: Envelope, at: Position) -> None:
-        self.on_command(event)
+        forced = set(self.on_command(event))
         for host in list(self.hosts):
-            await self.replan(host)
+            await self.replan(host, force=host in forced)
 
     async def _strategy(self, event: Envelope, at: Position) -> None:
         self.on_strategy(event)

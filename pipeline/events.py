@@ -136,8 +136,11 @@ class ContainerSamples(Batch, kw_only=True):
 
 
 class Label(msgspec.Struct, kw_only=True):
-    """An explicit class for one process, or for every process whose name/cmdline matches."""
-    cls: Annotated[str, column("class")]
+    """An explicit class or tier (or both) for one process, or for every process whose
+    name/cmdline matches. A tier alone keeps the class as judged and pins the tier; the class
+    ``auto`` removes an earlier label."""
+    cls: Annotated[str | None, column("class")] = None
+    tier: str | None = None
     pid: Int32 | None = None
     start_time: int | None = None
     match: str | None = None                 # regular expression over name and cmdline

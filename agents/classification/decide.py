@@ -35,8 +35,8 @@ from typing import Any
 from agents.classification.features import FEATURES, FeatureWindow, feature_vector
 from agents.classification.model import Drift, OnlineModel
 from agents.classification.rules import (
-    CompiledRule, ContainerInfo, LabelBook, MatchContext, RuleHit, RuleSet, load_rules,
-    system_user_name,
+    CompiledRule, ContainerInfo, LabelBook, LabelHit, MatchContext, RuleHit, RuleSet,
+    load_rules, system_user_name,
 )
 from pipeline.events import (Alert, Classification, ContainerSample, Label, ProcessSample,
                              open_alert, resolve_alert)
@@ -152,7 +152,7 @@ class Decider:
         if st.streak >= self.hysteresis_windows:
             self._commit(st, op)
 
-    def decide(self, key: Hashable, now: float, *, label: tuple[str, str] | None = None,
+    def decide(self, key: Hashable, now: float, *, label: LabelHit | None = None,
                rule: RuleHit | None = None, prior: RuleHit | None = None,
                model: ModelVote | None = None) -> Classification | None:
         """Feed one window's opinions; returns a Classification when one is due.
@@ -176,13 +176,13 @@ class Decider:
         return Classification(pid=pid, start_time=start_time, cls=cls, tier=tier,
                               confidence=round(conf, 4), source=source, reason=reason)
 
-    def first_tier(self, *, label: tuple[str, str] | None = None, rule: RuleHit | None = None,
+    def first_tier(self, *, label: LabelHit | None = None, rule: RuleHit | None = None,
                    prior: RuleHit | None = None, model: ModelVote | None = None) -> str | None:
         """The tier a first judgement from these opinions would give; nothing is recorded."""
         resolved = self._judge(DecisionState(), label, rule, prior, model)
         return resolved[1] if resolved is not None else None
 
-    def _judge(self, st: DecisionState, label: tuple[str, str] | None, rule: RuleHit | None,
+    def _judge(self, st: DecisionState, label: LabelHit | None, rule: RuleHit | None,
                prior: RuleHit | None, model: ModelVote | None
                ) -> tuple[str, str, float, str, str] | None:
         """Track this window's behaviour opinion on ``st``, then resolve by precedence."""
@@ -191,12 +191,15 @@ class Decider:
         self._track(st, model, prior)
         return self._resolve(st, label, rule)
 
-    def _resolve(self, st: DecisionState, label: tuple[str, str] | None,
+    def _resolve(self, st: DecisionState, label: LabelHit | None,
                  rule: RuleHit | None) -> tuple[str, str, float, str, str] | None:
         """(class, tier, confidence, source, reason) by precedence, or None without any."""
-        if label is not None and label[0] in self.tier_of:
-            cls, label_id = label
-            tier, conf, source, reason = self.tier_of[cls], 1.0, "label", f"label {label_id}"
+        hit = label
+        if hit is not None and (hit.cls in self.tier_of or hit.tier is not None):
+            # A tier-only label pins the tier; the class stays the behaviour guess.
+            cls = hit.cls if hit.cls in self.tier_of else (st.guess_cls or UNCLASSIFIED)
+            tier = hit.tier or self.tier_of[cls]
+            conf, source, reason = 1.0, "label", f"label {hit.label_id}"
         elif rule is not None and rule.cls is not None and rule.cls in self.tier_of:
             cls, conf, source = rule.cls, rule.confidence, "rule"
             tier = rule.tier or self.tier_of[cls]
@@ -219,6 +222,26 @@ def _pid_start(key: Hashable) -> tuple[int, int]:
     if isinstance(key, tuple) and len(key) >= 2:
         return int(key[-2]), int(key[-1])
     raise TypeError(f"identity key {key!r} must be a tuple ending in (pid, start_time)")
+
+
+@dataclass
+class Explanation:
+    """Why one process has the class it has: the judgement in force, what the behaviour
+    guess is, and the features of its window."""
+    pid: int
+    start_time: int
+    name: str
+    cls: str | None
+    tier: str | None
+    confidence: float
+    source: str | None
+    reason: str
+    guess: str | None                   # the behaviour class (model or prior) behind it
+    guess_reason: str
+    label: str | None                   # the id of the label that applies, if one does
+    samples: int                        # samples in the window
+    span_s: float                       # seconds the window covers
+    features: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -332,6 +355,27 @@ class Classifier:
         if changed:
             self._rule_cache.clear()
 
+    def explain(self, pid: int, start_time: int | None = None) -> Explanation | None:
+        """The judgement of the newest identity with ``pid`` (or exactly ``pid`` and
+        ``start_time``) and the features behind it; None when no window holds it."""
+        keys = [k for k in self._windows if _pid_start(k)[0] == pid
+                and (start_time is None or _pid_start(k)[1] == start_time)]
+        if not keys:
+            return None
+        key = max(keys, key=lambda k: _pid_start(k)[1])
+        window = self._windows[key]
+        last = window.last
+        st = self.decider.current(key) or DecisionState()
+        hit = self.labels.lookup(last) if last is not None else None
+        values = feature_vector(window, boot_time=self.boot_time)
+        return Explanation(
+            pid=pid, start_time=_pid_start(key)[1], name=last.name if last else "",
+            cls=st.cls, tier=st.tier, confidence=st.confidence, source=st.source,
+            reason=st.reason, guess=st.guess_cls, guess_reason=st.guess_reason,
+            label=hit.label_id if hit is not None else None, samples=len(window),
+            span_s=round(window.span, 3),
+            features={n: round(v, 6) for n, v in zip(FEATURES, values)})
+
     def features_of(self, key: Hashable) -> list[float] | None:
         window = self._windows.get(key)
         return feature_vector(window, boot_time=self.boot_time) if window else None
@@ -411,8 +455,8 @@ class Classifier:
                     self._young.pop(key, None)
                 continue
             teach = None
-            if label is not None:
-                teach = label[0]
+            if label is not None and label.cls is not None:
+                teach = label.cls
             elif rule is not None and rule.cls is not None:
                 if rule.learn and rule.confidence >= min_conf:
                     teach = rule.cls

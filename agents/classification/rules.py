@@ -33,7 +33,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import yaml
 from pydantic import (
@@ -410,24 +410,33 @@ def load_rules(path: str | os.PathLike[str],
 
 # --- labels ---------------------------------------------------------------------------
 
+class LabelHit(NamedTuple):
+    """The label that applies to a process: a class or a tier or both (None: as judged)."""
+    cls: str | None
+    label_id: str
+    tier: str | None = None
+
+
 @dataclass(slots=True)
 class _Entry:
     seq: int
-    cls: str
+    cls: str | None
     label_id: str
+    tier: str | None = None
 
 
 @dataclass(slots=True)
 class _RegexEntry:
     seq: int
-    cls: str
+    cls: str | None
     label_id: str
     pattern: re.Pattern[str]
+    tier: str | None = None
 
 
 @dataclass
 class LabelBook:
-    """Explicit labels. ``lookup(sample)`` gives (class, label id) or None.
+    """Explicit labels. ``lookup(sample)`` gives a ``LabelHit`` or None.
 
     A label with a pid and start time targets exactly that identity. A label with a pid
     and no start time binds to the first process with that pid looked up after it arrives,
@@ -450,15 +459,20 @@ class LabelBook:
 
     def apply(self, label: Label, label_id: str) -> None:
         """Record a label event (``label_id``: its envelope id); raises LabelError."""
-        if label.cls != AUTO and label.cls not in self.classes:
+        if label.cls is None and label.tier is None:
+            raise LabelError(f"label {label_id}: give a class or a tier")
+        if label.cls is not None and label.cls != AUTO and label.cls not in self.classes:
             raise LabelError(f"label {label_id}: unknown class {label.cls!r}; classes are "
                              f"{', '.join(sorted(self.classes))} (or {AUTO!r} to "
                              f"remove a label)")
+        if label.tier is not None and label.tier not in TIERS:
+            raise LabelError(f"label {label_id}: unknown tier {label.tier!r}; tiers are "
+                             f"{', '.join(TIERS)}")
         if (label.pid is None) == (label.match is None):
             raise LabelError(f"label {label_id}: give either a pid or a match regex, "
                              f"not {'both' if label.pid is not None else 'neither'}")
         self._seq += 1
-        entry = _Entry(self._seq, label.cls, label_id)
+        entry = _Entry(self._seq, label.cls, label_id, label.tier)
         if label.pid is not None:
             if label.start_time is None:
                 target = self._pending_pid
@@ -483,10 +497,11 @@ class LabelBook:
         if label.cls == AUTO:
             self._regex.pop(label.match, None)
         else:
-            self._regex[label.match] = _RegexEntry(self._seq, label.cls, label_id, pattern)
+            self._regex[label.match] = _RegexEntry(self._seq, label.cls, label_id, pattern,
+                                                   label.tier)
         self._regex_cache.clear()
 
-    def lookup(self, sample: ProcessSample) -> tuple[str, str] | None:
+    def lookup(self, sample: ProcessSample) -> LabelHit | None:
         key = (sample.pid, sample.start_time)
         best: _Entry | _RegexEntry | None = self._by_identity.get(key)
         if self._pending_pid:
@@ -509,7 +524,7 @@ class LabelBook:
                 self._regex_cache[text_key] = hit
             if hit is not None and (best is None or hit.seq > best.seq):
                 best = hit
-        return (best.cls, best.label_id) if best is not None else None
+        return LabelHit(best.cls, best.label_id, best.tier) if best is not None else None
 
     def forget(self, pid: int, start_time: int) -> None:
         """Drop a gone identity's label (a pid label never outlives its process)."""

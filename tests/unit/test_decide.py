@@ -6,7 +6,7 @@ import pytest
 from agents.classification.decide import Classifier, Decider
 from agents.classification.features import FEATURES
 from agents.classification.model import OnlineModel
-from agents.classification.rules import RuleHit, parse_rules
+from agents.classification.rules import LabelHit, RuleHit, parse_rules
 from pipeline.events import Classification, ContainerSample, Label, ProcessSample
 
 KEY = (42, 9000)
@@ -16,7 +16,7 @@ TIER_RULE = RuleHit("slice", None, "low", 1.0, False)
 
 def test_precedence_label_then_rule_then_model() -> None:
     d = Decider(heartbeat_s=1e9)
-    first = d.decide(KEY, 0.0, label=("io_batch", "L1"), rule=RULE,
+    first = d.decide(KEY, 0.0, label=LabelHit("io_batch", "L1"), rule=RULE,
                      model=("compute_batch", 0.9, "v3"))
     assert first == Classification(pid=42, start_time=9000, cls="io_batch", tier="low",
                                    confidence=1.0, source="label", reason="label L1")
@@ -84,7 +84,7 @@ IO_RULE = RuleHit("backups", "io_batch", None, 1.0, True)
 def test_full_precedence_order() -> None:
     d = Decider(heartbeat_s=1e9, min_model_confidence=0.5, hysteresis_windows=1)
     sure, unsure = ("interactive", 0.8, "v2"), ("interactive", 0.3, "v2")
-    out = d.decide(KEY, 0, label=("idle", "L1"), rule=IO_RULE, prior=PRIOR_LAT, model=sure)
+    out = d.decide(KEY, 0, label=LabelHit("idle", "L1"), rule=IO_RULE, prior=PRIOR_LAT, model=sure)
     assert (out.cls, out.source) == ("idle", "label")
     out = d.decide(KEY, 1, rule=IO_RULE, prior=PRIOR_LAT, model=sure)
     assert (out.cls, out.source, out.reason) == ("io_batch", "rule", "rule backups")
@@ -148,7 +148,7 @@ def test_same_class_moving_from_prior_to_model_needs_agreeing_windows_too() -> N
 def test_labels_apply_at_once_and_removing_one_falls_back_to_the_settled_model() -> None:
     d = Decider(hysteresis_windows=3, heartbeat_s=1e9)
     d.decide(KEY, 0, model=("compute_batch", 0.9, "v1"))
-    out = d.decide(KEY, 1, label=("latency_critical", "L1"), model=("compute_batch", 0.9, "v1"))
+    out = d.decide(KEY, 1, label=LabelHit("latency_critical", "L1"), model=("compute_batch", 0.9, "v1"))
     assert out.cls == "latency_critical" and out.source == "label"
     out = d.decide(KEY, 2, model=("compute_batch", 0.9, "v1"))
     assert out.cls == "compute_batch" and out.source == "model"
@@ -164,10 +164,10 @@ def test_heartbeat_repeats_an_unchanged_class() -> None:
 
 def test_keys_must_end_in_pid_and_start_time() -> None:
     d = Decider()
-    out = d.decide(("host-a", 5, 77), 0.0, label=("idle", "L1"))
+    out = d.decide(("host-a", 5, 77), 0.0, label=LabelHit("idle", "L1"))
     assert (out.pid, out.start_time) == (5, 77)
     with pytest.raises(TypeError, match="must be a tuple"):
-        d.decide("nope", 0.0, label=("idle", "L1"))
+        d.decide("nope", 0.0, label=LabelHit("idle", "L1"))
 
 
 # --- the whole core -------------------------------------------------------------------
@@ -347,3 +347,13 @@ def test_a_new_process_sampled_fast_is_judged_on_what_it_does_after_its_start_up
             judged_at = t
             assert out[0].tier == "ultra_critical", out
     assert judged_at is not None and judged_at <= 0.4, judged_at
+
+
+def test_a_tier_label_pins_the_tier_and_keeps_the_judged_class() -> None:
+    d = Decider()
+    sure = ("compute_batch", 0.9, "v1")
+    out = d.decide(KEY, 0.0, label=LabelHit(None, "L1", "critical"), model=sure)
+    assert (out.cls, out.tier, out.source, out.reason) == (
+        "compute_batch", "critical", "label", "label L1")
+    out = d.decide(KEY, 1.0, label=LabelHit("idle", "L2", "low"), model=sure)
+    assert (out.cls, out.tier) == ("idle", "low")

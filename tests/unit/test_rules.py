@@ -8,6 +8,7 @@ import pytest
 
 from agents.classification.features import FEATURES
 from agents.classification.rules import (
+    LabelHit, 
     ContainerInfo, LabelBook, LabelError, MatchContext, RuleSet, RulesError, load_rules,
     parse_rules,
 )
@@ -140,7 +141,7 @@ def test_missing_rule_file(tmp_path: Path) -> None:
 def test_pid_label_targets_only_that_identity() -> None:
     book = LabelBook()
     book.apply(Label(cls="latency_critical", pid=42, start_time=9000), "L1")
-    assert book.lookup(sample()) == ("latency_critical", "L1")
+    assert book.lookup(sample()) == LabelHit("latency_critical", "L1")
     assert book.lookup(sample(start_time=9500)) is None      # the pid reused later
     assert book.lookup(sample(pid=43)) is None
 
@@ -148,24 +149,24 @@ def test_pid_label_targets_only_that_identity() -> None:
 def test_pid_label_without_start_time_binds_to_the_first_process_seen() -> None:
     book = LabelBook()
     book.apply(Label(cls="interactive", pid=42), "L1")
-    assert book.lookup(sample(start_time=9000)) == ("interactive", "L1")
-    assert book.lookup(sample(start_time=9000)) == ("interactive", "L1")
+    assert book.lookup(sample(start_time=9000)) == LabelHit("interactive", "L1")
+    assert book.lookup(sample(start_time=9000)) == LabelHit("interactive", "L1")
     assert book.lookup(sample(start_time=12000)) is None      # a new process, same pid
 
 
 def test_regex_label_matches_name_or_cmdline_and_newest_wins() -> None:
     book = LabelBook()
     book.apply(Label(cls="compute_batch", match="^postgres$"), "L1")
-    assert book.lookup(sample()) == ("compute_batch", "L1")
+    assert book.lookup(sample()) == LabelHit("compute_batch", "L1")
     assert book.lookup(sample(name="x", cmdline="run postgres")) is None
     book.apply(Label(cls="io_batch", match="-D /data"), "L2")          # cmdline, newer
-    assert book.lookup(sample()) == ("io_batch", "L2")
+    assert book.lookup(sample()) == LabelHit("io_batch", "L2")
     book.apply(Label(cls="background", match="^postgres$"), "L3")      # replaces L1
-    assert book.lookup(sample()) == ("background", "L3")
+    assert book.lookup(sample()) == LabelHit("background", "L3")
     book.apply(Label(cls="interactive", pid=42, start_time=9000), "L4")
-    assert book.lookup(sample()) == ("interactive", "L4")
+    assert book.lookup(sample()) == LabelHit("interactive", "L4")
     book.apply(Label(cls="latency_critical", pid=42, start_time=9000), "L5")
-    assert book.lookup(sample()) == ("latency_critical", "L5")         # newer replaces
+    assert book.lookup(sample()) == LabelHit("latency_critical", "L5")         # newer replaces
 
 
 def test_auto_removes_a_label() -> None:
@@ -173,7 +174,7 @@ def test_auto_removes_a_label() -> None:
     book.apply(Label(cls="idle", pid=42, start_time=9000), "L1")
     book.apply(Label(cls="idle", match="postgres"), "L2")
     book.apply(Label(cls="auto", pid=42, start_time=9000), "L3")
-    assert book.lookup(sample()) == ("idle", "L2")
+    assert book.lookup(sample()) == LabelHit("idle", "L2")
     book.apply(Label(cls="auto", match="postgres"), "L4")
     assert book.lookup(sample()) is None
 
@@ -274,3 +275,15 @@ def test_example_file_has_a_combined_rule_and_a_prior() -> None:
     assert rules.match_identity(java, CTX, HOG).name == "busy-jvm"
     assert rules.match_identity(java, CTX, PROBE) is None
     assert rules.match_prior(PROBE).cls == "latency_critical"
+
+
+def test_a_label_may_name_a_tier_alone_or_with_a_class() -> None:
+    book = LabelBook()
+    book.apply(Label(tier="critical", pid=42, start_time=9000), "L1")
+    assert book.lookup(sample()) == LabelHit(None, "L1", "critical")
+    book.apply(Label(cls="idle", tier="low", match="postgres"), "L2")
+    assert book.lookup(sample()) == LabelHit("idle", "L2", "low")
+    with pytest.raises(LabelError, match="unknown tier 'gold'"):
+        book.apply(Label(tier="gold", pid=42), "L3")
+    with pytest.raises(LabelError, match="give a class or a tier"):
+        book.apply(Label(pid=42), "L4")
