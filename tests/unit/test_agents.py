@@ -14,6 +14,7 @@ from agents.allocation import to_decisions
 from agents.allocator import (AllocatorAgent, container_targets, decision_key, last_plans,
                               scheduled_mode)
 from agents.applier import ApplierAgent
+from pipeline import commands
 from pipeline import events as ev
 from pipeline.bus import Publisher
 from pipeline.settings import Settings, load_settings
@@ -132,6 +133,32 @@ def test_containers_take_their_most_protected_process_tier(settings: Settings) -
     assert targets == {cid: "critical", "d" * 64: "housekeeping"}
     plan = agent.make_plan("h", now=0.0)
     assert {a.container_id for a in plan.assignments if a.target == "container"} == set(targets)
+
+
+def test_a_container_priority_command_holds_until_auto(settings: Settings) -> None:
+    agent = allocator(settings)
+    cid = "c" * 64
+    for part in sweep("h", [sample(1, container=cid)], size=10):
+        agent.on_samples(part)
+    agent.on_containers(ev.envelope(ev.ContainerSamples(batch="c", samples=[
+        ev.ContainerSample(id=cid, name="db")]), host="h", seq=1))
+    agent.on_classifications(classes("h", (1, "background", "background")))
+    tier = lambda: {t.container_id: t.tier for t in container_targets(agent.view("h"))}[cid]
+    assert tier() == "background"
+    # A short id, as `docker ps` shows it, names the container it begins.
+    assert agent.on_command(ev.envelope(commands.container_priority(cid[:12], "critical", "h"),
+                                        "ops", 1)) == []
+    assert tier() == "critical"
+    agent.on_command(ev.envelope(commands.container_priority(cid, "auto", "h"), "ops", 2))
+    assert tier() == "background"
+
+
+def test_rebalance_names_the_hosts_to_plan_now(settings: Settings) -> None:
+    agent = allocator(settings)
+    agent.view("a"), agent.view("b")
+    assert agent.on_command(ev.envelope(commands.rebalance(), "ops", 1)) == ["a", "b"]
+    assert agent.on_command(ev.envelope(commands.rebalance(["b"]), "ops", 2)) == ["b"]
+    assert agent.on_command(ev.envelope(commands.mode("emergency"), "ops", 3)) == []
 
 
 def test_mode_from_command_then_schedule_then_config(settings: Settings) -> None:
