@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.classification.decide import Classifier, SweepResult
+from agents.classification.decide import Classifier, Explanation, SweepResult
 from agents.classification.model import ModelSnapshotError, OnlineModel
 from agents.classification.rules import LabelError, RuleSet, load_rules
 from agents.contract import AgentStats, Handler, Position, Timer, event_health
@@ -113,6 +113,12 @@ class ClassifierAgent:
                 self.classifier_for(event.host).apply_label(label, event.id)
         except LabelError as exc:
             log.warning("label %s from %s not applied: %s", event.id, event.host, exc)
+
+    def explain(self, host: str, pid: int, start_time: int | None = None
+                ) -> Explanation | None:
+        """The judgement of a process of ``host`` and the features behind it, or None."""
+        classifier = self.hosts.get(host)
+        return classifier.explain(pid, start_time) if classifier is not None else None
 
     def on_containers(self, event: Envelope) -> None:
         data: ContainerSamples = event.data

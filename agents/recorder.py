@@ -18,8 +18,10 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from agents.contract import keep_going
 from pipeline.bus import (Publisher, dead_letter, dead_letter_payload, read_record,
                           topic_partitions, topic_types)
+from pipeline.bus.hub import EventHub
 from pipeline.events import EVENT_TYPES, Envelope, EventDecodeError, envelope
 from pipeline.health import PartHealth, degraded, down, ok
 from pipeline.settings import Settings
@@ -57,8 +59,10 @@ class RecorderStats(Stats):
 class Recorder:
     name = "recorder"
 
-    def __init__(self, settings: Settings, store: HistoryStore, publisher: Publisher) -> None:
+    def __init__(self, settings: Settings, store: HistoryStore, publisher: Publisher,
+                 hub: EventHub | None = None) -> None:
         self.settings = settings
+        self.hub = hub                        # handed every event read, as it is read
         self.store = store
         self.publisher = publisher
         self.stats = RecorderStats()
@@ -123,6 +127,9 @@ class Recorder:
         except EventDecodeError as exc:
             event = await self._unreadable(record, str(exc))
         self._pending.append((record.topic, record.partition, record.offset, event))
+        if event is not None and self.hub is not None:
+            with keep_going("handing an event on to its followers"):
+                self.hub.offer(event)
         self._pending_rows += rows_in(event) if event is not None else 0
         if event is not None:
             self._pending_newest = max(self._pending_newest or 0.0, event.ts)

@@ -6,7 +6,8 @@ from typing import Any
 
 import httpx
 
-from api.paths import HEALTH_PATH, QUERY_PATH
+from api.auth import read_token
+from api.paths import API_PREFIX, HEALTH_PATH, QUERY_PATH
 from pipeline.settings import Settings
 from storage.history import HistoryStore, StoreError
 from storage.query import QueryEngine, QueryError, QueryResult
@@ -67,6 +68,53 @@ def query_running_instance(api_listen: str, sql: str, timeout_s: float) -> Query
     except (KeyError, TypeError, ValueError):
         raise QueryError(f"the answer from {api_listen} is not a query result "
                          f"(is CORELANE_API pointing at corelane?)") from None
+
+
+class CommandRefused(Exception):
+    """The running instance refused a command; the message is its own."""
+
+
+def post_command(settings: Settings, path: str, body: dict[str, Any],
+                 timeout_s: float = 10.0) -> dict[str, Any] | None:
+    """POST a command to the instance at ``api.listen`` with the bearer token; its answer,
+    or None when no instance listens there. Raises CommandRefused with the server's
+    message when it says no."""
+    token = read_token(settings)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    url = f"http://{settings.api.listen}{API_PREFIX}{path}"
+    try:
+        with _client(timeout_s) as client:
+            response = client.post(url, json=body, headers=headers)
+    except (httpx.ConnectError, httpx.ConnectTimeout):
+        return None
+    except httpx.HTTPError as exc:
+        raise CommandRefused(f"cannot talk to corelane at {settings.api.listen}: "
+                             f"{type(exc).__name__} {exc}".rstrip()) from None
+    answer = _json(response)
+    if response.status_code >= 400 or not isinstance(answer, dict):
+        message = answer.get("message") if isinstance(answer, dict) else None
+        raise CommandRefused(message or f"corelane at {settings.api.listen} answered HTTP "
+                                        f"{response.status_code}")
+    return answer
+
+
+def get_json(settings: Settings, path: str, timeout_s: float = 10.0) -> Any:
+    """GET ``path`` under /api/v1 from the running instance; None when none listens, and
+    CommandRefused with the server's message on an error."""
+    try:
+        with _client(timeout_s) as client:
+            response = client.get(f"http://{settings.api.listen}{API_PREFIX}{path}")
+    except (httpx.ConnectError, httpx.ConnectTimeout):
+        return None
+    except httpx.HTTPError as exc:
+        raise CommandRefused(f"cannot talk to corelane at {settings.api.listen}: "
+                             f"{type(exc).__name__} {exc}".rstrip()) from None
+    answer = _json(response)
+    if response.status_code >= 400:
+        message = answer.get("message") if isinstance(answer, dict) else None
+        raise CommandRefused(message or f"corelane at {settings.api.listen} answered HTTP "
+                                        f"{response.status_code}")
+    return answer
 
 
 def query_history(settings: Settings, sql: str) -> QueryResult:

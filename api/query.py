@@ -15,10 +15,35 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from pydantic import BaseModel
+
 from api.paths import QUERY_PATH
 from storage.query import QueryEngine, QueryError, QueryTimeout, result_to_dict
 
 MAX_SQL_CHARS = 100_000
+
+
+class QueryAnswer(BaseModel):
+    columns: list[str]
+    types: list[str]
+    rows: list[list[Any]]
+    truncated: bool
+    elapsed_s: float
+
+
+class QueryFailure(BaseModel):
+    message: str
+
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": QueryAnswer, "description": "the result"},
+    400: {"model": QueryFailure, "description": "SQL refused, invalid or failed"},
+    408: {"model": QueryFailure, "description": "the query ran past the time limit"},
+    503: {"model": QueryFailure, "description": "the history is not open"},
+}
+_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["sql"],
+    "properties": {"sql": {"type": "string", "maxLength": MAX_SQL_CHARS}}}}}}}
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -53,8 +78,9 @@ def query_router(get_engine: Callable[[], QueryEngine | None]) -> APIRouter:
             return _error(400, f"the query failed unexpectedly: {type(exc).__name__} {first}"
                           .rstrip())
 
-    @router.post(QUERY_PATH)
+    @router.post(QUERY_PATH, responses=_RESPONSES, openapi_extra=_BODY)
     async def query_post(request: Request) -> JSONResponse:
+        """Run one read-only SQL statement over the history."""
         raw = await request.body()
         try:
             payload = json.loads(raw) if raw.strip() else None
@@ -64,8 +90,11 @@ def query_router(get_engine: Callable[[], QueryEngine | None]) -> APIRouter:
             return _error(400, "bad request: send a JSON object such as {\"sql\": \"SELECT 1\"}")
         return await answer(payload.get("sql"))
 
-    @router.get(QUERY_PATH)
+    @router.get(QUERY_PATH, responses=_RESPONSES, openapi_extra={"parameters": [
+        {"name": "sql", "in": "query", "required": True,
+         "schema": {"type": "string", "maxLength": MAX_SQL_CHARS}}]})
     async def query_get(request: Request) -> JSONResponse:
+        """The same as POST, with the SQL in ``?sql=``."""
         return await answer(request.query_params.get("sql"))
 
     return router

@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable, Iterator
 
 import faust
@@ -28,8 +29,14 @@ from agents.classifier import ClassifierAgent
 from agents.contract import Agent, create_app, install
 from agents.recorder import Recorder
 from agents.tuner import TunerAgent
+from api.auth import ensure_token
+from api.live import LiveState
 from api.server import create_api
+from api.service import ApiService
+from pipeline import commands
 from pipeline.bus import Publisher, Stamper, ensure_topics
+from pipeline.bus.hub import EventHub
+from pipeline.events import Envelope
 from pipeline.collectors.collector import Collector, KafkaSink, run_collector
 from pipeline.collectors.containers import engine_client
 from pipeline.collectors.proc_events import ProcEventWatcher
@@ -124,8 +131,20 @@ async def run_agents(app: faust.App, stop: asyncio.Event) -> None:
         await stop.wait()
 
 
+def _stop_on_shutdown(event: Envelope, host: str, started: float,
+                      stop: asyncio.Event) -> None:
+    """A shutdown command for this host, given since this instance started, stops it as
+    SIGTERM does."""
+    if (event.type == "command" and event.data.name == commands.SHUTDOWN
+            and event.data.args.get("host") == host and event.ts >= started):
+        log.info("stopping: shutdown command %s %s", event.id,
+                 event.data.args.get("reason") or "")
+        stop.set()
+
+
 async def run_up(settings: Settings, dry_run: bool = False) -> None:
     sock = _bind(settings.api.listen)
+    started = time.time()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -157,12 +176,16 @@ async def run_up(settings: Settings, dry_run: bool = False) -> None:
         collector = Collector(settings, stamper, topology,
                               skip_pids=lambda: [tuner.probe.pid] if tuner and tuner.probe.pid
                               else [])
-        recorder = Recorder(settings, store, publisher)
+        hub, live = EventHub(), LiveState()
+        hub.on_event(live.apply)
+        hub.on_event(lambda event: _stop_on_shutdown(event, settings.host, started, stop))
+        recorder = Recorder(settings, store, publisher, hub=hub)
         applier = ApplierAgent(settings, publisher, own_pids=lambda: own_pids(settings),
                                dry_run=dry_run,
                                docker_client=lambda: engine_client(settings.collector.docker_host))
+        classifier = ClassifierAgent(settings, publisher)
         agents = [
-            ClassifierAgent(settings, publisher),
+            classifier,
             AllocatorAgent(settings, publisher, topology,
                            housekeeping_pids=lambda: own_pids(settings)),
             applier,
@@ -174,7 +197,10 @@ async def run_up(settings: Settings, dry_run: bool = False) -> None:
         parts: dict[str, Reporting] = {"collector": collector, "bus": publisher,
                                        "recorder": recorder,
                                        **{agent.name: agent for agent in agents}}
-        api = create_api(settings.host, parts, get_engine=lambda: engine)
+        api = create_api(ApiService(
+            settings=settings, parts=parts, topology=topology, publish=publisher.publish,
+            get_engine=lambda: engine, live=live, hub=hub, explain=classifier.explain,
+            token=ensure_token(settings), started_at=started))
         server = _QuietServer(uvicorn.Config(api, log_level="warning", lifespan="off"))
         tasks["api"] = asyncio.create_task(server.serve(sockets=[sock]))
         log.info("API on http://%s/api/v1/health; history in %s", settings.api.listen,

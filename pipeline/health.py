@@ -32,6 +32,8 @@ class PartReport(PartHealth):
 
 class HealthDocument(BaseModel):
     status: State = Field(description="the worst state of any part")
+    live: bool = Field(True, description="the instance answers (always true in an answer)")
+    ready: bool = Field(description="every part runs: none is down")
     host: str
     uptime_s: float
     parts: dict[str, PartReport]
@@ -63,4 +65,4 @@ def health_document(host: str, uptime_s: float, parts: Mapping[str, Reporting],
         h = part.health(now)
         reports[name] = PartReport(**h.model_dump(), stats=part.stats.to_json())
     status = max((r.state for r in reports.values()), key=_ORDER.__getitem__, default="ok")
-    return HealthDocument(status=status, host=host, uptime_s=round(uptime_s, 3), parts=reports)
+    return HealthDocument(status=status, ready=status != "down", host=host, uptime_s=round(uptime_s, 3), parts=reports)

@@ -89,6 +89,14 @@ class CollectorSettings(_Section):
 
 class ApiSettings(_Section):
     listen: str = "127.0.0.1:8710"
+    # The bearer token every POST needs. Null: CORELANE_TOKEN, else the token file that
+    # `corelane up` creates under the home folder (mode 0600), which the CLI reads.
+    token: str | None = Field(None, min_length=16)
+    # false lets POSTs through without a token: only for a loopback-only test bench.
+    require_token: bool = True
+    # A live stream's backlog of events; a client slower than that loses it, and is told.
+    stream_backlog: int = Field(1000, ge=10, le=1_000_000)
+    max_body_bytes: int = Field(1_000_000, ge=1024)
 
     @field_validator("listen")
     @classmethod
@@ -320,6 +328,8 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "CORELANE_HOME": ("home",),
     "CORELANE_DB": ("db",),
     "CORELANE_API": ("api", "listen"),
+    "CORELANE_TOKEN": ("api", "token"),
+    "CORELANE_HOST": ("host_id",),
 }
 
 

@@ -24,6 +24,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time as dtime, timedelta
 from decimal import Decimal
@@ -90,8 +91,9 @@ class QueryEngine:
         self.timeout_s = timeout_s
         self.max_rows = max_rows
 
-    def run(self, sql: str) -> QueryResult:
-        """Check and run one read statement; raises QueryError (QueryTimeout) on failure."""
+    def run(self, sql: str, params: Sequence[Any] | None = None) -> QueryResult:
+        """Check and run one read statement (``?`` placeholders take ``params``); raises
+        QueryError (QueryTimeout) on failure."""
         if not isinstance(sql, str) or not sql.strip():
             raise QueryError("no SQL given: pass one SELECT statement")
         started = time.monotonic()
@@ -115,7 +117,7 @@ class QueryEngine:
             _check_statement(cur, sql)
             timer.start()
             cur.execute("BEGIN TRANSACTION READ ONLY")
-            cur.execute(sql)
+            cur.execute(sql, params) if params else cur.execute(sql)
             description = cur.description or []
             # One row more than the limit tells a truncated result from one that fits,
             # without ever materialising an unbounded result.

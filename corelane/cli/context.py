@@ -55,6 +55,26 @@ class CliContext:
         """A line for the person at the terminal (stderr, so stdout stays data)."""
         self.err.print(Text(message))
 
+    def command(self, path: str, body: dict, event: object) -> str:
+        """Give a command through the running instance's API (``path`` under /api/v1), or,
+        when none answers, publish ``event`` onto its topic; returns the event's id."""
+        import asyncio
+
+        from api.client import CommandRefused, post_command
+        from pipeline.bus import BrokerUnreachable, send_one
+
+        cfg = self.settings()
+        try:
+            answer = post_command(cfg, path, body)
+        except CommandRefused as exc:
+            self.fail(str(exc))
+        if answer is not None:
+            return str(answer.get("id"))
+        try:
+            return asyncio.run(send_one(cfg, event)).id
+        except BrokerUnreachable as exc:
+            self.fail(str(exc))
+
     def check_format(self, fmt: str) -> str:
         chosen = fmt.strip().lower()
         if chosen not in FORMATS:

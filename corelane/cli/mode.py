@@ -2,11 +2,11 @@
 
 A commanded mode outranks the schedule and ``allocator.mode`` until ``corelane mode auto``
 hands the choice back to them: an operator who asks for ``emergency`` during trading hours
-means it.
+means it. It goes through the running instance's API when one answers, else straight onto
+the commands topic.
 """
 from __future__ import annotations
 
-import asyncio
 from typing import List, Optional
 
 import typer
@@ -26,20 +26,14 @@ def run(ctx: typer.Context,
                                                       "every host the allocator plans for)"),
         ) -> None:
     """Switch the allocation mode now (it outranks the schedule until 'auto')."""
-    from pipeline.bus import BrokerUnreachable, send_one
-    from pipeline.events import Command
+    from pipeline import commands
 
     cli = context(ctx)
-    if mode != AUTO and mode not in MODES:
-        cli.fail(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}, or '{AUTO}'", 2)
-    cfg = cli.settings()
-    args: dict = {"mode": mode}
-    if host:
-        args["hosts"] = list(host)
     try:
-        event_id = asyncio.run(send_one(cfg, Command(name="mode", args=args))).id
-    except BrokerUnreachable as exc:
-        cli.fail(str(exc))
+        command = commands.mode(mode, list(host or []))
+    except commands.CommandError as exc:
+        cli.fail(str(exc), 2)
+    event_id = cli.command("/mode", {"mode": mode, "hosts": list(host or [])}, command)
     where = ", ".join(host) if host else "every host"
     what = "the schedule and allocator.mode" if mode == AUTO else f"mode {mode}"
     cli.say(f"{where}: {what} (event {event_id})")

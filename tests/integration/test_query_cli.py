@@ -25,16 +25,22 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVER = textwrap.dedent("""
     import sys
     import duckdb, uvicorn
-    from api.query import query_router
     from api.server import create_api
+    from api.service import ApiService
+    from pipeline.bus import Publisher
+    from pipeline.settings import load_settings
+    from pipeline.topology import read_topology
     from storage.query import QueryEngine
 
     db, port = sys.argv[1], int(sys.argv[2])
     # Held read-write for as long as this process runs, as a running corelane holds it.
     con = duckdb.connect(db, config={"enable_external_access": False})
     engine = QueryEngine(con, timeout_s=5.0, max_rows=100)
-    app = create_api("test-host", {})
-    app.include_router(query_router(lambda: engine))
+    settings = load_settings(env={})
+    # A real publisher, never started: this server only answers queries.
+    app = create_api(ApiService(settings=settings, parts={}, topology=read_topology("/"),
+                                publish=Publisher(settings).publish,
+                                get_engine=lambda: engine))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 """)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from api.server import create_api
+from support.api_world import bare_api
 from pipeline.bus import Stamper
 from pipeline.collectors.collector import Collector
 from pipeline.settings import Settings, load_settings
@@ -22,7 +22,7 @@ def collector(tmp_path: Path) -> Collector:
 
 
 def client(collector: Collector) -> TestClient:
-    return TestClient(create_api("h1", {"collector": collector}))
+    return TestClient(bare_api({"collector": collector}))
 
 
 def test_health_is_degraded_until_a_sweep_is_published(collector: Collector) -> None:

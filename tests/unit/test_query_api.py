@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.query import query_router
-from api.server import create_api
+from support.api_world import bare_api
 from storage.query import QueryEngine
 
 SLOW_SQL = "SELECT sum(a.range * b.range) FROM range(200000) a, range(200000) b"
@@ -41,8 +41,7 @@ def engine(owner: duckdb.DuckDBPyConnection) -> QueryEngine:
 @pytest.fixture
 def api(engine: QueryEngine) -> TestClient:
     """The router on the real application, with its error handlers."""
-    app = create_api("h1", {})
-    app.include_router(query_router(lambda: engine))
+    app = bare_api(get_engine=lambda: engine)
     return TestClient(app, raise_server_exceptions=False)
 
 
@@ -105,8 +104,7 @@ def test_get_without_sql_is_400(api: TestClient) -> None:
 
 
 def test_no_engine_is_503(owner: duckdb.DuckDBPyConnection) -> None:
-    app = create_api("h1", {})
-    app.include_router(query_router(lambda: None))
+    app = bare_api(get_engine=lambda: None)
     response = TestClient(app).post("/api/v1/query", json={"sql": "SELECT 1"})
     assert response.status_code == 503
     assert "not open" in response.json()["message"]
@@ -147,8 +145,7 @@ def test_an_unexpected_failure_is_not_a_500(owner: duckdb.DuckDBPyConnection) ->
 
 
 def test_a_slow_query_does_not_block_the_event_loop(owner: duckdb.DuckDBPyConnection) -> None:
-    app = create_api("h1", {})
-    app.include_router(query_router(lambda: QueryEngine(owner, timeout_s=2.0, max_rows=5)))
+    app = bare_api(get_engine=lambda: QueryEngine(owner, timeout_s=2.0, max_rows=5))
     with TestClient(app) as client:
         slow: list[int] = []
         thread = threading.Thread(target=lambda: slow.append(
