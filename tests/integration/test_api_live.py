@@ -78,9 +78,10 @@ def test_reads_commands_stream_and_shutdown(kafka_bootstrap: str, tmp_path: Path
         assert api.get("/topology")["cpus"]
         assert wait("a plan in /tiers", lambda: api.get("/tiers")["tiers"])
         assert api.get("/stats")["parts"]["recorder"]["counters"]["rows"] > 0
+        # The history is written every storage.flush_interval_s: the plan is there soon.
+        assert wait("decisions in the history", lambda: api.get("/decisions?limit=5")["items"])
         assert api.get("/core-utilization?from=-5m&step=10")["series"]
-        assert api.get("/decisions?limit=5")["items"]
-        assert api.get("/latency-stats?from=-5m")["rows"]
+        assert wait("latency stats", lambda: api.get("/latency-stats?from=-5m")["rows"])
         assert "items" in api.get("/alerts") and "items" in api.get("/enforcements?limit=5")
         container = wait("the container in /containers", lambda: [
             c for c in api.get("/containers") if c["id"] == box.id])[0]
