@@ -3,6 +3,7 @@ the history). Every answer has a model in ``api.models``; a bad parameter, an un
 or container is a 4xx with a message."""
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -350,9 +351,9 @@ def reads_router(service: ApiService) -> APIRouter:
                                    affinity=r["affinity"] or "", nice=r["nice"] or 0,
                                    policy=POLICY_NAMES.get(r["policy"], str(r["policy"])),
                                    cpu_share=r["cpu_share"] or 0.0, seen_at=r["ts"])
-        c_rows = await history.run(reads.classifications(f))
-        d_rows = await history.run(reads.decisions(f))
-        e_rows = await history.run(reads.enforcements(f))
+        c_rows, d_rows, e_rows = await asyncio.gather(
+            history.run(reads.classifications(f)), history.run(reads.decisions(f)),
+            history.run(reads.enforcements(f)))
         return ProcessDetail(
             host=host_name, pid=key[0], start_time=key[1], live=is_live, process=view,
             classifications=[ClassificationRow.model_validate(r) for r in c_rows[:limit]],

@@ -9,8 +9,10 @@ in nesting before anything parses them.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message as AsgiMessage, Receive, Scope, Send
 
 from api.commands import commands_router
-from api.paths import API_PREFIX, HEALTH_PATH, METRICS_PATH
+from api.paths import API_PREFIX, HEALTH_PATH, METRICS_PATH, QUERY_PATH
 from api.query import query_router
 from api.reads import reads_router
 from api.service import ApiService
@@ -118,6 +120,67 @@ class BodyGuard:
         await self.app(scope, replay, send)
 
 
+class ReadCache:
+    """Answers a GET under /api/v1 that was answered with a 200 less than ``ttl_s`` ago
+    from memory: the same bytes, without routing, a query or serialising again. Many
+    clients polling the same views cost one answer per ``ttl_s``, and requests that arrive
+    while that answer is being made wait for it rather than make it again. The stream, the
+    query endpoint and anything but a 200 are never kept."""
+
+    def __init__(self, app: ASGIApp, ttl_s: float, max_entries: int = 512,
+                 uncached: tuple[str, ...] = (f"{API_PREFIX}/stream", QUERY_PATH)) -> None:
+        self.app, self.ttl_s, self.max_entries = app, ttl_s, max_entries
+        self.uncached = uncached
+        self._kept: OrderedDict[str, tuple[float, list[AsgiMessage]]] = OrderedDict()
+        self._making: dict[str, asyncio.Future[list[AsgiMessage] | None]] = {}
+        self.hits = self.misses = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if (scope["type"] != "http" or scope["method"] != "GET" or self.ttl_s <= 0
+                or not path.startswith(API_PREFIX) or path in self.uncached):
+            await self.app(scope, receive, send)
+            return
+        key = path + "?" + scope.get("query_string", b"").decode("latin-1")
+        now = time.monotonic()
+        kept = self._kept.get(key)
+        if kept is not None and now - kept[0] < self.ttl_s:
+            self.hits += 1
+            for message in kept[1]:
+                await send(message)
+            return
+        making = self._making.get(key)
+        if making is not None:
+            made = await asyncio.shield(making)
+            if made is not None:
+                self.hits += 1
+                for message in made:
+                    await send(message)
+                return
+        self.misses += 1
+        messages: list[AsgiMessage] = []
+        future: asyncio.Future[list[AsgiMessage] | None] = \
+            asyncio.get_running_loop().create_future()
+        self._making[key] = future
+
+        async def keep(message: AsgiMessage) -> None:
+            messages.append(message)
+            await send(message)
+
+        good = False
+        try:
+            await self.app(scope, receive, keep)
+            good = bool(messages) and messages[0].get("status") == 200
+        finally:
+            del self._making[key]
+            future.set_result(messages if good else None)
+        if good:
+            self._kept[key] = (now, messages)
+            self._kept.move_to_end(key)
+            while len(self._kept) > self.max_entries:
+                self._kept.popitem(last=False)
+
+
 async def _refuse(send: Send, status: int, message: str) -> None:
     body = msgspec.json.encode({"message": message})
     await send({"type": "http.response.start", "status": status,
@@ -163,6 +226,7 @@ def create_api(service: ApiService) -> FastAPI:
     app.include_router(query_router(service.get_engine))
     app.mount(METRICS_PATH, make_asgi_app(registry=metrics_registry(service.parts)))
     app.add_middleware(BodyGuard, max_bytes=service.settings.api.max_body_bytes)
+    app.add_middleware(ReadCache, ttl_s=service.settings.api.read_cache_s)
     return app
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import host_sample, publish_sweeps, running_broker  # noqa: E402
+from bench.harness import cpu_seconds, host_sample, publish_sweeps, running_broker  # noqa: E402
 from bench.synthetic import Fleet  # noqa: E402
 from pipeline import events as ev  # noqa: E402
 from pipeline.bus import Publisher  # noqa: E402
@@ -137,15 +137,18 @@ async def serve() -> None:
 
 async def load(base: str, paths: list[str], clients: int, think_ms: float,
                seconds: float) -> None:
-    """``clients`` clients, each GET, wait ``think_ms``, again; prints latencies as JSON."""
-    import httpx
+    """``clients`` clients, each GET, wait ``think_ms``, again; prints latencies (and this
+    process's own CPU time) as JSON. aiohttp: the lightest well-kept async client, so
+    that the generator takes as little as it can of the cores the server runs on."""
+    import aiohttp
 
     results: dict[str, list[float]] = {p.split("?")[0]: [] for p in paths}
     errors: dict[str, int] = {}
     ends = time.monotonic() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits,
-                                 trust_env=False) as client:
+    cpu_before = time.process_time()
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(base, connector=connector,
+                                     timeout=aiohttp.ClientTimeout(total=30)) as session:
         async def one(n: int) -> None:
             rng = random.Random(n)
             await asyncio.sleep(rng.random() * think_ms / 1000)   # do not start in step
@@ -153,19 +156,20 @@ async def load(base: str, paths: list[str], clients: int, think_ms: float,
                 path = rng.choice(paths)
                 started = time.perf_counter()
                 try:
-                    response = await client.get(path)
-                    ok = response.status_code == 200
-                except httpx.HTTPError:
+                    async with session.get(path) as response:
+                        await response.read()
+                        ok = response.status == 200
+                except (aiohttp.ClientError, asyncio.TimeoutError):
                     ok = False
-                took = (time.perf_counter() - started) * 1000
-                results[path.split("?")[0]].append(took)
+                results[path.split("?")[0]].append((time.perf_counter() - started) * 1000)
                 if not ok:
                     errors[path] = errors.get(path, 0) + 1
                 await asyncio.sleep(think_ms / 1000)
         started = time.monotonic()
         await asyncio.gather(*(one(n) for n in range(clients)))
         span = time.monotonic() - started
-    print(json.dumps({"latencies_ms": results, "errors": errors, "span_s": span}))
+    print(json.dumps({"latencies_ms": results, "errors": errors, "span_s": span,
+                      "cpu_s": time.process_time() - cpu_before}))
 
 
 # --- the parent ----------------------------------------------------------------------------
@@ -186,7 +190,12 @@ def recorder_lag(base: str) -> float | None:
         return None
 
 
-def report(name: str, result: dict, lag_start: float | None, lag_end: float | None) -> float:
+def seconds(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.2f} s"
+
+
+def report(name: str, result: dict, lag_start: float | None, lag_end: float | None,
+           server_cpu: float) -> float:
     latencies = result["latencies_ms"]
     everything = [v for vs in latencies.values() for v in vs]
     print(f"\n{name}: {len(everything)} requests in {result['span_s']:.0f} s "
@@ -199,19 +208,25 @@ def report(name: str, result: dict, lag_start: float | None, lag_end: float | No
     p99 = quantile(everything, .99)
     print(f"  {'all reads':38} {len(everything):6d} {quantile(everything, .5):8.1f} "
           f"{quantile(everything, .95):8.1f} {p99:8.1f}")
-    print(f"  recorder lag: {lag_start} s at the start, {lag_end} s at the end")
+    print(f"  recorder lag: {seconds(lag_start)} at the start, {seconds(lag_end)} at the end")
+    span = result["span_s"]
+    print(f"  CPU: server (recorder + API) {server_cpu / span:.2f} cores, load generator "
+          f"{result['cpu_s'] / span:.2f} cores")
     return p99
 
 
 def run_load(base: str, paths: list[str], clients: int, think_ms: float, seconds: float,
-             env: dict[str, str]) -> tuple[dict, float | None, float | None]:
+             env: dict[str, str], server: int
+             ) -> tuple[dict, float | None, float | None, float]:
     lag_start = recorder_lag(base)
+    cpu_start = cpu_seconds(server)
     done = subprocess.run([sys.executable, __file__, "--child", "load", base, json.dumps(paths),
                            str(clients), str(think_ms), str(seconds)], env=env,
                           capture_output=True, text=True, timeout=seconds + 120)
     if done.returncode != 0:
         raise SystemExit(f"the load generator failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout), lag_start, recorder_lag(base)
+    cpu = cpu_seconds(server) - cpu_start
+    return json.loads(done.stdout), lag_start, recorder_lag(base), cpu
 
 
 def main() -> None:
@@ -222,11 +237,17 @@ def main() -> None:
     parser.add_argument("--think-ms", type=float, default=100.0)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--quiet-s", type=float, default=20.0)
+    parser.add_argument("--read-cache-s", type=float, default=None,
+                        help="api.read_cache_s for the server (default: the configured one)")
     args = parser.parse_args()
 
     with running_broker("corelane-bench-api-") as broker:
         listen = f"127.0.0.1:{free_port()}"
         env = {**broker.env, "CORELANE_API": listen, "CORELANE_HOST": HOST}
+        if args.read_cache_s is not None:
+            config = broker.tmp / "bench.yml"
+            config.write_text(f"api: {{read_cache_s: {args.read_cache_s}}}\n")
+            env["CORELANE_CONFIG"] = str(config)
         settings = load_settings(env=env)
         began = time.monotonic()
         rows = prefill(settings, args.procs, args.history_min)
@@ -245,9 +266,10 @@ def main() -> None:
                 time.sleep(0.5)
             time.sleep(10)   # the recorder catches up and the live view fills
             paths = endpoints(args.procs)
-            quiet = run_load(base, paths, 1, args.think_ms, args.quiet_s, env)
+            quiet = run_load(base, paths, 1, args.think_ms, args.quiet_s, env, server.pid)
             q99 = report("one client (no load)", *quiet)
-            loaded = run_load(base, paths, args.clients, args.think_ms, args.seconds, env)
+            loaded = run_load(base, paths, args.clients, args.think_ms, args.seconds, env,
+                              server.pid)
             l99 = report(f"{args.clients} clients, {args.think_ms:g} ms apart", *loaded)
             lag_grew = (loaded[2] or 0) - (loaded[1] or 0)
             print(f"\nread p99 under load: {l99:.1f} ms (target <= 100 ms; "

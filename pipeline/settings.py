@@ -97,6 +97,9 @@ class ApiSettings(_Section):
     # A live stream's backlog of events; a client slower than that loses it, and is told.
     stream_backlog: int = Field(1000, ge=10, le=1_000_000)
     max_body_bytes: int = Field(1_000_000, ge=1024)
+    # A GET answered within this many seconds is answered again from memory: the live view
+    # changes once a sweep and the history once a flush, and a dashboard polls. 0: off.
+    read_cache_s: float = Field(1.0, ge=0, le=60)
 
     @field_validator("listen")
     @classmethod

@@ -13,6 +13,8 @@ from datetime import datetime
 from typing import Any
 
 Sql = tuple[str, list[Any]]
+# How far before a window a process's classification is looked for.
+TIER_LOOKBACK = "INTERVAL 10 MINUTE"
 
 
 @dataclass
@@ -130,7 +132,8 @@ class LatencyQuery:
 def latency_stats(q: LatencyQuery) -> Sql:
     """Run-queue delay (ms waited for a CPU per second) per tier, or per process (the
     ``limit`` worst by p99), over the window. Each process's tier is its newest before
-    ``t_to``."""
+    ``t_to``, looked for from TIER_LOOKBACK before the window (every class is said again
+    each ``classifier.heartbeat_s``, so it is there; older is 'unclassified')."""
     host_clause = "AND host = ?" if q.host is not None else ""
     host_params = [q.host] if q.host is not None else []
     tier_clause = "WHERE tier = ?" if q.tier is not None else ""
@@ -155,7 +158,7 @@ WITH s AS (
     FROM s WINDOW w AS (PARTITION BY host, pid, start_time ORDER BY ts)
 ), c AS (
     SELECT host, pid, start_time, arg_max(tier, ts) AS tier FROM classifications
-    WHERE ts < ? {host_clause} GROUP BY ALL
+    WHERE ts >= ?::TIMESTAMP - {TIER_LOOKBACK} AND ts < ? {host_clause} GROUP BY ALL
 ), t AS (
     SELECT r.*, coalesce(c.tier, 'unclassified') AS tier
     FROM r LEFT JOIN c USING (host, pid, start_time) WHERE r.delay IS NOT NULL
@@ -164,7 +167,7 @@ SELECT {select}, count(DISTINCT (pid, start_time)) AS processes, count(*) AS sam
        quantile_cont(delay, 0.5) AS p50, quantile_cont(delay, 0.95) AS p95,
        quantile_cont(delay, 0.99) AS p99, max(delay) AS max
 FROM t {tier_clause} GROUP BY {group} {tail}""",
-            [q.t_from, q.t_to, *host_params, q.t_to, *host_params, *tier_params,
+            [q.t_from, q.t_to, *host_params, q.t_from, q.t_to, *host_params, *tier_params,
              *tail_params])
 
 

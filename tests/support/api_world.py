@@ -53,6 +53,7 @@ class ApiWorld:
         self.settings: Settings = load_settings(env={"CORELANE_HOME": str(tmp_path),
                                                      "CORELANE_TOKEN": TOKEN})
         self.settings.host_id = HOST
+        self.settings.api.read_cache_s = 0.0    # each test reads what it just recorded
         self.store = HistoryStore(tmp_path / "history.duckdb", self.settings.storage)
         self.live = LiveState()
         self.hub = EventHub()

@@ -292,3 +292,52 @@ async def test_a_slow_follower_loses_its_backlog_and_is_told() -> None:
     hub.leave(slow)
     assert hub.followers == 1
     assert await asyncio.wait_for(other.take(0.05), 1) == (0, None)
+
+
+def test_a_repeated_read_is_served_from_memory_until_it_is_stale(tmp_path: Path) -> None:
+    w = ApiWorld(tmp_path)
+    w.settings.api.read_cache_s = 0.5
+    from fastapi.testclient import TestClient
+    from api.server import create_api
+    client = TestClient(create_api(w.service))
+    try:
+        w.populate()
+        first = client.get(V1 + "/processes").json()
+        w.record(ev.ProcessSamples(batch="gone", samples=[]), at=20.0)   # all gone
+        assert client.get(V1 + "/processes").json() == first           # within 0.5 s
+        assert client.get(V1 + "/processes?limit=5").json()["items"] == []   # another read
+        assert client.get(V1 + "/stream?types=nope").status_code == 400    # errors not kept
+        import time
+        time.sleep(0.6)
+        assert client.get(V1 + "/processes").json()["items"] == []
+    finally:
+        client.close()
+        w.close()
+
+
+async def test_reads_that_arrive_while_an_answer_is_made_wait_for_it() -> None:
+    from api.server import ReadCache
+    made = 0
+
+    async def slow_app(scope, receive, send) -> None:  # noqa: ANN001
+        nonlocal made
+        made += 1
+        await asyncio.sleep(0.05)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"answer"})
+
+    cache = ReadCache(slow_app, ttl_s=5.0)
+    bodies: list[list[bytes]] = []
+
+    async def request() -> None:
+        got: list[bytes] = []
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.body":
+                got.append(message["body"])
+        await cache({"type": "http", "method": "GET", "path": "/api/v1/tiers",
+                     "query_string": b""}, None, send)  # type: ignore[arg-type]
+        bodies.append(got)
+
+    await asyncio.gather(*(request() for _ in range(10)))
+    assert made == 1 and bodies == [[b"answer"]] * 10
