@@ -80,30 +80,24 @@ def post_command(settings: Settings, path: str, body: dict[str, Any],
     or None when no instance listens there. Raises CommandRefused with the server's
     message when it says no."""
     token = read_token(settings)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    url = f"http://{settings.api.listen}{API_PREFIX}{path}"
-    try:
-        with _client(timeout_s) as client:
-            response = client.post(url, json=body, headers=headers)
-    except (httpx.ConnectError, httpx.ConnectTimeout):
-        return None
-    except httpx.HTTPError as exc:
-        raise CommandRefused(f"cannot talk to corelane at {settings.api.listen}: "
-                             f"{type(exc).__name__} {exc}".rstrip()) from None
-    answer = _json(response)
-    if response.status_code >= 400 or not isinstance(answer, dict):
-        message = answer.get("message") if isinstance(answer, dict) else None
-        raise CommandRefused(message or f"corelane at {settings.api.listen} answered HTTP "
-                                        f"{response.status_code}")
+    answer = _call(settings, "POST", path, timeout_s, json=body,
+                   headers={"Authorization": f"Bearer {token}"} if token else {})
+    if answer is not None and not isinstance(answer, dict):
+        raise CommandRefused(f"the answer from {settings.api.listen} is not corelane's")
     return answer
 
 
 def get_json(settings: Settings, path: str, timeout_s: float = 10.0) -> Any:
     """GET ``path`` under /api/v1 from the running instance; None when none listens, and
     CommandRefused with the server's message on an error."""
+    return _call(settings, "GET", path, timeout_s)
+
+
+def _call(settings: Settings, method: str, path: str, timeout_s: float, **kw: Any) -> Any:
     try:
         with _client(timeout_s) as client:
-            response = client.get(f"http://{settings.api.listen}{API_PREFIX}{path}")
+            response = client.request(method, f"http://{settings.api.listen}{API_PREFIX}{path}",
+                                      **kw)
     except (httpx.ConnectError, httpx.ConnectTimeout):
         return None
     except httpx.HTTPError as exc:

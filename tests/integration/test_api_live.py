@@ -15,19 +15,12 @@ import httpx
 import pytest
 
 from support.corelane_instance import Instance
+from support.waiting import wait_for as wait
 
 pytestmark = pytest.mark.integration
 V1 = "/api/v1"
 
 
-def wait(what: str, check, timeout_s: float = 45):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.3)
-    raise AssertionError(f"{what} did not happen within {timeout_s:.0f} s")
 
 
 class Api:
@@ -70,7 +63,7 @@ def test_reads_commands_stream_and_shutdown(kafka_bootstrap: str, tmp_path: Path
         assert health["ready"] and {"classifier", "allocator", "recorder", "bus"} <= set(
             health["parts"])
         mine = wait("the sleeper in /processes", lambda: [
-            p for p in api.get(f"/processes?name=time.sleep&limit=1000")["items"]
+            p for p in api.get("/processes?name=time.sleep&limit=1000")["items"]
             if p["pid"] == sleeper.pid])
         assert mine[0]["policy"] == "other"
         detail = api.get(f"/processes/{sleeper.pid}")

@@ -13,8 +13,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from pipeline import procfs
 from pipeline.hostpaths import LIVE
 from pipeline.topology import cpulist_parse
 from support.corelane_instance import Instance
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -51,14 +50,6 @@ def settings_of(pid: int) -> tuple[int, int, set[int]]:
     return stat.policy, stat.nice, set(cpulist_parse(status.cpus_allowed_list))
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"{what} did not happen within {timeout_s:.0f} s")
 
 
 def rows(corelane: Instance, sql: str) -> list[dict]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from support.corelane_instance import Instance
+from support.waiting import wait_for as wait
 
 pytestmark = pytest.mark.integration
 
@@ -28,14 +29,6 @@ def status(corelane: Instance) -> list[dict]:
     return [dict(zip(plan["columns"], row)) for row in plan["rows"]]
 
 
-def wait(what: str, check, timeout_s: float = 60):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.5)
-    raise AssertionError(f"{what} did not happen within {timeout_s:.0f} s")
 
 
 def test_plans_go_on_across_a_restart_and_status_shows_the_new_run(kafka_bootstrap: str,

@@ -13,7 +13,7 @@ import pytest
 from api.server import json_depth
 from pipeline import events as ev
 from pipeline.bus.hub import EventHub
-from support.api_world import BATCH, CONTAINER, TOKEN, TRADER, ApiWorld, auth
+from support.api_world import BATCH, CONTAINER, TRADER, ApiWorld, auth
 
 V1 = "/api/v1"
 
