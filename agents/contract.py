@@ -102,17 +102,19 @@ def create_app(settings: Settings, app_id: str = "corelane", **options: object) 
     return app
 
 
-async def decoded(stream: faust.StreamT, types: dict[str, str],
-                  publisher: Publisher) -> AsyncIterator[tuple[Envelope, Position]]:
+async def decoded(stream: faust.StreamT, types: dict[str, str], publisher: Publisher,
+                  reader: str) -> AsyncIterator[tuple[Envelope, Position]]:
     """The envelopes of an agent's stream; a message that cannot be read goes to the
-    dead-letter topic with the reason and the agent carries on."""
+    dead-letter topic with the reason, under the agent's name, and the agent carries on
+    (even when the dead-letter record cannot be published: the recorder keeps its own)."""
     async for event in stream.events():
         message = event.message
         try:
             yield read_record(message, types), Position(message.topic, message.partition,
                                                         message.offset)
         except EventDecodeError as exc:
-            await dead_letter(publisher, message, str(exc))
+            with keep_going(f"{reader}: dead-lettering {message.topic}@{message.offset}"):
+                await dead_letter(publisher, message, str(exc), reader)
 
 
 @contextlib.contextmanager
@@ -135,15 +137,16 @@ def install(app: faust.App, agent: Agent, settings: Settings, publisher: Publish
     prefix = settings.kafka.topic_prefix
     for handler in agent.handlers():
         _stream(app, topics[handler.event_type], f"{prefix}{agent.name}.{handler.event_type}",
-                topic_types(settings, [handler.event_type]), handler, agent.stats, publisher)
+                topic_types(settings, [handler.event_type]), handler, agent.stats, publisher,
+                agent.name)
     for timer in agent.timers():
         _timer(app, f"{agent.name} {timer.name}", timer, agent.stats)
 
 
 def _stream(app: faust.App, topic: faust.TopicT, name: str, types: dict[str, str],
-            handler: Handler, stats: AgentStats, publisher: Publisher) -> None:
+            handler: Handler, stats: AgentStats, publisher: Publisher, reader: str) -> None:
     async def consume(stream: faust.StreamT) -> None:
-        async for event, position in decoded(stream, types, publisher):
+        async for event, position in decoded(stream, types, publisher, reader):
             with keep_going(f"{name} on event {event.id} from {event.host}", stats):
                 await handler.handle(event, position)
             stats.events += 1

@@ -139,12 +139,18 @@ class Recorder:
 
     async def _unreadable(self, record: ConsumerRecord, reason: str) -> Envelope | None:
         self.stats.dead_lettered += 1
-        if record.topic == self._deadletter_topic:
-            # Publishing it back to the topic it came from would loop; keep it in the table.
-            return envelope(dead_letter_payload(record, reason), host=self.settings.host,
-                            seq=0, event_id=f"{record.topic}:{record.partition}:{record.offset}")
-        await dead_letter(self.publisher, record, reason)
-        return None
+        if record.topic != self._deadletter_topic:
+            try:
+                await dead_letter(self.publisher, record, reason, self.name)
+                return None   # its record comes back on the dead-letter topic, and is kept
+            except Exception as exc:  # noqa: BLE001 - the message must not stop recording
+                log.warning("could not publish the dead-letter record of %s@%d (%s: %s); "
+                            "keeping it in the history directly", record.topic,
+                            record.offset, type(exc).__name__, exc)
+        # Publishing it back to the topic it came from would loop (and a failed publish
+        # must not lose it): keep it in the table, once, under its own place as its id.
+        return envelope(dead_letter_payload(record, reason, self.name), host=self.settings.host,
+                        seq=0, event_id=f"{record.topic}:{record.partition}:{record.offset}")
 
     async def _flush_if_due(self) -> None:
         cfg = self.settings.storage

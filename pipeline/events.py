@@ -275,13 +275,18 @@ class Measurement(msgspec.Struct, kw_only=True):
 
 
 class DeadLetter(msgspec.Struct, kw_only=True):
-    """A message a reader could not read, kept whole with the reason."""
+    """A message a reader could not read: where it was, why, and enough of it to look at
+    (``dead_letter_payload`` builds one that always fits under the broker's limit). Each
+    reader that meets the message says so once, under its own name."""
     topic: str
     partition: Int32
     offset: int
     reason: str
+    reader: str = ""                         # who could not read it: recorder, classifier, ...
     key: str | None = None
-    payload: str = ""                        # the raw bytes, decoded as UTF-8 with replacement
+    size: int = 0                            # the message's bytes
+    sha256: str = ""                         # of the whole message
+    payload_b64: str = ""                    # its first DEAD_LETTER_PREFIX bytes, base64
 
 
 Payload = Union[HostSample, ProcessSamples, ContainerSamples, Label, Classifications,

@@ -2,6 +2,8 @@
 agent rebuilds its state from on start."""
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -33,21 +35,32 @@ def read_record(record: ConsumerRecord, topic_types: Mapping[str, str]) -> Envel
     return event
 
 
-def dead_letter_payload(record: ConsumerRecord, reason: str) -> DeadLetter:
+# The bytes of an unreadable message a dead-letter record keeps (base64 makes them 4/3 as
+# many): enough to see what it was, and far under any broker's message limit.
+DEAD_LETTER_PREFIX = 64 * 1024
+_MAX_REASON = 2000
+_MAX_KEY = 1024
+
+
+def dead_letter_payload(record: ConsumerRecord, reason: str, reader: str) -> DeadLetter:
+    """What ``reader`` keeps of an unreadable record: where, why, its size and sha256, and
+    the first DEAD_LETTER_PREFIX bytes; never larger than about 90 KB, whatever it was."""
     raw = record.value or b""
+    key = record.key.decode("utf-8", "replace")[:_MAX_KEY] if record.key else None
     return DeadLetter(topic=record.topic, partition=record.partition, offset=record.offset,
-                      reason=reason,
-                      key=record.key.decode("utf-8", "replace") if record.key else None,
-                      payload=raw.decode("utf-8", "replace"))
+                      reason=reason[:_MAX_REASON], reader=reader, key=key, size=len(raw),
+                      sha256=hashlib.sha256(raw).hexdigest(),
+                      payload_b64=base64.b64encode(raw[:DEAD_LETTER_PREFIX]).decode())
 
 
-async def dead_letter(publisher: Publisher, record: ConsumerRecord, reason: str) -> Envelope:
-    """Publish an unreadable record whole to the dead-letter topic, with the reason."""
-    event = await publisher.publish(dead_letter_payload(record, reason))
+async def dead_letter(publisher: Publisher, record: ConsumerRecord, reason: str,
+                      reader: str) -> Envelope:
+    """Publish what ``reader`` keeps of an unreadable record to the dead-letter topic."""
+    event = await publisher.publish(dead_letter_payload(record, reason, reader))
     counts = publisher.stats.dead_lettered
     counts[record.topic] = counts.get(record.topic, 0) + 1
-    log.warning("unreadable message on %s[%d]@%d sent to dead-letter: %s",
-                record.topic, record.partition, record.offset, reason)
+    log.warning("%s: unreadable message on %s[%d]@%d sent to dead-letter: %s", reader,
+                record.topic, record.partition, record.offset, reason[:300])
     return event
 
 

@@ -45,7 +45,7 @@ SAMPLES: list[ev.Payload] = [
     ev.Measurement(strategy="shared", plan_id="b4", cpus="0-1", wakeups=300, interval_us=1000,
                    p50_us=12.0, p99_us=40.5, max_us=90.0, span_s=0.36, batch_cpu=1.9),
     ev.DeadLetter(topic="corelane.labels", partition=0, offset=5, reason="not JSON",
-                  payload="\u00ff garbage"),
+                  reader="classifier", size=9, sha256="0" * 64, payload_b64="/2dhcmJhZ2U="),
 ]
 
 

@@ -76,7 +76,8 @@ def every_event_type() -> list:
         envelope(Command(name="set_mode", args={"mode": "power_save"}), "h1", 9, ts=T,
                  event_id="cmd-1"),
         envelope(DeadLetter(topic="corelane.samples.host", partition=3, offset=123456789012,
-                            reason="bad json", key="h9", payload="{oops"), "h1", 10, ts=T,
+                            reason="bad json", key="h9", reader="classifier", size=5,
+                            payload_b64="e29vcHM="), "h1", 10, ts=T,
                  event_id="dl-1"),
     ]
 
@@ -113,8 +114,9 @@ def test_every_event_type_round_trips_typed(store: HistoryStore) -> None:
         ("a-1", "run_queue", "resolved", "warning", 12.5, 30.0)]
     assert one(store, "SELECT name, args->>'mode' FROM commands") == [("set_mode",
                                                                        "power_save")]
-    assert one(store, 'SELECT topic, "partition", "offset", key, payload FROM deadletter') == [
-        ("corelane.samples.host", 3, 123456789012, "h9", "{oops")]
+    assert one(store, 'SELECT topic, "partition", "offset", key, reader, '
+                      'from_base64(payload_b64)::VARCHAR FROM deadletter') == [
+        ("corelane.samples.host", 3, 123456789012, "h9", "classifier", "{oops")]
 
 
 @pytest.mark.parametrize("event_type", sorted(SPECS))

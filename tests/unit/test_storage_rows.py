@@ -95,7 +95,8 @@ def test_single_row_types() -> None:
         envelope(Alert(id="k-1", rule="k", opened_at=1.0, message="m", details={"a": 1}), "h", 3, ts=T),
         envelope(Command(name="mode", args={"mode": "emergency"}), "h", 4, ts=T),
         envelope(DeadLetter(topic="t", partition=2, offset=2**33, reason="bad json",
-                            key=None, payload="{"), "h", 5, ts=T),
+                            key=None, reader="recorder", size=1, sha256="ab",
+                            payload_b64="ew=="), "h", 5, ts=T),
     ]
     out = rows.flatten(envs)
     host = out["host_samples"].to_pylist()[0]
@@ -108,6 +109,7 @@ def test_single_row_types() -> None:
     assert json.loads(out["commands"].to_pylist()[0]["args"]) == {"mode": "emergency"}
     dead = out["deadletter"].to_pylist()[0]
     assert dead["offset"] == 2**33 and dead["partition"] == 2 and dead["key"] is None
+    assert (dead["reader"], dead["size"], dead["payload_b64"]) == ("recorder", 1, "ew==")
 
 
 def test_unknown_type_is_refused() -> None:

@@ -1,0 +1,86 @@
+"""Faults a running corelane must survive without losing history: here, messages no reader
+can use, on a real broker and a real `corelane up --dry-run`."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from pipeline import events as ev
+from support.corelane_instance import Instance
+from support.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+async def produce(bootstrap: str, topic: str, value: bytes) -> None:
+    # A plain client with a larger request limit than corelane's: the broker takes both.
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=2_000_000)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=b"intruder")
+    finally:
+        await producer.stop()
+
+
+def rows(corelane: Instance, sql: str) -> list[list]:
+    response = httpx.post(f"http://{corelane.api}/api/v1/query", json={"sql": sql}, timeout=30,
+                          trust_env=False)
+    assert response.status_code == 200, response.text
+    return response.json()["rows"]
+
+
+def test_a_huge_unreadable_message_is_dead_lettered_in_bounds_and_corelane_goes_on(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    prefix = f"e2e-poison-{os.getpid()}."
+    corelane = Instance(tmp_path, kafka_bootstrap, prefix,
+                        collector="{interval_s: 0.5, containers: false}",
+                        closed_loop="{enabled: false}")
+    junk = os.urandom(900_000)
+    blob = ev.encode(ev.envelope(ev.Command(name="nothing", args={"blob": "x" * 1_039_700}),
+                                 "intruder", 1))
+    assert len(blob) > 1_000_000      # over corelane's own message limit
+    corelane.start()
+    try:
+        corelane.wait_recording()
+        asyncio.run(produce(kafka_bootstrap, prefix + "samples.process", junk))
+        asyncio.run(produce(kafka_bootstrap, prefix + "commands", blob))
+        digest = hashlib.sha256(junk).hexdigest()
+        # The recorder and both agents that read samples each say so once, in bounds.
+        letters = wait_for("the dead-letter records", lambda: (lambda got: got if len(
+            got) >= 3 else None)(rows(corelane, f"SELECT reader, size, length(payload_b64), "
+                                                f"payload_b64 FROM deadletter WHERE sha256 = "
+                                                f"'{digest}' ORDER BY reader")), timeout_s=60)
+        assert [r[0] for r in letters] == ["allocator", "classifier", "recorder"]
+        for _, size, b64_len, b64 in letters:
+            assert size == 900_000 and b64_len <= 64 * 1024 * 4 // 3 + 4
+            assert base64.b64decode(b64) == junk[:64 * 1024]
+        # The readable but oversized command is history like any other event.
+        assert wait_for("the big command recorded", lambda: rows(
+            corelane, "SELECT length(args->>'blob') FROM commands WHERE name = 'nothing'"))
+        time.sleep(3)
+        assert corelane.proc is not None and corelane.proc.poll() is None
+        health = httpx.get(f"http://{corelane.api}/api/v1/health", timeout=10).json()
+        assert health["ready"], health
+        sweeps = rows(corelane, "SELECT count(DISTINCT batch) FROM process_samples")[0][0]
+        wait_for("sweeps recorded after the poison", lambda: rows(
+            corelane, "SELECT count(DISTINCT batch) FROM process_samples")[0][0] > sweeps + 2)
+    finally:
+        corelane.terminate()
+    # And a restart reads past it: nothing dies on it again, nothing is recorded twice.
+    corelane.start()
+    try:
+        corelane.wait_recording()
+        time.sleep(2)
+        assert corelane.proc.poll() is None
+        counted = rows(corelane, f"SELECT count(*) FROM deadletter WHERE sha256 = '{digest}'")
+        assert counted == [[3]]
+    finally:
+        corelane.terminate()
