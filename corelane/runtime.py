@@ -25,7 +25,8 @@ from faust.contrib.asgi import faust_app_running
 
 from agents.allocator import AllocatorAgent
 from agents.applier import ApplierAgent
-from agents.classifier import ClassifierAgent
+from agents.classification.rules import RuleSet, RulesError
+from agents.classifier import ClassifierAgent, load_rule_set
 from agents.contract import Agent, create_app, install
 from agents.recorder import Recorder
 from agents.tuner import TunerAgent
@@ -52,6 +53,10 @@ log = logging.getLogger(__name__)
 
 class UpError(RuntimeError):
     """corelane cannot start; the message says why and what to do."""
+
+
+class ConfigInvalid(UpError):
+    """A file the configuration names cannot be used (as a bad key, it is the config's)."""
 
 
 class _QuietServer(uvicorn.Server):
@@ -142,7 +147,17 @@ def _stop_on_shutdown(event: Envelope, host: str, started: float,
         stop.set()
 
 
+def check_before_start(settings: Settings) -> RuleSet:
+    """What can be wrong with the configuration beyond its own keys (the rule file it names),
+    checked before anything opens, binds or starts."""
+    try:
+        return load_rule_set(settings)
+    except RulesError as exc:
+        raise ConfigInvalid(f"{exc} (classifier.rules_file)") from None
+
+
 async def run_up(settings: Settings, dry_run: bool = False) -> None:
+    rules = check_before_start(settings)
     sock = _bind(settings.api.listen)
     started = time.time()
     stop = asyncio.Event()
@@ -183,7 +198,7 @@ async def run_up(settings: Settings, dry_run: bool = False) -> None:
         applier = ApplierAgent(settings, publisher, own_pids=lambda: own_pids(settings),
                                dry_run=dry_run,
                                docker_client=lambda: engine_client(settings.collector.docker_host))
-        classifier = ClassifierAgent(settings, publisher)
+        classifier = ClassifierAgent(settings, publisher, rules=rules)
         agents = [
             classifier,
             AllocatorAgent(settings, publisher, topology,

@@ -50,6 +50,13 @@ class RulesError(Exception):
     """A rule file that cannot be used; the message names the file, the rule and the key."""
 
 
+def _invalid(problems: list[str]) -> RulesError:
+    # One problem is one line; several are a line each under the first.
+    if len(problems) == 1:
+        return RulesError(f"invalid rules: {problems[0]}")
+    return RulesError("invalid rules:\n  " + "\n  ".join(problems))
+
+
 class LabelError(ValueError):
     """A label that cannot be applied; the message says why."""
 
@@ -339,7 +346,7 @@ def _rule_error(origin: str, raw: Any, exc: ValidationError) -> RulesError:
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         lines.append(f"{origin}: {where}key '{key}': {msg}")
-    return RulesError("invalid rules\n  " + "\n  ".join(lines))
+    return _invalid(lines)
 
 
 def parse_rules(raw: Any, origin: str = "<rules>",
@@ -386,7 +393,7 @@ def parse_rules(raw: Any, origin: str = "<rules>",
         problems.append(f"{origin}: rule name {name!r} is used more than once; names must "
                         f"be unique so classifications can say which rule fired")
     if problems:
-        raise RulesError("invalid rules\n  " + "\n  ".join(problems))
+        raise _invalid(problems)
     return RuleSet(parsed.rules, source=origin)
 
 

@@ -13,7 +13,7 @@ def run(ctx: typer.Context,
                                      help="observe and decide, change nothing on this host")
         ) -> None:
     """Run corelane on this host: broker if none answers, collector, agents, recorder, API."""
-    from corelane.runtime import UpError, up
+    from corelane.runtime import ConfigInvalid, UpError, up
     from pipeline.kafka.broker import BrokerError
 
     cli = context(ctx)
@@ -21,6 +21,8 @@ def run(ctx: typer.Context,
     cli.start_logging(settings.log_level)
     try:
         up(settings, dry_run=dry_run)
+    except ConfigInvalid as exc:
+        cli.fail(str(exc), 2)
     except (UpError, BrokerError) as exc:
         cli.fail(str(exc))
     except KeyboardInterrupt:

@@ -56,6 +56,31 @@ def test_bad_config_is_one_clear_message(tmp_path: Path) -> None:
     assert done.stdout == ""
 
 
+@pytest.mark.parametrize("rules, says", [
+    ('rules:\n  - name: bad\n    class: idle\n    match: {name: "("}\n',
+     "rule 1 ('bad'): key 'match.name': not a valid regular expression"),
+    (None, "cannot read rule file"),
+    ('rules:\n  - name: greedy\n    class: idle\n    when: {cpu_mean: {min: "lots"}}\n',
+     "rule 1 ('greedy'): key 'when.cpu_mean.min'"),
+], ids=["regex", "missing", "not-a-number"])
+def test_a_bad_rules_file_is_one_line_before_anything_starts(tmp_path: Path, rules: str | None,
+                                                            says: str) -> None:
+    path = tmp_path / "rules.yml"
+    if rules is not None:
+        path.write_text(rules)
+    config = tmp_path / "corelane.yml"
+    config.write_text(f"classifier: {{rules_file: '{path}'}}\n")
+    home = tmp_path / "home"
+    done = corelane("--config", str(config), "up", "--dry-run",
+                    env={"CORELANE_HOME": str(home), "CORELANE_API": f"127.0.0.1:{free_port()}",
+                         "CORELANE_KAFKA": f"127.0.0.1:{free_port()}"})
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert says in lines[0] and str(path) in lines[0] and "classifier.rules_file" in lines[0]
+    assert not home.exists()          # no history, journal or broker was made first
+
+
 def test_collect_without_a_broker_says_so(tmp_path: Path) -> None:
     done = corelane("collect", "--count", "1",
                     env={"CORELANE_KAFKA": f"127.0.0.1:{free_port()}",
