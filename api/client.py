@@ -64,7 +64,8 @@ def query_running_instance(api_listen: str, sql: str, timeout_s: float) -> Query
     try:
         return QueryResult(columns=list(body["columns"]), types=list(body["types"]),
                            rows=[tuple(row) for row in body["rows"]],
-                           truncated=bool(body["truncated"]), elapsed_s=float(body["elapsed_s"]))
+                           truncated=bool(body["truncated"]), elapsed_s=float(body["elapsed_s"]),
+                           truncated_by=body.get("truncated_by"))
     except (KeyError, TypeError, ValueError):
         raise QueryError(f"the answer from {api_listen} is not a query result "
                          f"(is CORELANE_API pointing at corelane?)") from None
@@ -126,7 +127,7 @@ def query_history(settings: Settings, sql: str) -> QueryResult:
         raise QueryError(str(exc)) from None
     try:
         return QueryEngine(store.connection, limits.query_timeout_s,
-                           limits.query_max_rows).run(sql)
+                           limits.query_max_rows, limits.query_max_bytes).run(sql)
     finally:
         store.close()
 

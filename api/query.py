@@ -1,7 +1,9 @@
 """`/api/v1/query`: read-only SQL over the history of the running instance.
 
 POST a JSON body ``{"sql": "..."}`` (or GET ``?sql=...``). The answer is
-``{"columns", "types", "rows", "truncated", "elapsed_s"}`` with JSON-safe values.
+``{"columns", "types", "rows", "truncated", "truncated_by", "elapsed_s"}`` with JSON-safe
+values; ``truncated_by`` names the limit that cut the rows (storage.query_max_rows or
+storage.query_max_bytes).
 Errors are ``{"message": ...}``: 400 for SQL that is refused, invalid or fails, 408 when the
 query ran past storage.query_timeout_s, 503 while the history is not open. The router
 writes its own error bodies, so it answers the same way on any FastAPI app.
@@ -28,6 +30,7 @@ class QueryAnswer(BaseModel):
     types: list[str]
     rows: list[list[Any]]
     truncated: bool
+    truncated_by: str | None = None
     elapsed_s: float
 
 

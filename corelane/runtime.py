@@ -182,7 +182,8 @@ async def run_up(settings: Settings, dry_run: bool = False) -> None:
         raise UpError(f"cannot open the history: {exc}") from None
     try:
         limits = settings.storage
-        engine = QueryEngine(store.connection, limits.query_timeout_s, limits.query_max_rows)
+        engine = QueryEngine(store.connection, limits.query_timeout_s, limits.query_max_rows,
+                             limits.query_max_bytes)
         stamper = Stamper(settings.host)
         topology = (load_profile(settings.topology.profile) if settings.topology.profile
                     else read_topology(settings.topology.sys_root))

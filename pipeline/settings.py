@@ -125,6 +125,7 @@ class StorageSettings(_Section):
     rollup_retention_d: float = Field(30.0, gt=0)  # 1-minute aggregates are kept this long
     query_timeout_s: float = Field(10.0, gt=0)
     query_max_rows: int = Field(10_000, ge=1)
+    query_max_bytes: int = Field(16 << 20, ge=1024)   # of one answer's values
 
 
 class TopologySettings(_Section):

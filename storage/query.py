@@ -74,14 +74,17 @@ class QueryResult:
     rows: list[tuple]
     truncated: bool
     elapsed_s: float
+    # The limit that cut it: "storage.query_max_rows" or "storage.query_max_bytes".
+    truncated_by: str | None = None
 
 
 class QueryEngine:
     """Runs one read statement at a time per call; safe to call from many threads."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, timeout_s: float, max_rows: int) -> None:
-        if timeout_s <= 0 or max_rows < 1:
-            raise ValueError("timeout_s must be > 0 and max_rows >= 1")
+    def __init__(self, con: duckdb.DuckDBPyConnection, timeout_s: float, max_rows: int,
+                 max_bytes: int = 16 << 20) -> None:
+        if timeout_s <= 0 or max_rows < 1 or max_bytes < 1:
+            raise ValueError("timeout_s must be > 0, max_rows and max_bytes >= 1")
         # The statement check alone cannot stop read_csv('/etc/passwd') inside a SELECT:
         # that needs external access off for the whole database, set by its owner at open.
         if _external_access_on(con):
@@ -90,6 +93,7 @@ class QueryEngine:
         self._con = con
         self.timeout_s = timeout_s
         self.max_rows = max_rows
+        self.max_bytes = max_bytes
 
     def run(self, sql: str, params: Sequence[Any] | None = None) -> QueryResult:
         """Check and run one read statement (``?`` placeholders take ``params``); raises
@@ -120,8 +124,9 @@ class QueryEngine:
             cur.execute(sql, params) if params else cur.execute(sql)
             description = cur.description or []
             # One row more than the limit tells a truncated result from one that fits,
-            # without ever materialising an unbounded result.
-            rows = cur.fetchmany(self.max_rows + 1) if description else []
+            # without ever materialising an unbounded result; rows come in batches so that
+            # the bytes are counted as they arrive, not after.
+            rows, cut_by = self._fetch(cur) if description else ([], None)
         except duckdb.InterruptException:
             if fired.is_set():
                 raise QueryTimeout(
@@ -142,10 +147,49 @@ class QueryEngine:
         return QueryResult(
             columns=[str(d[0]) for d in description],
             types=[str(d[1]) for d in description],
-            rows=[tuple(r) for r in rows[:self.max_rows]],
-            truncated=len(rows) > self.max_rows,
+            rows=[tuple(r) for r in rows],
+            truncated=cut_by is not None,
             elapsed_s=round(time.monotonic() - started, 6),
+            truncated_by=cut_by,
         )
+
+    def _fetch(self, cur: duckdb.DuckDBPyConnection) -> tuple[list[tuple], str | None]:
+        rows: list[tuple] = []
+        size = 0
+        while True:
+            # One row first, then as many as the bytes left would hold at the average so
+            # far: a result of a few huge values is never fetched a thousand at a time.
+            fits = (self.max_bytes - size) * len(rows) // size if size else 1
+            batch = cur.fetchmany(max(1, min(1024, fits, self.max_rows + 1 - len(rows))))
+            if not batch:
+                return rows, None
+            for row in batch:
+                if len(rows) == self.max_rows:
+                    return rows, "storage.query_max_rows"
+                size += value_bytes(row)
+                if size > self.max_bytes:
+                    return rows, "storage.query_max_bytes"
+                rows.append(row)
+
+
+def value_bytes(value: Any) -> int:
+    """About how many bytes ``value`` takes in an answer (strings and blobs by length)."""
+    if isinstance(value, (str, bytes, bytearray)):
+        return len(value) + 2
+    if isinstance(value, (list, tuple)):
+        return sum(value_bytes(v) for v in value) + 2
+    if isinstance(value, dict):
+        return sum(value_bytes(k) + value_bytes(v) for k, v in value.items()) + 2
+    return 8
+
+
+def truncation_note(result: QueryResult) -> str:
+    """What a person is told when a result was cut."""
+    if result.truncated_by == "storage.query_max_bytes":
+        return (f"only the first {len(result.rows)} rows were returned: the answer reached "
+                f"storage.query_max_bytes; select fewer or narrower columns, or raise it")
+    return (f"only the first {len(result.rows)} rows were returned (storage.query_max_rows); "
+            f"add a LIMIT or raise it")
 
 
 # --- checks and messages ---------------------------------------------------------------------
@@ -255,7 +299,8 @@ def result_to_dict(result: QueryResult) -> dict[str, Any]:
     """The HTTP answer's shape, every value JSON-safe."""
     return {"columns": list(result.columns), "types": list(result.types),
             "rows": [[json_safe(v) for v in row] for row in result.rows],
-            "truncated": result.truncated, "elapsed_s": result.elapsed_s}
+            "truncated": result.truncated, "truncated_by": result.truncated_by,
+            "elapsed_s": result.elapsed_s}
 
 
 def to_json(result: QueryResult) -> str:
@@ -293,7 +338,7 @@ def render_table(result: QueryResult) -> Table:
     count = len(result.rows)
     caption = f"{count} row{'s' if count != 1 else ''} in {result.elapsed_s:.3f} s"
     if result.truncated:
-        caption = f"first {count} rows only: more left off (storage.query_max_rows)"
+        caption = f"first {count} rows only: more left off ({result.truncated_by})"
     # A caption wraps to the table's width: keep the table wide enough to hold it on a line.
     table = Table(caption=caption, min_width=len(caption) + 2)
     for name, kind in zip(result.columns, result.types):

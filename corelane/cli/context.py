@@ -19,7 +19,7 @@ from rich.logging import RichHandler
 from rich.text import Text
 
 from pipeline.settings import ConfigError, Settings, load_settings
-from storage.query import QueryResult, render_table, to_csv, to_json
+from storage.query import QueryResult, render_table, to_csv, to_json, truncation_note
 
 # Output formats of commands that print a result.
 FORMATS = ("table", "csv", "json")
@@ -87,8 +87,7 @@ class CliContext:
         if fmt == "csv":
             sys.stdout.write(to_csv(result))
             if result.truncated:  # CSV has no room to say so; stderr does, stdout stays data
-                self.say(f"corelane: only the first {len(result.rows)} rows were returned "
-                         f"(storage.query_max_rows); add a LIMIT or raise it")
+                self.say(f"corelane: {truncation_note(result)}")
         elif fmt == "json":
             sys.stdout.write(to_json(result) + "\n")
         else:

@@ -20,6 +20,7 @@ from rich.console import Console
 from pipeline.events import Classification, Classifications, envelope
 from storage.history import HistoryStore, StoreError
 from storage.query import (QueryEngine, QueryError, QueryResult, QueryTimeout, json_safe,
+                           truncation_note,
                            render_table, to_csv, to_json)
 
 SLOW_SQL = "SELECT sum(a.range * b.range) FROM range(200000) a, range(200000) b"
@@ -404,3 +405,15 @@ def test_table_for_people_says_when_rows_were_left_off(owner: duckdb.DuckDBPyCon
     console.print(render_table(engine.run("SELECT NULL AS n, '[b]x[/b]' AS markup")))
     shown = console.export_text()
     assert "NULL" in shown and "[b]x[/b]" in shown and "1 row in" in shown
+
+
+def test_a_result_is_cut_by_its_bytes_as_well_as_its_rows(owner) -> None:  # noqa: ANN001
+    engine = QueryEngine(owner, timeout_s=10.0, max_rows=1000, max_bytes=1_000_000)
+    result = engine.run("SELECT repeat('x', 300000) AS big FROM range(10)")
+    assert len(result.rows) == 3 and result.truncated
+    assert result.truncated_by == "storage.query_max_bytes"
+    assert "storage.query_max_bytes" in truncation_note(result)
+    small = engine.run("SELECT range AS n FROM range(5)")
+    assert not small.truncated and small.truncated_by is None and len(small.rows) == 5
+    rows = QueryEngine(owner, timeout_s=10.0, max_rows=3).run("SELECT * FROM range(10)")
+    assert (len(rows.rows), rows.truncated_by) == (3, "storage.query_max_rows")

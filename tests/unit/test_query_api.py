@@ -50,11 +50,12 @@ def test_post_answers_columns_types_rows_truncated(api: TestClient) -> None:
                                                       "FROM enforcements ORDER BY pid"})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"columns", "types", "rows", "truncated", "elapsed_s"}
+    assert set(body) == {"columns", "types", "rows", "truncated", "truncated_by", "elapsed_s"}
     assert body["columns"] == ["pid", "ts", "status", "cpus", "weight"]
     assert body["types"] == ["INTEGER", "TIMESTAMP", "VARCHAR", "INTEGER[]", "DECIMAL(8,3)"]
     assert body["rows"] == [[10, "2025-11-27T08:00:00", "applied", [2, 3], 1.5]]
     assert body["truncated"] is True  # max_rows is 1 and there are 2 rows
+    assert body["truncated_by"] == "storage.query_max_rows"
     assert isinstance(body["elapsed_s"], float) and body["elapsed_s"] >= 0
 
 
@@ -157,3 +158,15 @@ def test_a_slow_query_does_not_block_the_event_loop(owner: duckdb.DuckDBPyConnec
         assert time.monotonic() - started < 1.0
         thread.join(10)
     assert slow == [408]
+
+
+def test_a_huge_result_is_cut_by_bytes_and_says_so(owner: duckdb.DuckDBPyConnection) -> None:
+    app = bare_api(get_engine=lambda: QueryEngine(owner, timeout_s=30.0, max_rows=100,
+                                                  max_bytes=16 << 20))
+    response = TestClient(app).post("/api/v1/query", json={
+        "sql": "SELECT repeat('x', 5000000) AS big FROM range(10)"})
+    assert response.status_code == 200
+    body = response.json()
+    assert len(response.content) < 17 << 20
+    assert body["truncated"] and body["truncated_by"] == "storage.query_max_bytes"
+    assert len(body["rows"]) == 3
