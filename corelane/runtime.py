@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -106,9 +107,24 @@ def own_pids(settings: Settings) -> set[int]:
     return pids
 
 
+def lingering_threads(join_s: float) -> list[threading.Thread]:
+    """Threads other than this one that a library left running (faust's consumer thread
+    waits on a hung broker for as long as it hangs), after giving them ``join_s`` in all."""
+    deadline = time.monotonic() + join_s
+    left = []
+    for thread in threading.enumerate():
+        if thread is threading.current_thread() or thread.daemon:
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            left.append(thread)
+    return left
+
+
 def up(settings: Settings, dry_run: bool = False, leftover_timeout_s: float = 5.0) -> None:
     """Run corelane until SIGINT/SIGTERM. Tasks that a library leaves behind after the parts
-    have stopped get a bounded time to finish, so a stop never hangs on them."""
+    have stopped get a bounded time to finish, so a stop never hangs on them (threads that
+    outlive that too are the caller's to abandon: see ``lingering_threads``)."""
     loop = asyncio.new_event_loop()
     try:
         loop.run_until_complete(run_up(settings, dry_run=dry_run))
@@ -134,6 +150,19 @@ async def run_agents(app: faust.App, stop: asyncio.Event) -> None:
     """The faust agents, on this loop, until ``stop``."""
     async with faust_app_running(app, stop_timeout=20):
         await stop.wait()
+
+
+async def _stop_within(name: str, task: asyncio.Future, deadline: float,
+                       grace_s: float) -> None:
+    """Wait for ``task`` until ``deadline`` (loop time); past it, cancel it and go on."""
+    remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+    done, _ = await asyncio.wait({task}, timeout=remaining)
+    if not done:
+        task.cancel()
+        log.warning("%s did not stop within the %.0f s grace period (stop_grace_s): "
+                    "abandoned; what it changed is still put back", name, grace_s)
+    elif not task.cancelled() and task.exception() is not None:
+        log.warning("%s failed while stopping: %s", name, task.exception())
 
 
 def _stop_on_shutdown(event: Envelope, host: str, started: float,
@@ -257,23 +286,26 @@ async def run_up(settings: Settings, dry_run: bool = False) -> None:
     finally:
         log.info("stopping")
         watcher.stop()
+        # Every part gets its turn within one grace period; one that has not stopped by its
+        # end is abandoned with a warning, so a stop is bounded whatever a library waits on.
+        deadline = loop.time() + settings.stop_grace_s
         for name, event in (("collector", stop_collecting), ("agents", stop_agents),
                             ("recorder", stop_recording)):
             event.set()
             if name in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(tasks[name], timeout=30)
+                await _stop_within(name, tasks[name], deadline, settings.stop_grace_s)
         # The applier puts back everything corelane changed before the history closes.
         for agent in agents:
             await asyncio.to_thread(agent.close)
         if server is not None:
             server.should_exit = True
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(tasks["api"], timeout=10)
-        if recorder is not None:
-            await recorder.stop()
-        if publisher is not None:
-            await publisher.stop()
+            await _stop_within("api", tasks["api"], max(deadline, loop.time() + 2),
+                               settings.stop_grace_s)
+        for name, closing in (("the recorder's consumer", recorder.stop if recorder else None),
+                              ("the publisher", publisher.stop if publisher else None)):
+            if closing is not None:
+                await _stop_within(name, asyncio.ensure_future(closing()),
+                                   loop.time() + 5, 5)
         await asyncio.to_thread(store.close)
         if broker is not None:
             await asyncio.to_thread(broker.stop)

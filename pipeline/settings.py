@@ -286,6 +286,8 @@ class Settings(_Section):
     home: str = "~/.local/share/corelane"
     db: str | None = None                    # defaults to <home>/corelane.duckdb
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Seconds the parts have, together, to stop on SIGTERM; then what is left is abandoned.
+    stop_grace_s: float = Field(15.0, gt=0, le=600)
     kafka: KafkaSettings = KafkaSettings()
     collector: CollectorSettings = CollectorSettings()
     api: ApiSettings = ApiSettings()

@@ -1,6 +1,10 @@
 """`corelane up`: run corelane on this host."""
 from __future__ import annotations
 
+import logging
+import os
+import sys
+
 import typer
 
 from corelane.cli.context import context
@@ -13,7 +17,7 @@ def run(ctx: typer.Context,
                                      help="observe and decide, change nothing on this host")
         ) -> None:
     """Run corelane on this host: broker if none answers, collector, agents, recorder, API."""
-    from corelane.runtime import ConfigInvalid, UpError, up
+    from corelane.runtime import ConfigInvalid, UpError, lingering_threads, up
     from pipeline.kafka.broker import BrokerError
 
     cli = context(ctx)
@@ -27,3 +31,14 @@ def run(ctx: typer.Context,
         cli.fail(str(exc))
     except KeyboardInterrupt:
         pass
+    left = lingering_threads(join_s=5.0)
+    if left:
+        # Everything corelane changed is back and the history is closed; what waits now
+        # is a library's thread on a broker that does not answer. Leave without it.
+        logging.getLogger("corelane").warning(
+            "abandoning %d thread(s) still waiting (%s) after the stop",
+            len(left), ", ".join(t.name for t in left))
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

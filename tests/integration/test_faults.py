@@ -6,6 +6,8 @@ import asyncio
 import base64
 import hashlib
 import os
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -84,3 +86,40 @@ def test_a_huge_unreadable_message_is_dead_lettered_in_bounds_and_corelane_goes_
         assert counted == [[3]]
     finally:
         corelane.terminate()
+
+
+def test_a_stop_is_bounded_even_while_the_broker_hangs(kafka_broker, kafka_bootstrap: str,
+                                                       tmp_path: Path) -> None:
+    corelane = Instance(tmp_path, kafka_bootstrap, f"e2e-hang-{os.getpid()}.",
+                        collector="{interval_s: 0.5, containers: false}",
+                        closed_loop="{enabled: false}")
+    config = Path(corelane.env["CORELANE_CONFIG"])
+    config.write_text(config.read_text() + "stop_grace_s: 4\n")
+    broker = kafka_broker.read_pid()
+    assert broker is not None
+    corelane.start()
+    try:
+        corelane.wait_recording()
+        os.kill(broker, signal.SIGSTOP)       # hung, not dead: connections stay open
+        try:
+            time.sleep(1)
+            asked = time.monotonic()
+            assert corelane.proc is not None
+            corelane.proc.send_signal(signal.SIGTERM)
+            try:
+                corelane.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                corelane.proc.send_signal(signal.SIGABRT)   # its stacks go to the log
+                corelane.proc.wait(timeout=10)
+                raise AssertionError(corelane.log_text()[-15000:]) from None
+            took = time.monotonic() - asked
+        finally:
+            os.kill(broker, signal.SIGCONT)
+        assert corelane.proc.returncode == 0, corelane.log_text()[-3000:]
+        # The grace period, the consumer's and publisher's 5 s each, and the loop's leftovers.
+        assert took < 4 + 5 + 5 + 5 + 10, took
+        log = corelane.log_text()
+        assert "abandoned" in log and "stop_grace_s" in log
+    finally:
+        if corelane.proc is not None and corelane.proc.poll() is None:
+            corelane.kill()
