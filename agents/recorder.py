@@ -12,6 +12,7 @@ that a crash could leave out of step with the database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -22,10 +23,11 @@ from agents.contract import keep_going
 from pipeline.bus import (Publisher, dead_letter, dead_letter_payload, read_record,
                           topic_partitions, topic_types)
 from pipeline.bus.hub import EventHub
-from pipeline.events import EVENT_TYPES, Envelope, EventDecodeError, envelope
+from pipeline.events import (EVENT_TYPES, Alert, Envelope, EventDecodeError, envelope,
+                             open_alert, resolve_alert)
 from pipeline.health import PartHealth, degraded, down, ok
 from pipeline.settings import Settings
-from pipeline.stats import Stats, counter, gauge
+from pipeline.stats import Stats, counter, gauge, note
 from storage.history import HistoryStore, Record
 from storage.retention import retention_step
 from storage.rows import rows_in
@@ -54,6 +56,8 @@ class RecorderStats(Stats):
     last_flush_ts: float | None = gauge("when the last batch was committed (epoch s)")
     last_flush_s: float = gauge("seconds the last commit took", 0.0)
     last_event_ts: float | None = gauge("the newest event time recorded (epoch s)")
+    write_failures: int = counter("batches the history could not take (full disk, ...)")
+    last_write_error: str | None = note("why the history last refused a batch")
 
 
 class Recorder:
@@ -75,6 +79,11 @@ class Recorder:
         self._oldest_pending: float | None = None
         self._pending_newest: float | None = None
         self._last_retention = 0.0
+        # While the history refuses writes: why, when to try again, and the alert raised.
+        self._failing: str | None = None
+        self._retry_at = 0.0
+        self._alert: Alert | None = None
+        self._taken: dict[tuple[str, int], int] = {}   # the highest offset read, per partition
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -104,10 +113,16 @@ class Recorder:
         (within ``drain_timeout_s``), write what is pending and return."""
         assert self._consumer is not None, "start() first"
         while not stop.is_set():
+            if self._failing is not None and time.monotonic() < self._retry_at:
+                # Nothing is read while the history cannot take it: Kafka keeps it.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._retry_at - time.monotonic())
+                continue
             await self._poll(timeout_ms=POLL_MS)
             await self._flush_if_due()
             await self._retention_if_due()
-        await self._drain(drain_timeout_s)
+        if self._failing is None:
+            await self._drain(drain_timeout_s)
         await self.flush()
         return self.stats
 
@@ -122,12 +137,17 @@ class Recorder:
         return count
 
     async def _take(self, record: ConsumerRecord) -> None:
+        place = (record.topic, record.partition)
+        again = record.offset <= self._taken.get(place, -1)   # read again after a rewind
+        self._taken[place] = max(record.offset, self._taken.get(place, -1))
         try:
             event: Envelope | None = read_record(record, self._types)
         except EventDecodeError as exc:
-            event = await self._unreadable(record, str(exc))
+            # Said once per message, not again each time a rewind reads it.
+            event = None if again and record.topic != self._deadletter_topic else \
+                await self._unreadable(record, str(exc))
         self._pending.append((record.topic, record.partition, record.offset, event))
-        if event is not None and self.hub is not None:
+        if event is not None and self.hub is not None and not again:
             with keep_going("handing an event on to its followers"):
                 self.hub.offer(event)
         self._pending_rows += rows_in(event) if event is not None else 0
@@ -168,7 +188,13 @@ class Recorder:
         newest, self._pending_newest = self._pending_newest, None
         self._pending_rows, self._oldest_pending = 0, None
         started = time.monotonic()
-        rows = await asyncio.to_thread(self.store.write, pending)
+        try:
+            rows = await asyncio.to_thread(self.store.write, pending)
+        except Exception as exc:  # noqa: BLE001 - a refusing history must not stop corelane
+            await self._write_failed(exc)
+            return 0
+        if self._failing is not None:
+            await self._write_resumed()
         self.stats.batches += 1
         self.stats.rows += rows
         self.stats.last_flush_ts = time.time()
@@ -177,11 +203,54 @@ class Recorder:
             self.stats.last_event_ts = max(self.stats.last_event_ts or 0.0, newest)
         return rows
 
+    async def _write_failed(self, exc: Exception) -> None:
+        """The history refused a batch: read again from what it holds, a while later."""
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        first = self._failing is None
+        self._failing = reason
+        self._retry_at = time.monotonic() + self.settings.storage.write_retry_s
+        self.stats.write_failures += 1
+        self.stats.last_write_error = reason
+        if first:
+            log.error("the history cannot be written (%s): recording pauses and retries every "
+                      "%.0f s; nothing is lost, the topics still hold it", reason,
+                      self.settings.storage.write_retry_s)
+            self._alert = open_alert("history_write", f"the history cannot be written: {reason}",
+                                     time.time(), severity="critical",
+                                     details={"path": str(self.store.path)})
+            with keep_going("raising the history-write alert"):
+                await self.publisher.publish(self._alert)
+        await self._rewind()
+
+    async def _write_resumed(self) -> None:
+        log.info("the history is written again; recording goes on from where it stopped")
+        self._failing = None
+        if self._alert is not None:
+            with keep_going("resolving the history-write alert"):
+                await self.publisher.publish(resolve_alert(
+                    self._alert, time.time(), "the history is written again"))
+            self._alert = None
+
+    async def _rewind(self) -> None:
+        """Every partition back to the offset the history holds (its start when none)."""
+        assert self._consumer is not None
+        stored = await asyncio.to_thread(self.store.offsets)
+        for tp in self._partitions:
+            offset = stored.get((tp.topic, tp.partition))
+            if offset is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, offset)
+
     def health(self, now: float) -> PartHealth:
         """The lag is how far the newest recorded event is behind now."""
         if self._consumer is None:
             return down("not reading the topics")
         s = self.stats
+        if self._failing is not None:
+            lag = None if s.last_event_ts is None else max(0.0, now - s.last_event_ts)
+            return degraded(f"the history cannot be written ({self._failing}); retrying every "
+                            f"{self.settings.storage.write_retry_s:.0f} s, nothing is lost", lag)
         lag = None if s.last_event_ts is None else max(0.0, now - s.last_event_ts)
         if lag is not None and lag > BEHIND_AFTER_S:
             return degraded(f"the history is {lag:.0f} s behind", lag)
@@ -193,8 +262,9 @@ class Recorder:
             return
         self._last_retention = now
         # One bounded step per turn: recording waits for at most one step, never a whole sweep
-        # of the history.
-        await asyncio.to_thread(retention_step, self.store, time.time())
+        # of the history. A step that fails (a full disk) is tried again next turn.
+        with keep_going("the retention step"):
+            await asyncio.to_thread(retention_step, self.store, time.time())
 
     async def _drain(self, timeout_s: float) -> None:
         assert self._consumer is not None

@@ -126,6 +126,9 @@ class StorageSettings(_Section):
     query_timeout_s: float = Field(10.0, gt=0)
     query_max_rows: int = Field(10_000, ge=1)
     query_max_bytes: int = Field(16 << 20, ge=1024)   # of one answer's values
+    # After the history refused a batch (a full disk), recording pauses this long, then
+    # reads again from the offsets the history holds.
+    write_retry_s: float = Field(10.0, gt=0, le=3600)
 
 
 class TopologySettings(_Section):

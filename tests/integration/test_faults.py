@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -123,3 +124,60 @@ def test_a_stop_is_bounded_even_while_the_broker_hangs(kafka_broker, kafka_boots
     finally:
         if corelane.proc is not None and corelane.proc.poll() is None:
             corelane.kill()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 16 MB tmpfs, mounted for this test only and unmounted after it."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    where = tmp_path / "disk"
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    pad = disk / "pad"
+    subprocess.run(["dd", "if=/dev/zero", f"of={pad}", "bs=64k"], capture_output=True)
+    return pad
+
+
+def test_a_full_disk_pauses_recording_and_loses_nothing(kafka_bootstrap: str, tmp_path: Path,
+                                                        small_disk: Path) -> None:
+    corelane = Instance(tmp_path, kafka_bootstrap, f"e2e-disk-{os.getpid()}.",
+                        collector="{interval_s: 0.5, containers: false}",
+                        storage="{write_retry_s: 1}", closed_loop="{enabled: false}")
+    corelane.db = small_disk / "history.duckdb"
+    corelane.env["CORELANE_DB"] = str(corelane.db)
+    health = lambda: httpx.get(f"http://{corelane.api}/api/v1/health",  # noqa: E731
+                               timeout=10, trust_env=False).json()
+    corelane.start()
+    try:
+        corelane.wait_recording()
+        pad = fill(small_disk)
+        recorder = wait_for("health to say the history cannot be written", lambda: (
+            lambda r: r if r["state"] == "degraded" and "cannot be written" in r["reason"]
+            else None)(health()["parts"]["recorder"]), timeout_s=30)
+        assert "nothing is lost" in recorder["reason"]
+        # The rest goes on: sweeps and plans are still made and published.
+        sweeps = health()["parts"]["collector"]["stats"]["sweeps"]
+        time.sleep(3)
+        assert health()["parts"]["collector"]["stats"]["sweeps"] > sweeps
+        assert corelane.proc is not None and corelane.proc.poll() is None
+        pad.unlink()
+        wait_for("recording to go on", lambda: health()["parts"]["recorder"]["state"] == "ok",
+                 timeout_s=60)
+        # Nothing lost and nothing doubled: every host sample of this run once, in a row.
+        first, last, count, distinct = rows(
+            corelane, "SELECT min(seq), max(seq), count(*), count(DISTINCT seq) FROM "
+                      "host_samples")[0]
+        assert count == distinct == last - first + 1, (first, last, count, distinct)
+        wait_for("the alert, opened and resolved", lambda: rows(
+            corelane, "SELECT list(state ORDER BY ts) FROM alerts WHERE rule = 'history_write'"
+        )[0][0] == ["open", "resolved"], timeout_s=30)
+    finally:
+        corelane.terminate()
