@@ -272,7 +272,9 @@ async def run_up(settings: Settings, dry_run: bool = False) -> None:
             tasks["rescan"] = asyncio.create_task(
                 every(settings.collector.interval_s, applier.rescan, stop_collecting))
         tasks["collector"] = asyncio.create_task(
-            run_collector(collector, KafkaSink(publisher), stop=stop_collecting))
+            run_collector(collector, KafkaSink(publisher, collector.stats,
+                                               settings.collector.buffer_bytes),
+                          stop=stop_collecting))
         log.info("collecting every %.1fs as host %s", settings.collector.interval_s,
                  settings.host)
 

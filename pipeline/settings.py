@@ -75,6 +75,9 @@ class KafkaSettings(_Section):
 
 class CollectorSettings(_Section):
     interval_s: float = Field(1.0, gt=0, le=3600)
+    # Sweeps wait in a buffer of at most this many bytes while the broker does not take
+    # them; when it is full the oldest is dropped (and counted).
+    buffer_bytes: int = Field(64 << 20, ge=1 << 20)
     # Multi-threaded processes have their per-thread switch and schedstat counters summed;
     # "leader" reads only the leader thread (cheaper, blind to worker threads).
     thread_detail: Literal["all", "leader"] = "all"

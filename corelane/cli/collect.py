@@ -40,8 +40,8 @@ def run(ctx: typer.Context,
                      f"start one with 'corelane kafka start' or use --stdout")
         await ensure_topics(cfg)
         async with Publisher(cfg, stamper) as publisher:
-            stats = await run_collector(collector, KafkaSink(publisher), count=count,
-                                        interval_s=interval)
+            stats = await run_collector(collector, KafkaSink(publisher, collector.stats),
+                                        count=count, interval_s=interval)
         cli.say(f"{stats.sweeps} sweeps, {publisher.sent} messages published to "
                 f"{cfg.kafka.bootstrap}")
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -97,10 +99,43 @@ class CliContext:
         sys.stdout.write(json.dumps(value, indent=2) + "\n")
 
     def start_logging(self, level: str) -> None:
+        handler = RichHandler(console=self.err, show_path=False)
+        # A broker outage makes the Kafka client say the same thing hundreds of times a
+        # second: once per message, then a reminder with the count, is enough.
+        handler.addFilter(RepeatFilter(prefixes=("aiokafka", "kafka", "faust", "mode")))
         logging.basicConfig(level=level.upper(), format="%(message)s", datefmt="%H:%M:%S",
-                            handlers=[RichHandler(console=self.err, show_path=False)])
+                            handlers=[handler])
         for noisy in _NOISY:
             logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+class RepeatFilter(logging.Filter):
+    """Lets a library's log line through once, then holds back the same line (by logger and
+    format) for ``every_s``, and then lets it through again saying how many were held."""
+
+    def __init__(self, prefixes: tuple[str, ...], every_s: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.prefixes, self.every_s, self.clock = prefixes, every_s, clock
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.prefixes):
+            return True
+        key = (record.name, str(record.msg))
+        now = self.clock()
+        last = self._seen.get(key)
+        if last is not None and now - last[0] < self.every_s:
+            self._seen[key] = (last[0], last[1] + 1)
+            return False
+        held = last[1] if last is not None else 0
+        self._seen[key] = (now, 0)
+        if len(self._seen) > 1000:
+            self._seen.clear()
+        if held:
+            record.msg = f"{record.msg} (and {held} more like it in the last " \
+                         f"{self.every_s:.0f} s)"
+        return True
 
 
 def context(ctx: typer.Context) -> CliContext:

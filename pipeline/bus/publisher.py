@@ -3,8 +3,9 @@ short-lived publish of a command (a label, a mode)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,8 @@ from pipeline.events import Batch, Envelope, Payload, batched, encode, envelope
 from pipeline.health import PartHealth, degraded, ok
 from pipeline.settings import Settings
 from pipeline.stats import Stats, counter, gauge, labelled, note
+
+log = logging.getLogger(__name__)
 
 
 class Stamper:
@@ -157,6 +160,33 @@ class Publisher:
             raise
         self._took(events)
         return len(futures)
+
+    async def publish_each(self, events: Sequence[Envelope]) -> list[Envelope]:
+        """Send several envelopes concurrently; returns those the broker did not take (none
+        when all went), so that a retry sends only those and nothing twice."""
+        pending = []
+        failed: list[Envelope] = []
+        for event in events:
+            try:
+                pending.append((event, await self.producer.send(
+                    self.settings.topic(event.type), self._encode(event), key=self._key)))
+            except MessageTooLarge as exc:   # it will never fit: trying again cannot help
+                self._failed(exc)
+                log.error("%s; dropped", exc)
+            except Exception as exc:  # noqa: BLE001 - reported per event, never raised
+                self._failed(exc)
+                failed.append(event)
+        results = await asyncio.gather(*(f for _, f in pending), return_exceptions=True)
+        taken = []
+        for (event, _), result in zip(pending, results):
+            if isinstance(result, BaseException):
+                self._failed(result)
+                failed.append(event)
+            else:
+                taken.append(event)
+        if taken:
+            self._took(taken)
+        return failed
 
     def health(self, now: float) -> PartHealth:
         s = self.stats

@@ -12,6 +12,7 @@ import logging
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from collections.abc import Callable, Iterable
 from typing import IO, Protocol
@@ -44,11 +45,84 @@ class Sink(Protocol):
 
 
 class KafkaSink:
-    def __init__(self, publisher: Publisher) -> None:
+    """Sweeps to the broker without ever holding the collector up.
+
+    ``emit`` only queues a sweep's events; a sender task publishes them in order. While the
+    broker does not take them (down, or hung), sweeps wait in a buffer bounded by
+    ``collector.buffer_bytes``, are sent in order once it answers again (only the messages
+    it did not take, so none twice), and only when the buffer is full is the oldest sweep
+    dropped and counted. The collector's health reads how old the oldest waiting sweep is.
+    """
+    buffered = True
+
+    def __init__(self, publisher: Publisher, stats: CollectorStats | None = None,
+                 max_bytes: int = 64 << 20, retry_s: float = 1.0) -> None:
         self.publisher = publisher
+        self.stats = stats if stats is not None else CollectorStats()
+        self.max_bytes, self.retry_s = max_bytes, retry_s
+        self._queue: deque[tuple[float, int, list[Envelope]]] = deque()
+        self._bytes = 0
+        self._ready = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+        self._broker_down = False
 
     async def emit(self, events: list[Envelope]) -> None:
-        await self.publisher.publish_many(events)
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_forever())
+        size = sum(len(encode(e)) for e in events)
+        self._queue.append((time.time(), size, events))
+        self._bytes += size
+        while self._bytes > self.max_bytes and len(self._queue) > 1:
+            _, dropped, _ = self._queue.popleft()
+            self._bytes -= dropped
+            self.stats.dropped_sweeps += 1
+        self._note()
+        self._ready.set()
+
+    def _note(self) -> None:
+        self.stats.buffered_sweeps = len(self._queue)
+        self.stats.buffered_bytes = self._bytes
+        self.stats.oldest_buffered_ts = self._queue[0][0] if self._queue else None
+
+    async def _send_forever(self) -> None:
+        while True:
+            if not self._queue:
+                self._ready.clear()
+                await self._ready.wait()
+                continue
+            queued_at, size, events = self._queue[0]
+            left = await self.publisher.publish_each(events)
+            if left:
+                if not self._broker_down:
+                    self._broker_down = True
+                    log.warning("the broker is not taking sweeps; they wait in the collector's "
+                                "buffer (collector.buffer_bytes) and go in order when it does")
+                if self._queue and self._queue[0][2] is events:
+                    self._queue[0] = (queued_at, size, left)
+                await asyncio.sleep(self.retry_s)
+                continue
+            if self._broker_down:
+                self._broker_down = False
+                log.info("the broker takes sweeps again; %d waiting sweeps follow",
+                         len(self._queue) - 1)
+            if self._queue and self._queue[0][2] is events:
+                self._queue.popleft()
+                self._bytes -= size
+            self.stats.last_emit_ts = time.time()
+            self._note()
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Give what waits ``timeout_s`` to go, then stop the sender."""
+        deadline = time.monotonic() + timeout_s
+        while self._queue and time.monotonic() < deadline and not self._broker_down:
+            await asyncio.sleep(0.05)
+        if self._queue:
+            log.warning("%d sweeps were still waiting for the broker at the stop",
+                        len(self._queue))
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
 
 
 class StdoutSink:
@@ -70,7 +144,11 @@ class CollectorStats(Stats):
     processes: int = gauge("processes in the last sweep", 0)
     containers: int = gauge("containers in the last sweep", 0)
     containers_available: bool | None = gauge("whether the Docker engine answers")
-    dropped_sweeps: int = counter("sweeps the broker did not take")
+    dropped_sweeps: int = counter("sweeps dropped: the broker did not take them and the "
+                                  "buffer was full")
+    buffered_sweeps: int = gauge("sweeps waiting for the broker", 0)
+    buffered_bytes: int = gauge("bytes of sweeps waiting for the broker", 0)
+    oldest_buffered_ts: float | None = gauge("when the oldest waiting sweep was made (epoch s)")
     fast_samples: int = counter("samples of new processes taken between sweeps")
     errors: list[str] = note("the last few errors", factory=list)
 
@@ -198,6 +276,12 @@ class Collector:
         s = self.stats
         if s.last_sweep_ts is None or now - s.last_sweep_ts > STALE_AFTER_S:
             return degraded("no sweep of this host lately")
+        interval = self.settings.collector.interval_s
+        if s.oldest_buffered_ts is not None and now - s.oldest_buffered_ts > 2 * interval:
+            wait = now - s.oldest_buffered_ts
+            return degraded(f"the broker has not taken sweeps for {wait:.0f} s: "
+                            f"{s.buffered_sweeps} sweeps ({s.buffered_bytes} bytes) wait in the "
+                            f"buffer, {s.dropped_sweeps} dropped so far", wait)
         lag = None if s.last_emit_ts is None else max(0.0, now - s.last_emit_ts)
         if lag is None or lag > STALE_AFTER_S:
             return degraded("sweeps are not reaching the broker", lag)
@@ -266,6 +350,8 @@ async def run_collector(collector: Collector, sink: Sink, count: int | None = No
             fast.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await fast
+        if isinstance(sink, KafkaSink):
+            await sink.close()
 
 
 async def _sweep_loop(collector: Collector, sink: Sink, count: int | None, interval: float,
@@ -277,7 +363,8 @@ async def _sweep_loop(collector: Collector, sink: Sink, count: int | None, inter
         collector.watch_new(new)
         try:
             await sink.emit(events)
-            collector.stats.last_emit_ts = time.time()
+            if not getattr(sink, "buffered", False):   # a buffered sink says when it sent
+                collector.stats.last_emit_ts = time.time()
         except KafkaError as exc:
             # A broker that times out now may answer at the next sweep; stopping the
             # collector would stop everything. The sweep is lost, and counted.

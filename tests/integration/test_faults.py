@@ -181,3 +181,41 @@ def test_a_full_disk_pauses_recording_and_loses_nothing(kafka_bootstrap: str, tm
         )[0][0] == ["open", "resolved"], timeout_s=30)
     finally:
         corelane.terminate()
+
+
+def test_a_hung_broker_is_said_at_once_and_its_sweeps_wait_and_arrive(
+        kafka_broker, kafka_bootstrap: str, tmp_path: Path) -> None:
+    corelane = Instance(tmp_path, kafka_bootstrap, f"e2e-outage-{os.getpid()}.",
+                        collector="{interval_s: 0.5, containers: false}",
+                        closed_loop="{enabled: false}")
+    health = lambda: httpx.get(f"http://{corelane.api}/api/v1/health",  # noqa: E731
+                               timeout=10, trust_env=False).json()
+    broker = kafka_broker.read_pid()
+    assert broker is not None
+    corelane.start()
+    try:
+        corelane.wait_recording()
+        os.kill(broker, signal.SIGSTOP)
+        try:
+            stopped = time.monotonic()
+            part = wait_for("the collector to say the broker is not taking sweeps", lambda: (
+                lambda p: p if p["state"] == "degraded" and "buffer" in p["reason"] else None
+            )(health()["parts"]["collector"]), timeout_s=20, every_s=0.1)
+            said_after = time.monotonic() - stopped
+            time.sleep(max(0.0, 10 - said_after))
+            waiting = health()["parts"]["collector"]["stats"]["buffered_sweeps"]
+        finally:
+            os.kill(broker, signal.SIGCONT)
+        # Within a couple of sweep intervals (0.5 s each), and sweeps went on meanwhile.
+        assert said_after < 3.0, (said_after, part)
+        assert waiting >= 10, waiting
+        wait_for("the buffer to empty", lambda: health()["parts"]["collector"]["stats"][
+            "buffered_sweeps"] == 0, timeout_s=90)
+        stats = health()["parts"]["collector"]["stats"]
+        assert stats["dropped_sweeps"] == 0
+        wait_for("every sweep recorded, once and in a row", lambda: (lambda r: r[2] == r[3] == (
+            r[1] - r[0] + 1) and r[1] >= stats["sweeps"] - 2)(rows(
+                corelane, "SELECT min(seq), max(seq), count(*), count(DISTINCT seq) "
+                          "FROM host_samples")[0]), timeout_s=60)
+    finally:
+        corelane.terminate()
