@@ -50,6 +50,7 @@ class BenchBroker:
     tmp: Path
     env: dict[str, str]
     settings: Settings
+    broker: LocalBroker
 
 
 @contextmanager
@@ -68,7 +69,7 @@ def running_broker(prefix: str, heap_mb: int = 512,
         broker.start(timeout=timeout)
         try:
             asyncio.run(ensure_topics(settings))
-            yield BenchBroker(Path(tmp), env, settings)
+            yield BenchBroker(Path(tmp), env, settings, broker)
         finally:
             broker.stop()
 

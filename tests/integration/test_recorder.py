@@ -10,57 +10,14 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from pipeline import events as ev
-from pipeline.bus import topic_partitions
 from storage.schema import TABLE_OF_TYPE
 from support.corelane_instance import Instance
+from support.history_check import ROW_KEY, inject, topic_ids
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-# What makes a row unique within one event: a process, a container, or the event itself.
-ROW_KEY = {"process_samples": "event_id, pid, start_time",
-           "classifications": "event_id, pid, start_time",
-           "container_samples": "event_id, container_id",
-           "decisions": "event_id, target, pid, start_time, container_id",
-           "enforcements": "event_id, target, pid, start_time, container_id"}
-
-
-async def topic_ids(bootstrap: str, topic: str) -> list[str]:
-    """Every message on a topic, read by a plain consumer to its end."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        parts = await topic_partitions(bootstrap, [topic])
-        consumer.assign(parts)
-        for tp in parts:
-            await consumer.seek_to_beginning(tp)
-        ends = await consumer.end_offsets(parts)
-        ids: list[str] = []
-        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                for record in records:
-                    try:
-                        ids.append(ev.decode(record.value).id)
-                    except ev.EventDecodeError:
-                        ids.append(f"unreadable@{record.offset}")
-        return ids
-    finally:
-        await consumer.stop()
-
-
-async def inject(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
-    try:
-        for value in values:
-            await producer.send_and_wait(topic, value, key=b"test")
-    finally:
-        await producer.stop()
-
-
 async def test_exactly_once_through_sigkill(kafka_bootstrap: str, tmp_path: Path) -> None:
     prefix = f"e2e-rec-{random.randrange(10**6)}."
     rng = random.Random()
