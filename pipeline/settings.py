@@ -124,6 +124,9 @@ class StorageSettings(_Section):
     # of some milliseconds, so large batches are what lets a recorder catch up quickly.
     flush_rows: int = Field(20_000, ge=1)
     flush_interval_s: float = Field(2.0, gt=0)   # ... or once the oldest has waited this long
+    # DuckDB's own memory ceiling for the history ("1GB", "512MB"); null: its default,
+    # 80% of the machine's memory.
+    memory_limit: str | None = Field("1GB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
     raw_retention_h: float = Field(24.0, gt=0)   # raw samples are kept this long
     rollup_retention_d: float = Field(30.0, gt=0)  # 1-minute aggregates are kept this long
     query_timeout_s: float = Field(10.0, gt=0)

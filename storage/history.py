@@ -53,12 +53,15 @@ def _explain(path: Path, exc: Exception) -> StoreError:
     return StoreError(f"cannot open history database {path}: {first}")
 
 
-def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+def _connect(path: Path, read_only: bool, memory_limit: str | None = None
+             ) -> duckdb.DuckDBPyConnection:
     # External access is off from the first statement on and cannot be turned back on; a
     # reader's settings are locked too, so no query can loosen them.
     config: dict[str, Any] = {"enable_external_access": False,
                               "autoinstall_known_extensions": False,
                               "autoload_known_extensions": False}
+    if memory_limit:
+        config["memory_limit"] = memory_limit
     if read_only:
         config["lock_configuration"] = True
     try:
@@ -87,7 +90,7 @@ class HistoryStore:
                              f"'corelane up' first, or point CORELANE_DB at an existing file")
         elif not self.path.is_file():
             raise StoreError(f"the history path {self.path} is not a file")
-        self._con = _connect(self.path, _read_only)
+        self._con = _connect(self.path, _read_only, self.settings.memory_limit)
         self._lock = threading.Lock()  # serialises writes and retention on one connection
         if not _read_only:
             # Each checkpoint rewrites the row group still being filled; at the default

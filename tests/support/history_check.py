@@ -30,9 +30,13 @@ async def topic_ids(bootstrap: str, topic: str) -> list[str]:
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 for record in records:
                     try:
-                        ids.append(ev.decode(record.value).id)
+                        event = ev.decode(record.value)
                     except ev.EventDecodeError:
                         ids.append(f"unreadable@{record.offset}")
+                        continue
+                    # An event on a topic not its own is unreadable there, as to the readers.
+                    belongs = topic.endswith("." + ev.EVENT_TYPES[event.type].topic)
+                    ids.append(event.id if belongs else f"unreadable@{record.offset}")
         return ids
     finally:
         await consumer.stop()
