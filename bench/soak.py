@@ -124,6 +124,15 @@ def main() -> None:
             print(f"\ncorelane RSS minute {first + 1} -> {len(rss)}: {rss[first]:.0f} -> "
                   f"{rss[-1]:.0f} MB ({growth:+.1f}%; target <= +10%: "
                   f"{'met' if growth <= 10 else 'NOT met'})")
+            # RSS rises and falls as DuckDB checkpoints and Python frees: windows say more
+            # than two points. The 10 minutes from minute 10 against the last 10.
+            early, late = rss[first:first + 10], rss[-10:]
+            if early and late:
+                change = (sum(late) / len(late)) / (sum(early) / len(early)) * 100 - 100
+                print(f"corelane RSS mean, minutes {first + 1}-{first + len(early)}: "
+                      f"{sum(early) / len(early):.0f} MB (peak {max(early):.0f}); last "
+                      f"{len(late)} minutes: {sum(late) / len(late):.0f} MB (peak "
+                      f"{max(late):.0f}); {change:+.1f}%")
             for name in LAGS:
                 trend = slope(lags[name][first:])
                 print(f"{name} lag slope from minute {first + 1}: {trend:+.3f} s per minute "
