@@ -28,8 +28,8 @@ from agents.allocation import (ContainerTarget, Plan, ProcessTarget, Utilization
 from agents.contract import AgentStats, Handler, Position, Timer, event_health, keep_going
 from pipeline import commands
 from pipeline.bus import Publisher, read_tail, replay_topic, topic_types
-from pipeline.events import (Classification, Command, ContainerSample, Decision, Decisions,
-                             Envelope, HostSample, ProcessSample)
+from pipeline.events import (Chunks, Classification, Command, ContainerSample, Decision,
+                             Decisions, Envelope, HostSample, ProcessSample, joined)
 from pipeline.health import PartHealth
 from pipeline.settings import Settings
 from pipeline.stats import counter
@@ -98,17 +98,14 @@ def decision_key(decisions: Iterable[Decision]) -> tuple:
 
 def last_plans(events: Iterable[Envelope]) -> dict[str, Decisions]:
     """Each host's newest whole plan among decisions events (chunks joined in order)."""
-    chunks: dict[str, list[Decisions]] = {}
+    chunks: Chunks[Decisions] = Chunks(keep=1 << 30)   # a finite tail: every batch waits
     newest: dict[str, tuple[float, Decisions]] = {}
     for event in events:
         data: Decisions = event.data
-        parts = chunks.setdefault(data.batch, [])
-        parts.append(data)
-        if len(parts) < data.chunks:
+        parts = chunks.add(data)
+        if parts is None:
             continue
-        del chunks[data.batch]
-        whole = msgspec.structs.replace(data, chunk=0, chunks=1, items=[
-            d for part in sorted(parts, key=lambda p: p.chunk) for d in part.items])
+        whole = msgspec.structs.replace(data, chunk=0, chunks=1, items=joined(parts, "items"))
         old = newest.get(event.host)
         if old is None or (data.plan_seq, event.ts) >= (old[1].plan_seq, old[0]):
             newest[event.host] = (event.ts, whole)

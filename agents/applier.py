@@ -39,7 +39,8 @@ from agents.enforcement.safety import OUT_OF_SCOPE
 from pipeline import procfs
 from pipeline.bus import Publisher, read_tail, topic_types
 from pipeline.collectors.proc_events import ProcEvent
-from pipeline.events import Decision, Decisions, Enforcement, Enforcements, Envelope
+from pipeline.events import (Chunks, Decision, Decisions, Enforcement, Enforcements, Envelope,
+                             joined)
 from pipeline.health import PartHealth
 from pipeline.settings import Settings
 from pipeline.stats import counter, gauge
@@ -98,7 +99,7 @@ class ApplierAgent:
         self.docker_client = docker_client or (lambda: None)
         self.paths = settings.host_paths
         self.journal = Journal(journal_dir(settings))
-        self._chunks: dict[str, list[Decisions]] = {}
+        self._chunks: Chunks[Decisions] = Chunks()
         self._reconciled = False
         self.last_plan_seq: int | None = None
         self.last_applied_ts = 0.0          # when the last plan was applied (epoch s)
@@ -282,11 +283,9 @@ class ApplierAgent:
         if event.host != self.settings.host:
             return None
         data: Decisions = event.data
-        parts = self._chunks.setdefault(data.batch, [])
-        parts.append(data)
-        if len(parts) < data.chunks:
+        parts = self._chunks.add(data)
+        if parts is None:
             return None
-        del self._chunks[data.batch]
         if (self.last_plan_seq is not None and data.plan_seq < self.last_plan_seq
                 and event.ts < self.last_applied_ts):
             self.stats.dropped += 1
@@ -295,7 +294,7 @@ class ApplierAgent:
         self.last_plan_seq = self.stats.last_plan_seq = data.plan_seq
         self.last_plan_id = data.batch
         self.last_applied_ts = time.time()
-        return [d for part in sorted(parts, key=lambda p: p.chunk) for d in part.items]
+        return joined(parts, "items")
 
     def handlers(self) -> Sequence[Handler]:
         return [Handler("decisions", self._decisions)]

@@ -22,7 +22,8 @@ from agents.contract import AgentStats, Handler, Position, Timer, event_health
 from pipeline import procfs
 from pipeline.bus import Publisher, read_tail, topic_types
 from pipeline.collectors.wakeup_probe import ProbeError, WakeupProbe
-from pipeline.events import Decision, Decisions, Envelope, Measurement, StrategyChoice
+from pipeline.events import (Chunks, Decision, Decisions, Envelope, Measurement, StrategyChoice,
+                             joined)
 from pipeline.health import PartHealth
 from pipeline.settings import Settings
 from pipeline.stats import counter, gauge, note
@@ -105,7 +106,7 @@ class TunerAgent:
         self.tuner = StrategyTuner(self.cfg)
         self.critical_tiers = [t for t in TIERS if settings.allocator.policy.tier(t).exclusive]
         self.plans: dict[str, PlanView] = {}
-        self._chunks: dict[str, list[Decisions]] = {}
+        self._chunks: Chunks[Decisions] = Chunks()
         self.current: PlanView | None = None
         self.last_check: float | None = None
         self._busy = False
@@ -141,14 +142,11 @@ class TunerAgent:
         if event.host != self.settings.host:
             return
         data: Decisions = event.data
-        parts = self._chunks.setdefault(data.batch, [])
-        parts.append(data)
-        if len(parts) < data.chunks:
+        parts = self._chunks.add(data)
+        if parts is None:
             return
-        del self._chunks[data.batch]
         whole = Decisions(batch=data.batch, plan_seq=data.plan_seq, mode=data.mode,
-                          strategy=data.strategy,
-                          items=[d for p in sorted(parts, key=lambda p: p.chunk) for d in p.items])
+                          strategy=data.strategy, items=joined(parts, "items"))
         self.plans[data.batch] = plan_view(data.batch, whole, self.critical_tiers,
                                            self.manageable)
         while len(self.plans) > KEEP_PLANS:

@@ -43,24 +43,9 @@ def query_running_instance(api_listen: str, sql: str, timeout_s: float) -> Query
     Returns None when nothing listens there (no running instance); raises QueryError with
     the server's message when it answers with an error or something that is not corelane.
     """
-    try:
-        with _client(timeout_s) as client:
-            response = client.post(f"http://{api_listen}{QUERY_PATH}", json={"sql": sql})
-    except (httpx.ConnectError, httpx.ConnectTimeout):
+    body = _call(api_listen, "POST", QUERY_PATH, timeout_s, QueryError, json={"sql": sql})
+    if body is None:
         return None
-    except httpx.TimeoutException:
-        raise QueryError(f"corelane at {api_listen} did not answer within {timeout_s:g} s") from None
-    except httpx.HTTPError as exc:
-        raise QueryError(f"cannot talk to corelane at {api_listen}: "
-                         f"{type(exc).__name__} {exc}".rstrip()) from None
-
-    body = _json(response)
-    if response.status_code >= 400:
-        message = body.get("message") if isinstance(body, dict) else None
-        if not isinstance(message, str) or not message:
-            message = (f"corelane at {api_listen} answered HTTP {response.status_code} "
-                       f"without a message (is CORELANE_API pointing at corelane?)")
-        raise QueryError(message)
     try:
         return QueryResult(columns=list(body["columns"]), types=list(body["types"]),
                            rows=[tuple(row) for row in body["rows"]],
@@ -81,8 +66,8 @@ def post_command(settings: Settings, path: str, body: dict[str, Any],
     or None when no instance listens there. Raises CommandRefused with the server's
     message when it says no."""
     token = read_token(settings)
-    answer = _call(settings, "POST", path, timeout_s, json=body,
-                   headers={"Authorization": f"Bearer {token}"} if token else {})
+    answer = _call(settings.api.listen, "POST", API_PREFIX + path, timeout_s, CommandRefused,
+                   json=body, headers={"Authorization": f"Bearer {token}"} if token else {})
     if answer is not None and not isinstance(answer, dict):
         raise CommandRefused(f"the answer from {settings.api.listen} is not corelane's")
     return answer
@@ -91,24 +76,30 @@ def post_command(settings: Settings, path: str, body: dict[str, Any],
 def get_json(settings: Settings, path: str, timeout_s: float = 10.0) -> Any:
     """GET ``path`` under /api/v1 from the running instance; None when none listens, and
     CommandRefused with the server's message on an error."""
-    return _call(settings, "GET", path, timeout_s)
+    return _call(settings.api.listen, "GET", API_PREFIX + path, timeout_s, CommandRefused)
 
 
-def _call(settings: Settings, method: str, path: str, timeout_s: float, **kw: Any) -> Any:
+def _call(api_listen: str, method: str, path: str, timeout_s: float,
+          error: type[Exception], **kw: Any) -> Any:
+    """One request to the instance at ``api_listen``: its JSON answer, None when nothing
+    listens there, ``error`` with the server's message (or why there is none) otherwise."""
     try:
         with _client(timeout_s) as client:
-            response = client.request(method, f"http://{settings.api.listen}{API_PREFIX}{path}",
-                                      **kw)
+            response = client.request(method, f"http://{api_listen}{path}", **kw)
     except (httpx.ConnectError, httpx.ConnectTimeout):
         return None
+    except httpx.TimeoutException:
+        raise error(f"corelane at {api_listen} did not answer within {timeout_s:g} s") from None
     except httpx.HTTPError as exc:
-        raise CommandRefused(f"cannot talk to corelane at {settings.api.listen}: "
-                             f"{type(exc).__name__} {exc}".rstrip()) from None
+        raise error(f"cannot talk to corelane at {api_listen}: "
+                    f"{type(exc).__name__} {exc}".rstrip()) from None
     answer = _json(response)
     if response.status_code >= 400:
         message = answer.get("message") if isinstance(answer, dict) else None
-        raise CommandRefused(message or f"corelane at {settings.api.listen} answered HTTP "
-                                        f"{response.status_code}")
+        if not isinstance(message, str) or not message:
+            message = (f"corelane at {api_listen} answered HTTP {response.status_code} "
+                       f"without a message (is CORELANE_API pointing at corelane?)")
+        raise error(message)
     return answer
 
 

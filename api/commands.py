@@ -4,6 +4,7 @@ exception is ``classify-workload``, a read that answers 200 with the classifier'
 judgement. Every POST needs the bearer token (``api.auth``)."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
@@ -16,7 +17,7 @@ from api.models import (Accepted, ClassifyRequest, DecisionRow, Judgement, Label
 from api.service import ApiService
 from pipeline import commands
 from pipeline.bus import BrokerUnreachable
-from pipeline.events import Payload, topic_name
+from pipeline.events import Payload, to_builtins, topic_name
 from pipeline.times import from_epoch
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -92,20 +93,12 @@ def commands_router(service: ApiService) -> APIRouter:
         if state is not None and state.plan is not None:
             d = state.plan.processes.get((found.pid, found.start_time))
             if d is not None:
-                decision = DecisionRow(ts=from_epoch(state.plan.ts), host=service.host,
-                                       plan_seq=state.plan.seq, plan_id=state.plan.batch,
-                                       mode=state.plan.mode, strategy=state.plan.strategy,
-                                       target=d.target, tier=d.tier, cpus=d.cpus, pid=d.pid,
-                                       start_time=d.start_time, nice=d.nice,
-                                       ioclass=d.ioclass, iolevel=d.iolevel,
-                                       policy=d.policy, reason=d.reason)
-        return Judgement(host=service.host, pid=found.pid, start_time=found.start_time,
-                         name=found.name, cls=found.cls, tier=found.tier,
-                         confidence=found.confidence, source=found.source,
-                         reason=found.reason, guess=found.guess,
-                         guess_reason=found.guess_reason, label=found.label,
-                         samples=found.samples, span_s=found.span_s,
-                         features=found.features, decision=decision)
+                plan = state.plan
+                decision = DecisionRow(**to_builtins(d), ts=from_epoch(plan.ts),
+                                       host=service.host, plan_seq=plan.seq,
+                                       plan_id=plan.batch, mode=plan.mode,
+                                       strategy=plan.strategy)
+        return Judgement(host=service.host, **dataclasses.asdict(found), decision=decision)
 
     @router.post("/mode", status_code=202, response_model=Accepted)
     async def mode(body: ModeRequest) -> Accepted:

@@ -7,12 +7,15 @@ fold: events in, state out, no I/O.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.events import (Alert, Classification, ContainerSample, Decision, Decisions,
-                             Enforcement, Envelope, HostSample, ProcessSample)
+from pipeline.events import (Alert, Chunks, Classification, ContainerSample, ContainerSamples,
+                             Decision, Decisions, Envelope, HostSample, ProcessSample,
+                             ProcessSamples, joined)
+
+# Batches of one host that may wait for a lost chunk at once before the oldest is dropped.
+KEEP_WAITING = 3
 
 Identity = tuple[int, int]     # (pid, start_time)
 
@@ -27,7 +30,6 @@ class Plan:
     ts: float
     processes: dict[Identity, Decision]
     containers: dict[str, Decision]
-    cpus: list[Decision]
 
 
 @dataclass
@@ -36,22 +38,20 @@ class HostState:
     sampled_at: dict[Identity, float] = field(default_factory=dict)
     delay_ms_s: dict[Identity, float] = field(default_factory=dict)   # run-queue delay rate
     classes: dict[Identity, Classification] = field(default_factory=dict)
-    enforcements: dict[Identity, Enforcement] = field(default_factory=dict)
     containers: dict[str, ContainerSample] = field(default_factory=dict)
     host_sample: HostSample | None = None
     host_sampled_at: float | None = None
     topology: dict[str, Any] | None = None
     plan: Plan | None = None
-    # chunks of the batches being received: batch -> parts
-    _sweep: dict[str, list[ProcessSample]] = field(default_factory=dict)
-    _sweep_parts: dict[str, int] = field(default_factory=dict)
-    _plan_parts: dict[str, list[Decisions]] = field(default_factory=dict)
-    _containers: dict[str, list[ContainerSample]] = field(default_factory=dict)
-    _container_parts: dict[str, int] = field(default_factory=dict)
+    # the chunks of the sweeps and plans being received
+    sweeps: Chunks[ProcessSamples] = field(default_factory=lambda: Chunks(KEEP_WAITING))
+    plans: Chunks[Decisions] = field(default_factory=lambda: Chunks(KEEP_WAITING))
+    container_sweeps: Chunks[ContainerSamples] = field(
+        default_factory=lambda: Chunks(KEEP_WAITING))
 
 
 class LiveState:
-    """The newest sweep, classes, plan, enforcements, containers and alerts of each host."""
+    """The newest sweep, classes, plan, containers and alerts of each host."""
 
     def __init__(self) -> None:
         self.hosts: dict[str, HostState] = {}
@@ -65,10 +65,6 @@ class LiveState:
         if handler is not None:
             handler(self, event)
 
-    def apply_all(self, events: Iterable[Envelope]) -> None:
-        for event in events:
-            self.apply(event)
-
     # --- the fold ------------------------------------------------------------------------
 
     def _process_samples(self, event: Envelope) -> None:
@@ -77,18 +73,9 @@ class LiveState:
         if data.partial:
             self._take_samples(h, event.ts, data.samples, replace=False)
             return
-        parts = h._sweep.setdefault(data.batch, [])
-        parts.extend(data.samples)
-        h._sweep_parts[data.batch] = h._sweep_parts.get(data.batch, 0) + 1
-        if h._sweep_parts[data.batch] < data.chunks:
-            return
-        samples = h._sweep.pop(data.batch)
-        del h._sweep_parts[data.batch]
-        # A sweep that never completed (a lost chunk) must not hold memory for ever.
-        for stale in [b for b in h._sweep if b != data.batch][:-2]:
-            h._sweep.pop(stale, None)
-            h._sweep_parts.pop(stale, None)
-        self._take_samples(h, event.ts, samples, replace=True)
+        parts = h.sweeps.add(data)
+        if parts is not None:
+            self._take_samples(h, event.ts, joined(parts, "samples"), replace=True)
 
     @staticmethod
     def _take_samples(h: HostState, ts: float, samples: list[ProcessSample],
@@ -108,7 +95,6 @@ class LiveState:
                 h.sampled_at.pop(key, None)
                 h.delay_ms_s.pop(key, None)
                 h.classes.pop(key, None)
-                h.enforcements.pop(key, None)
         else:
             h.samples.update(fresh)
         for key in fresh:
@@ -122,42 +108,23 @@ class LiveState:
     def _decisions(self, event: Envelope) -> None:
         h = self.host(event.host)
         data: Decisions = event.data
-        parts = h._plan_parts.setdefault(data.batch, [])
-        parts.append(data)
-        if len(parts) < data.chunks:
+        parts = h.plans.add(data)
+        if parts is None:
             return
-        del h._plan_parts[data.batch]
-        for stale in list(h._plan_parts)[:-2]:
-            h._plan_parts.pop(stale, None)
-        items = [d for part in sorted(parts, key=lambda p: p.chunk) for d in part.items]
+        items: list[Decision] = joined(parts, "items")
         h.plan = Plan(
             batch=data.batch, seq=data.plan_seq, mode=data.mode, strategy=data.strategy,
             ts=event.ts,
             processes={(d.pid, d.start_time or 0): d for d in items
                        if d.target == "process" and d.pid is not None},
             containers={d.container_id: d for d in items
-                        if d.target == "container" and d.container_id},
-            cpus=[d for d in items if d.target == "cpu"])
-
-    def _enforcements(self, event: Envelope) -> None:
-        h = self.host(event.host)
-        for e in event.data.items:
-            if e.pid is not None and e.start_time is not None:
-                h.enforcements[(e.pid, e.start_time)] = e
+                        if d.target == "container" and d.container_id})
 
     def _container_samples(self, event: Envelope) -> None:
         h = self.host(event.host)
-        data = event.data
-        parts = h._containers.setdefault(data.batch, [])
-        parts.extend(data.samples)
-        h._container_parts[data.batch] = h._container_parts.get(data.batch, 0) + 1
-        if h._container_parts[data.batch] < data.chunks:
-            return
-        h.containers = {c.id: c for c in h._containers.pop(data.batch)}
-        del h._container_parts[data.batch]
-        for stale in list(h._containers)[:-2]:
-            h._containers.pop(stale, None)
-            h._container_parts.pop(stale, None)
+        parts = h.container_sweeps.add(event.data)
+        if parts is not None:
+            h.containers = {c.id: c for c in joined(parts, "samples")}
 
     def _host_sample(self, event: Envelope) -> None:
         h = self.host(event.host)
@@ -177,7 +144,6 @@ _HANDLERS = {
     "process_samples": LiveState._process_samples,
     "classifications": LiveState._classifications,
     "decisions": LiveState._decisions,
-    "enforcements": LiveState._enforcements,
     "container_samples": LiveState._container_samples,
     "host_sample": LiveState._host_sample,
     "alert": LiveState._alert,

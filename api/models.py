@@ -2,10 +2,11 @@
 the OpenAPI schema says exactly what each endpoint gives and takes."""
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 T = TypeVar("T")
 
@@ -16,6 +17,19 @@ def _utc(moment: datetime) -> datetime:
 
 # The history keeps UTC without a zone; answers say so (RFC 3339, with the offset).
 UtcTime = Annotated[datetime, AfterValidator(_utc)]
+
+
+def _object(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    return value if isinstance(value, dict) else {}
+
+
+# A JSON column of the history, read as text: the object it holds ({} when it holds none).
+JsonObject = Annotated[dict[str, Any], BeforeValidator(_object)]
 
 
 class Message(BaseModel):
@@ -174,8 +188,8 @@ class EnforcementRow(BaseModel):
     start_time: int | None = None
     container_id: str | None = None
     reason: str = ""
-    before: dict[str, Any] = Field(default_factory=dict, description="settings before")
-    after: dict[str, Any] = Field(default_factory=dict, description="settings after")
+    before: JsonObject = Field(default_factory=dict, description="settings before")
+    after: JsonObject = Field(default_factory=dict, description="settings after")
 
 
 class ProcessDetail(BaseModel):
@@ -270,7 +284,7 @@ class AlertRow(BaseModel):
     severity: str
     opened_at: UtcTime
     resolved_at: UtcTime | None = None
-    details: dict[str, Any] = Field(default_factory=dict)
+    details: JsonObject = Field(default_factory=dict)
 
 
 # --- commands ---------------------------------------------------------------------------
@@ -291,12 +305,9 @@ class LabelRequest(BaseModel):
                               description="regular expression over name and command line")
 
 
-class RegisterRequest(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+class RegisterRequest(LabelRequest):
+    """A label that must name a tier."""
     tier: str
-    cls: str | None = Field(None, alias="class")
-    pid: int | None = Field(None, ge=1, le=2 ** 31 - 1)
-    match: str | None = Field(None, min_length=1, max_length=1000)
 
 
 class ClassifyRequest(BaseModel):

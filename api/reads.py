@@ -4,14 +4,12 @@ or container is a 4xx with a message."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -69,15 +67,6 @@ def _rows(result: QueryResult) -> list[dict[str, Any]]:
     return [dict(zip(result.columns, row)) for row in result.rows]
 
 
-def _json_field(value: Any) -> dict[str, Any]:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return {}
-    return value if isinstance(value, dict) else {}
-
-
 class HistoryReader:
     """Runs the history's questions off the event loop, with one way to fail."""
 
@@ -98,21 +87,11 @@ class HistoryReader:
             raise HTTPException(400, str(exc)) from None
 
     async def page(self, sql_params: tuple[str, list[Any]], model: type[M], limit: int,
-                   offset: int, shape: Callable[[dict[str, Any]], dict[str, Any]] = dict
-                   ) -> Page[M]:
+                   offset: int) -> Page[M]:
         rows = await self.run(sql_params)
-        items = [model.model_validate(shape(r)) for r in rows[:limit]]
+        items = [model.model_validate(r) for r in rows[:limit]]
         return Page[model](items=items, offset=offset, limit=limit,  # type: ignore[valid-type]
                            next_offset=offset + limit if len(rows) > limit else None)
-
-
-def _enforcement_shape(row: dict[str, Any]) -> dict[str, Any]:
-    return {**row, "before": _json_field(row.get("before")),
-            "after": _json_field(row.get("after"))}
-
-
-def _alert_shape(row: dict[str, Any]) -> dict[str, Any]:
-    return {**row, "details": _json_field(row.get("details"))}
 
 
 # --- live views --------------------------------------------------------------------------
@@ -132,6 +111,20 @@ def process_view(host: str, h: HostState, key: Identity) -> ProcessView:
         ioclass=d.ioclass if d else None, cpu_share=round(s.cpu_share, 4),
         run_delay_ms_s=(round(h.delay_ms_s[key], 3) if key in h.delay_ms_s else None),
         seen_at=from_epoch(seen) if seen else None)
+
+
+async def past_view(history: HistoryReader, host: str, key: Identity) -> ProcessView | None:
+    """A process that is gone, as its last recorded sample showed it."""
+    last = await history.run(reads.last_sample(host, *key))
+    if not last:
+        return None
+    r = last[0]
+    return ProcessView(host=host, pid=key[0], start_time=key[1], name=r["name"],
+                       cmdline=r["cmdline"] or "", state=r["state"] or "",
+                       container_id=r["container_id"], affinity=r["affinity"] or "",
+                       nice=r["nice"] or 0,
+                       policy=POLICY_NAMES.get(r["policy"], str(r["policy"])),
+                       cpu_share=r["cpu_share"] or 0.0, seen_at=r["ts"])
 
 
 def container_view(host: str, h: HostState, cid: str) -> ContainerView:
@@ -334,70 +327,50 @@ def reads_router(service: ApiService) -> APIRouter:
             if key[1] >= 2 ** 63:
                 raise HTTPException(400, f"start time {key[1]} is out of range")
         is_live = key in state.samples
-        if not is_live:
-            seen = await history.run(reads.known_identity(host_name, *key))
-            if not seen or seen[0].get("max(ts)") is None:
-                raise HTTPException(404, f"no process {key[0]}:{key[1]} on {host_name}, live "
-                                         f"or in the history")
         f = reads.Filter(host=host_name, pid=key[0], start_time=key[1], limit=limit)
-        view = process_view(host_name, state, key) if is_live else None
-        if view is None:
-            last = await history.run(reads.last_sample(host_name, *key))
-            if last:
-                r = last[0]
-                view = ProcessView(host=host_name, pid=key[0], start_time=key[1],
-                                   name=r["name"], cmdline=r["cmdline"] or "",
-                                   state=r["state"] or "", container_id=r["container_id"],
-                                   affinity=r["affinity"] or "", nice=r["nice"] or 0,
-                                   policy=POLICY_NAMES.get(r["policy"], str(r["policy"])),
-                                   cpu_share=r["cpu_share"] or 0.0, seen_at=r["ts"])
+        view = process_view(host_name, state, key) if is_live else \
+            await past_view(history, host_name, key)
         c_rows, d_rows, e_rows = await asyncio.gather(
             history.run(reads.classifications(f)), history.run(reads.decisions(f)),
             history.run(reads.enforcements(f)))
+        if view is None and not c_rows:
+            raise HTTPException(404, f"no process {key[0]}:{key[1]} on {host_name}, live "
+                                     f"or in the history")
         return ProcessDetail(
             host=host_name, pid=key[0], start_time=key[1], live=is_live, process=view,
             classifications=[ClassificationRow.model_validate(r) for r in c_rows[:limit]],
             decisions=[DecisionRow.model_validate(r) for r in d_rows[:limit]],
-            enforcements=[EnforcementRow.model_validate(_enforcement_shape(r))
-                          for r in e_rows[:limit]])
-
-    def event_filter(t_from: str | None, t_to: str | None, host: str | None,
-                     pid: int | None, tier: str | None, limit: int,
-                     offset: int) -> reads.Filter:
-        start, end = _maybe_window(t_from, t_to)
-        return reads.Filter(t_from=start, t_to=end, host=host, pid=pid, tier=tier,
-                            limit=limit, offset=offset)
+            enforcements=[EnforcementRow.model_validate(r) for r in e_rows[:limit]])
 
     Pid = Query(None, ge=0, le=2 ** 31 - 1)
     Tier = Query(None, max_length=64)
 
+    def event_filter(t_from: str | None = From, t_to: str | None = To,
+                     host: str | None = Host, pid: int | None = Pid,
+                     tier: str | None = Tier, limit: int = Limit,
+                     offset: int = Offset) -> reads.Filter:
+        """The filters and paging the event lists share, as one dependency."""
+        start, end = _maybe_window(t_from, t_to)
+        return reads.Filter(t_from=start, t_to=end, host=host, pid=pid, tier=tier,
+                            limit=limit, offset=offset)
+
+    EventFilter = Depends(event_filter)
+
     @router.get("/classifications", response_model=Page[ClassificationRow])
-    async def classifications(t_from: str | None = From, t_to: str | None = To,
-                              host: str | None = Host, pid: int | None = Pid,
-                              tier: str | None = Tier, limit: int = Limit,
-                              offset: int = Offset) -> Page[ClassificationRow]:
+    async def classifications(f: reads.Filter = EventFilter) -> Page[ClassificationRow]:
         """Every judgement, with its source and reason."""
-        f = event_filter(t_from, t_to, host, pid, tier, limit, offset)
-        return await history.page(reads.classifications(f), ClassificationRow, limit, offset)
+        return await history.page(reads.classifications(f), ClassificationRow, f.limit,
+                                  f.offset)
 
     @router.get("/decisions", response_model=Page[DecisionRow])
-    async def decisions(t_from: str | None = From, t_to: str | None = To,
-                        host: str | None = Host, pid: int | None = Pid,
-                        tier: str | None = Tier, limit: int = Limit,
-                        offset: int = Offset) -> Page[DecisionRow]:
+    async def decisions(f: reads.Filter = EventFilter) -> Page[DecisionRow]:
         """Every placement decided, with its reason."""
-        f = event_filter(t_from, t_to, host, pid, tier, limit, offset)
-        return await history.page(reads.decisions(f), DecisionRow, limit, offset)
+        return await history.page(reads.decisions(f), DecisionRow, f.limit, f.offset)
 
     @router.get("/enforcements", response_model=Page[EnforcementRow])
-    async def enforcements(t_from: str | None = From, t_to: str | None = To,
-                           host: str | None = Host, pid: int | None = Pid,
-                           tier: str | None = Tier, limit: int = Limit,
-                           offset: int = Offset) -> Page[EnforcementRow]:
+    async def enforcements(f: reads.Filter = EventFilter) -> Page[EnforcementRow]:
         """Every change made (or skipped, or failed), with the settings before and after."""
-        f = event_filter(t_from, t_to, host, pid, tier, limit, offset)
-        return await history.page(reads.enforcements(f), EnforcementRow, limit, offset,
-                                  _enforcement_shape)
+        return await history.page(reads.enforcements(f), EnforcementRow, f.limit, f.offset)
 
     @router.get("/containers", response_model=list[ContainerView])
     async def containers(host: str | None = Host) -> list[ContainerView]:
@@ -453,7 +426,7 @@ def reads_router(service: ApiService) -> APIRouter:
         """Alerts, open and resolved, each as its newest transition."""
         return await history.page(
             reads.alerts(None if state == "all" else state, host, limit, offset), AlertRow,
-            limit, offset, _alert_shape)
+            limit, offset)
 
     return router
 

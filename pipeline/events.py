@@ -437,3 +437,34 @@ def batched(make: type[B], rows: Sequence[Any], size: int, field: str,
     for i, part in enumerate(parts):
         part.chunk, part.chunks = i, len(parts)
     return parts
+
+
+class Chunks(Generic[B]):
+    """The other end of ``batched``: collects the chunks of batches as they arrive.
+
+    ``add`` gives a batch's chunks in chunk order once the last of them has come, else
+    None. At most ``keep`` batches wait at once: one whose chunk was lost is dropped once
+    ``keep`` newer ones have begun, so a lost message never holds memory for ever.
+    """
+
+    def __init__(self, keep: int = 16) -> None:
+        self.keep = keep
+        self._waiting: dict[str, list[B]] = {}
+
+    def add(self, part: B) -> list[B] | None:
+        parts = self._waiting.setdefault(part.batch, [])
+        parts.append(part)
+        if len(parts) < part.chunks:
+            while len(self._waiting) > self.keep:
+                self._waiting.pop(next(iter(self._waiting)))
+            return None
+        del self._waiting[part.batch]
+        return sorted(parts, key=lambda p: p.chunk)
+
+    def clear(self) -> None:
+        self._waiting.clear()
+
+
+def joined(parts: Sequence[Any], field: str) -> list[Any]:
+    """The rows of a whole batch: each chunk's ``field``, in chunk order."""
+    return [row for part in parts for row in getattr(part, field)]

@@ -84,16 +84,6 @@ WHERE TRUE {tier_clause}
 ORDER BY e.ts DESC, e.pid {page}""", params + tier_params + more)
 
 
-def known_identity(host: str, pid: int, start_time: int) -> Sql:
-    """Whether the history holds anything of this process."""
-    return ("""
-SELECT max(ts) FROM (
-    SELECT max(ts) AS ts FROM process_samples WHERE host = ? AND pid = ? AND start_time = ?
-    UNION ALL
-    SELECT max(ts) FROM classifications WHERE host = ? AND pid = ? AND start_time = ?)""",
-            [host, pid, start_time] * 2)
-
-
 def last_sample(host: str, pid: int, start_time: int) -> Sql:
     return ("""
 SELECT ts, name, cmdline, state, container_id, cpu_share, nice, policy, affinity

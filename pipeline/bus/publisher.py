@@ -161,29 +161,40 @@ class Publisher:
         self._took(events)
         return len(futures)
 
-    async def publish_each(self, events: Sequence[Envelope]) -> list[Envelope]:
-        """Send several envelopes concurrently; returns those the broker did not take (none
-        when all went), so that a retry sends only those and nothing twice."""
-        pending = []
-        failed: list[Envelope] = []
+    def encoded(self, events: Iterable[Envelope]) -> list[tuple[Envelope, bytes]]:
+        """Each envelope with its bytes, for ``publish_each``; one that can never fit a
+        message is dropped here, with an error, since sending it again cannot help."""
+        out = []
         for event in events:
             try:
-                pending.append((event, await self.producer.send(
-                    self.settings.topic(event.type), self._encode(event), key=self._key)))
-            except MessageTooLarge as exc:   # it will never fit: trying again cannot help
+                out.append((event, self._encode(event)))
+            except MessageTooLarge as exc:
                 self._failed(exc)
                 log.error("%s; dropped", exc)
+        return out
+
+    async def publish_each(self, items: Sequence[tuple[Envelope, bytes]]
+                           ) -> list[tuple[Envelope, bytes]]:
+        """Send several encoded envelopes concurrently; returns those the broker did not
+        take (none when all went), so that a retry sends only those and nothing twice."""
+        pending = []
+        failed: list[tuple[Envelope, bytes]] = []
+        for item in items:
+            event, raw = item
+            try:
+                pending.append((item, await self.producer.send(
+                    self.settings.topic(event.type), raw, key=self._key)))
             except Exception as exc:  # noqa: BLE001 - reported per event, never raised
                 self._failed(exc)
-                failed.append(event)
+                failed.append(item)
         results = await asyncio.gather(*(f for _, f in pending), return_exceptions=True)
         taken = []
-        for (event, _), result in zip(pending, results):
+        for (item, _), result in zip(pending, results):
             if isinstance(result, BaseException):
                 self._failed(result)
-                failed.append(event)
+                failed.append(item)
             else:
-                taken.append(event)
+                taken.append(item[0])
         if taken:
             self._took(taken)
         return failed

@@ -60,7 +60,7 @@ class KafkaSink:
         self.publisher = publisher
         self.stats = stats if stats is not None else CollectorStats()
         self.max_bytes, self.retry_s = max_bytes, retry_s
-        self._queue: deque[tuple[float, int, list[Envelope]]] = deque()
+        self._queue: deque[tuple[float, int, list[tuple[Envelope, bytes]]]] = deque()
         self._bytes = 0
         self._ready = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
@@ -69,8 +69,10 @@ class KafkaSink:
     async def emit(self, events: list[Envelope]) -> None:
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_forever())
-        size = sum(len(encode(e)) for e in events)
-        self._queue.append((time.time(), size, events))
+        # Encoded once, here: the bytes both size the buffer and go to the broker.
+        items = self.publisher.encoded(events)
+        size = sum(len(raw) for _, raw in items)
+        self._queue.append((time.time(), size, items))
         self._bytes += size
         while self._bytes > self.max_bytes and len(self._queue) > 1:
             _, dropped, _ = self._queue.popleft()
@@ -90,14 +92,14 @@ class KafkaSink:
                 self._ready.clear()
                 await self._ready.wait()
                 continue
-            queued_at, size, events = self._queue[0]
-            left = await self.publisher.publish_each(events)
+            queued_at, size, items = self._queue[0]
+            left = await self.publisher.publish_each(items)
             if left:
                 if not self._broker_down:
                     self._broker_down = True
                     log.warning("the broker is not taking sweeps; they wait in the collector's "
                                 "buffer (collector.buffer_bytes) and go in order when it does")
-                if self._queue and self._queue[0][2] is events:
+                if self._queue and self._queue[0][2] is items:
                     self._queue[0] = (queued_at, size, left)
                 await asyncio.sleep(self.retry_s)
                 continue
@@ -105,7 +107,7 @@ class KafkaSink:
                 self._broker_down = False
                 log.info("the broker takes sweeps again; %d waiting sweeps follow",
                          len(self._queue) - 1)
-            if self._queue and self._queue[0][2] is events:
+            if self._queue and self._queue[0][2] is items:
                 self._queue.popleft()
                 self._bytes -= size
             self.stats.last_emit_ts = time.time()

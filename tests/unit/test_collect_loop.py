@@ -57,10 +57,14 @@ class HungBroker:
         self.down = True
         self.sent: list[str] = []
 
-    async def publish_each(self, events: list[Envelope]) -> list[Envelope]:
+    def encoded(self, events: list[Envelope]) -> list[tuple[Envelope, bytes]]:
+        return [(e, encode(e)) for e in events]
+
+    async def publish_each(self, items: list[tuple[Envelope, bytes]]
+                           ) -> list[tuple[Envelope, bytes]]:
         if self.down:
-            return list(events)
-        self.sent += [e.id for e in events]
+            return list(items)
+        self.sent += [e.id for e, _ in items]
         return []
 
 
