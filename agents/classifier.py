@@ -18,13 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.classification.decide import Classifier, Explanation, SweepResult
+from agents.classification.decide import SweepResult
+from agents.classification.hosts import HostClassifiers
 from agents.classification.model import ModelSnapshotError, OnlineModel
-from agents.classification.rules import LabelError, RuleSet, load_rules
+from agents.classification.rules import RuleSet, load_rules
 from agents.contract import AgentStats, Handler, Position, Timer, event_health
 from pipeline.bus import Publisher, replay_topic, topic_types
-from pipeline.events import (Classification, Classifications, ContainerSamples, Envelope,
-                             Label, ProcessSamples)
+from pipeline.events import Classification, Classifications, Envelope
 from pipeline.health import PartHealth
 from pipeline.settings import Settings
 from pipeline.stats import counter
@@ -69,60 +69,25 @@ class ClassifierStats(AgentStats):
     learned: int = counter("labelled windows the model learned from")
 
 
-class ClassifierAgent:
-    """Owns the per-host classifiers and feeds them the sample, label and container events."""
+class ClassifierAgent(HostClassifiers):
+    """The per-host classifiers (``agents.classification.hosts``) on the bus."""
     name = "classifier"
 
     def __init__(self, settings: Settings, publisher: Publisher,
                  model: OnlineModel | None = None, rules: RuleSet | None = None) -> None:
+        super().__init__(settings.classifier,
+                         model if model is not None else load_model(settings),
+                         rules if rules is not None else load_rule_set(settings))
         self.settings = settings
         self.publisher = publisher
-        self.model = model if model is not None else load_model(settings)
-        self.rules = rules if rules is not None else load_rule_set(settings)
-        self.hosts: dict[str, Classifier] = {}
-        self._match_labels: list[tuple[Label, str]] = []  # regex labels reach every host
         self.last_offset: int | None = None
         self.stats = ClassifierStats()
 
-    # --- the pure part, driven by events ---------------------------------------------------
-
-    def classifier_for(self, host: str) -> Classifier:
-        classifier = self.hosts.get(host)
-        if classifier is None:
-            classifier = self.hosts[host] = Classifier.from_settings(
-                self.settings.classifier, model=self.model, rules=self.rules)
-            for label, label_id in self._match_labels:
-                classifier.apply_label(label, label_id)
-        return classifier
-
     def on_samples(self, event: Envelope) -> SweepResult:
-        data: ProcessSamples = event.data
-        result = self.classifier_for(event.host).sweep(event.ts, data.samples)
+        result = super().on_samples(event)
         self.stats.sweeps += 1
         self.stats.learned += result.learned
         return result
-
-    def on_label(self, event: Envelope) -> None:
-        label: Label = event.data
-        try:
-            if label.match is not None:
-                self._match_labels.append((label, event.id))
-                for classifier in self.hosts.values():
-                    classifier.apply_label(label, event.id)
-            else:  # a pid names a process on the host that sent the label
-                self.classifier_for(event.host).apply_label(label, event.id)
-        except LabelError as exc:
-            log.warning("label %s from %s not applied: %s", event.id, event.host, exc)
-
-    def explain(self, host: str, pid: int, start_time: int | None = None
-                ) -> Explanation | None:
-        """The judgement of a process of ``host`` and the features behind it, or None."""
-        classifier = self.hosts.get(host)
-        return classifier.explain(pid, start_time) if classifier is not None else None
-
-    def on_containers(self, event: Envelope) -> None:
-        data: ContainerSamples = event.data
-        self.classifier_for(event.host).update_containers(data.samples)
 
     # --- the shell: the contract, publishing, snapshots -------------------------------------
 

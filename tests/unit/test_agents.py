@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from agents.allocation import to_decisions
-from agents.allocator import (AllocatorAgent, container_targets, decision_key, last_plans,
-                              scheduled_mode)
+from agents.allocation.hosts import container_targets, decision_key, last_plans, scheduled_mode
+from agents.allocator import AllocatorAgent
 from agents.applier import ApplierAgent
 from pipeline import commands
 from pipeline import events as ev

@@ -1,0 +1,63 @@
+"""One ``Classifier`` per host, sharing one model and one rule set, fed by events.
+
+Identities never mix across hosts: each host's processes have their own windows and
+judgements. A label naming a pid belongs to the host that sent it; a label with a
+``match`` reaches every host, those seen later included. The classifier agent runs this on
+the bus, a replay on recorded events, a shadow policy beside the live one.
+"""
+from __future__ import annotations
+
+import logging
+
+from agents.classification.decide import Classifier, Explanation, SweepResult
+from agents.classification.model import OnlineModel
+from agents.classification.rules import LabelError, RuleSet
+from pipeline.events import ContainerSamples, Envelope, Label, ProcessSamples
+from pipeline.settings import ClassifierSettings
+
+log = logging.getLogger(__name__)
+
+
+class HostClassifiers:
+    def __init__(self, settings: ClassifierSettings, model: OnlineModel,
+                 rules: RuleSet) -> None:
+        self.classifier_settings = settings
+        self.model = model
+        self.rules = rules
+        self.hosts: dict[str, Classifier] = {}
+        self._match_labels: list[tuple[Label, str]] = []   # regex labels reach every host
+
+    def classifier_for(self, host: str) -> Classifier:
+        classifier = self.hosts.get(host)
+        if classifier is None:
+            classifier = self.hosts[host] = Classifier.from_settings(
+                self.classifier_settings, model=self.model, rules=self.rules)
+            for label, label_id in self._match_labels:
+                classifier.apply_label(label, label_id)
+        return classifier
+
+    def on_samples(self, event: Envelope) -> SweepResult:
+        data: ProcessSamples = event.data
+        return self.classifier_for(event.host).sweep(event.ts, data.samples)
+
+    def on_label(self, event: Envelope) -> None:
+        label: Label = event.data
+        try:
+            if label.match is not None:
+                self._match_labels.append((label, event.id))
+                for classifier in self.hosts.values():
+                    classifier.apply_label(label, event.id)
+            else:  # a pid names a process on the host that sent the label
+                self.classifier_for(event.host).apply_label(label, event.id)
+        except LabelError as exc:
+            log.warning("label %s from %s not applied: %s", event.id, event.host, exc)
+
+    def on_containers(self, event: Envelope) -> None:
+        data: ContainerSamples = event.data
+        self.classifier_for(event.host).update_containers(data.samples)
+
+    def explain(self, host: str, pid: int, start_time: int | None = None
+                ) -> Explanation | None:
+        """The judgement of a process of ``host`` and the features behind it, or None."""
+        classifier = self.hosts.get(host)
+        return classifier.explain(pid, start_time) if classifier is not None else None
