@@ -21,6 +21,7 @@ from pathlib import Path
 from agents.classification.decide import SweepResult
 from agents.classification.hosts import HostClassifiers
 from agents.classification.model import ModelSnapshotError, OnlineModel
+from agents.classification.snapshots import LEGACY_NAME, ModelShelf
 from agents.classification.rules import RuleSet, load_rules
 from agents.contract import AgentStats, Handler, Position, Timer, event_health
 from pipeline.bus import Publisher, replay_topic, topic_types
@@ -31,28 +32,29 @@ from pipeline.stats import counter
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_NAME = "model.pkl"
-
-
-def snapshot_path(settings: Settings) -> Path:
+def model_shelf(settings: Settings) -> ModelShelf:
+    """Where the model's versions are kept (``classifier.snapshot_dir``, else home/models)."""
     folder = settings.classifier.snapshot_dir
-    return (Path(folder).expanduser() if folder else settings.home_path / "models") / SNAPSHOT_NAME
+    return ModelShelf(Path(folder).expanduser() if folder else settings.home_path / "models")
 
 
 def load_model(settings: Settings) -> OnlineModel:
-    """The last snapshot, or a new model; a snapshot that cannot be read is set aside."""
-    path = snapshot_path(settings)
+    """The newest snapshot, or a new model; a snapshot that cannot be read is set aside."""
+    shelf = model_shelf(settings)
     cfg = settings.classifier
-    if path.exists():
-        try:
-            model = OnlineModel.load(path)
-            log.info("model %s loaded from %s (learned up to offset %s)", model.tag, path,
-                     model.offset)
-            return model
-        except ModelSnapshotError as exc:
-            aside = path.with_suffix(f".unreadable-{int(time.time())}")
-            path.rename(aside)
-            log.warning("%s; starting a new model (the old file is kept as %s)", exc, aside)
+    try:
+        model = shelf.latest()
+    except ModelSnapshotError as exc:
+        versions = shelf.versions()
+        path = shelf.path_of(versions[-1]) if versions else shelf.folder / LEGACY_NAME
+        aside = path.with_suffix(f".unreadable-{int(time.time())}")
+        path.rename(aside)
+        log.warning("%s; starting a new model (the old file is kept as %s)", exc, aside)
+        model = None
+    if model is not None:
+        log.info("model %s loaded from %s (learned up to offset %s)", model.tag,
+                 shelf.folder, model.offset)
+        return model
     return OnlineModel(cfg.model, drift_delta=cfg.drift_delta)
 
 
@@ -81,6 +83,7 @@ class ClassifierAgent(HostClassifiers):
         self.settings = settings
         self.publisher = publisher
         self.last_offset: int | None = None
+        self.last_ts: float | None = None      # of the last sample event learned from
         self.stats = ClassifierStats()
 
     def on_samples(self, event: Envelope) -> SweepResult:
@@ -101,7 +104,7 @@ class ClassifierAgent(HostClassifiers):
 
     async def _samples(self, event: Envelope, at: Position) -> None:
         await self._publish(event.host, self.on_samples(event))
-        self.last_offset = at.offset
+        self.last_offset, self.last_ts = at.offset, event.ts
 
     async def _label(self, event: Envelope, at: Position) -> None:
         self.on_label(event)
@@ -134,10 +137,10 @@ class ClassifierAgent(HostClassifiers):
     def save_model(self) -> None:
         if not self.model.n_learned:
             return  # nothing learned: a snapshot would only hide that
-        path = snapshot_path(self.settings)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        version = self.model.save(path, self.last_offset)
-        log.info("model snapshot v%d saved to %s", version, path)
+        shelf = model_shelf(self.settings)
+        version = shelf.save(self.model, self.last_offset, self.last_ts)
+        shelf.prune(self.settings.storage.raw_retention_h * 3600)
+        log.info("model snapshot v%d saved to %s", version, shelf.folder)
 
     async def warm_up(self) -> None:
         await self.rebuild_windows()

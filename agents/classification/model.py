@@ -131,6 +131,7 @@ class OnlineModel:
         self.detector = drift.ADWIN(delta=drift_delta)
         self.version = 0
         self.offset: int | None = None         # input offset learned up to (last save)
+        self.learned_until: float | None = None  # time of the last input at the last save
         self.n_learned = 0
         self._learned_at_save = 0
         self.classes: set[str] = set()
@@ -195,12 +196,17 @@ class OnlineModel:
 
     # --- snapshots -----------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike[str], offset: int | None) -> int:
-        """Write a snapshot atomically (temp file, then rename); returns the new version."""
+    def save(self, path: str | os.PathLike[str], offset: int | None,
+             learned_until: float | None = None) -> int:
+        """Write a snapshot atomically (temp file, then rename); returns the new version.
+        ``offset`` and ``learned_until`` say which input it has learned up to: the offset
+        and the time (seconds since the epoch) of the last one."""
         self.version += 1
         self.offset = offset
+        self.learned_until = learned_until
         self._learned_at_save = self.n_learned
         state = {"format": SNAPSHOT_FORMAT, "version": self.version, "offset": offset,
+                 "learned_until": learned_until,
                  "kind": self.kind, "seed": self.seed, "n_learned": self.n_learned,
                  "classes": sorted(self.classes), "drift_delta": self.drift_delta,
                  "drift_min_learned": self.drift_min_learned,
@@ -243,6 +249,7 @@ class OnlineModel:
         model.drift_min_learned = state["drift_min_learned"]
         model.version = state["version"]
         model.offset = state["offset"]
+        model.learned_until = state.get("learned_until")   # absent before versioned shelves
         model.n_learned = model._learned_at_save = state["n_learned"]
         model.classes = set(state["classes"])
         return model

@@ -12,6 +12,7 @@ from agents.classification.model import (
     Drift,
     MODEL_KINDS, ModelSnapshotError, OnlineModel, model_input,
 )
+from agents.classification.snapshots import ModelShelf
 
 
 IDX = {name: i for i, name in enumerate(FEATURES)}
@@ -125,3 +126,35 @@ def test_model_input_scales_heavy_tails_and_drops_context() -> None:
 def test_unknown_kind_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown model kind 'svm'"):
         OnlineModel("svm")
+
+
+def test_the_shelf_keeps_versions_and_finds_the_one_in_force_at_a_time(tmp_path: Path) -> None:
+    shelf = ModelShelf(tmp_path / "models")
+    assert shelf.latest() is None and shelf.at(1e9) is None
+    model = OnlineModel()
+    learned = iter(stream(900, seed=3))
+    for until in (100.0, 200.0, 300.0):
+        for _ in range(300):
+            model.learn(*next(learned))
+        shelf.save(model, offset=int(until), learned_until=until)
+    assert shelf.versions() == [1, 2, 3]
+    assert shelf.latest().version == 3
+    assert shelf.at(99.0) is None                       # nothing had been learned yet
+    assert (shelf.at(250.0).version, shelf.at(250.0).n_learned) == (2, 600)
+    assert shelf.at(300.0).learned_until == 300.0
+    # A model loaded from an older version saves as the next one, never over another.
+    old = shelf.at(150.0)
+    assert shelf.save(old, offset=400, learned_until=400.0) == 4
+
+
+def test_pruning_keeps_the_version_in_force_at_the_horizon(tmp_path: Path) -> None:
+    shelf = ModelShelf(tmp_path)
+    model = OnlineModel()
+    for v, c in stream(10, seed=1):
+        model.learn(v, c)
+    for until in (100.0, 200.0, 300.0, 400.0):
+        shelf.save(model, offset=None, learned_until=until)
+    # Horizon 310: v1 and v2 go; v3 stays, in force from 300 until v4.
+    assert shelf.prune(keep_s=150.0, now=460.0) == 2
+    assert shelf.versions() == [3, 4]
+    assert shelf.at(320.0).version == 3
