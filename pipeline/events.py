@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Generic, TypeVar, Union
+from typing import Annotated, Any, ClassVar, Generic, TypeVar, Union
 
 import msgspec
 
@@ -186,6 +186,14 @@ class Decisions(Batch, kw_only=True):
     items: list[Decision] = []
 
 
+class ShadowDecisions(Decisions, kw_only=True):
+    """A plan a shadow policy made from the live samples: recorded, never applied."""
+    # In the table, the decisions' scheduling policy is ``sched_policy``: ``policy`` names
+    # the shadow policy.
+    item_columns: ClassVar[dict[str, str]] = {"policy": "sched_policy"}
+    policy: str                              # the shadow policy's name (``--shadow NAME=...``)
+
+
 class Enforcement(msgspec.Struct, kw_only=True):
     target: str
     outcome: str                             # "applied" | "skipped" | "failed"
@@ -290,7 +298,7 @@ class DeadLetter(msgspec.Struct, kw_only=True):
 
 
 Payload = Union[HostSample, ProcessSamples, ContainerSamples, Label, Classifications,
-                Decisions, Enforcements, Alert, Command, Configuration, StrategyChoice,
+                Decisions, ShadowDecisions, Enforcements, Alert, Command, Configuration, StrategyChoice,
                 Measurement, DeadLetter]
 
 
@@ -310,6 +318,7 @@ EVENT_TYPES: dict[str, EventType] = {e.name: e for e in (
     EventType("label", Label, "labels", "labels"),
     EventType("classifications", Classifications, "classifications", "classifications"),
     EventType("decisions", Decisions, "decisions", "decisions"),
+    EventType("shadow_decisions", ShadowDecisions, "shadow.decisions", "shadow_decisions"),
     EventType("enforcements", Enforcements, "enforcements", "enforcements"),
     EventType("alert", Alert, "alerts", "alerts"),
     EventType("command", Command, "commands", "commands"),

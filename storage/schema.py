@@ -23,7 +23,7 @@ nothing stored is lost. A rename or a change of type is a ``MIGRATIONS`` step.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -171,8 +171,10 @@ def table_spec(event_type: str) -> TableSpec:
             if f is not lists[0]:
                 columns += _field_columns(f, "payload", where)
         row_type = lists[0].type.item_type
+        renamed = getattr(kind.payload, "item_columns", {})   # a row field named as a batch's
         for f in row_type.fields:
-            columns += _field_columns(f, "item", row_type.cls.__name__)
+            for c in _field_columns(f, "item", row_type.cls.__name__):
+                columns.append(replace(c, name=renamed[c.name]) if c.name in renamed else c)
     else:
         for f in info.fields:
             columns += _field_columns(f, "payload", where)

@@ -33,6 +33,9 @@ SAMPLES: list[ev.Payload] = [
     ev.Decisions(batch="b4", plan_seq=7, mode="balanced", items=[ev.Decision(
         target="process", tier="critical", cpus="2-3", pid=1, start_time=2, nice=-5,
         ioclass="be", iolevel=0, policy="other", reason="latency_critical")]),
+    ev.ShadowDecisions(batch="b4s", plan_seq=3, policy="no-exclusive", items=[ev.Decision(
+        target="process", tier="critical", cpus="0-3", pid=1, start_time=2, nice=-5,
+        policy="other", reason="latency_critical")]),
     ev.Enforcements(batch="b5", plan_seq=7, items=[ev.Enforcement(
         target="process", outcome="applied", pid=1, start_time=2,
         before={"cpus": "0-3"}, after={"cpus": "2-3"})]),
@@ -67,6 +70,7 @@ def test_topics_follow_the_design() -> None:
     assert [ev.topic_name(t) for t in ev.EVENT_TYPES] == [
         "corelane.samples.host", "corelane.samples.process", "corelane.samples.container",
         "corelane.labels", "corelane.classifications", "corelane.decisions",
+        "corelane.shadow.decisions",
         "corelane.enforcements", "corelane.alerts", "corelane.commands",
         "corelane.configuration", "corelane.strategy", "corelane.measurements",
         "corelane.deadletter"]
