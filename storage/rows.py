@@ -1,5 +1,6 @@
 """Envelopes -> one Arrow table per history table, by the columns ``storage.schema`` derives
-from the event classes. Pure: no I/O, no DuckDB.
+from the event classes, and rows back to envelopes (``Unflattener``). Pure: no I/O, no
+DuckDB.
 
 This is the recorder's hot path (a 1,000-process sweep every second per host), so columns
 are built with one list comprehension per attribute over all items of all envelopes at
@@ -17,13 +18,15 @@ Rules that the exactly-once checks rely on:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+import msgspec
+import msgspec.inspect as mi
 import numpy as np
 import pyarrow as pa
 
-from pipeline.events import Envelope
+from pipeline.events import EVENT_TYPES, SCHEMA_VERSION, Envelope
 from storage.schema import SPECS, Column, TableSpec
 
 Extractor = Callable[[Sequence[Any]], tuple[list, ...]]
@@ -125,3 +128,97 @@ def flatten(envelopes: Iterable[Envelope]) -> dict[str, pa.Table]:
             raise ValueError(f"event type {event_type!r} has no history table")
         out[builder.spec.table] = builder.table(group)
     return out
+
+
+# --- and back: rows -> envelopes (a replay reads the history as the events it was) ----------
+
+def select_list(spec: TableSpec) -> str:
+    """The SELECT list that ``Unflattener`` reads: timestamps as microseconds since the
+    epoch (exactly what was stored), everything else as stored."""
+    return ", ".join(f'epoch_us("{c.name}") AS "{c.name}"' if c.sql == "TIMESTAMP"
+                     else f'"{c.name}"' for c in spec.columns)
+
+
+def _reader(c: Column) -> Callable[[Any], Any] | None:
+    """How a stored value becomes the field's value again (None: as it is)."""
+    if c.sql == "TIMESTAMP":
+        return lambda v: v / 1_000_000
+    if c.sql == "JSON":
+        return msgspec.json.decode
+    if c.sql.startswith("MAP"):
+        return dict
+    return None
+
+
+class Unflattener:
+    """Rows of one event table (Arrow record batches of ``select_list``, in event order:
+    the rows of one event together, its items in the order written) back into envelopes.
+
+    The inverse of ``flatten``: a batched event's rows become one envelope with its items,
+    an empty chunk's row (item columns NULL) one with none; a NULL becomes the field's
+    default.
+    """
+
+    def __init__(self, event_type: str) -> None:
+        self.spec = SPECS[event_type]
+        self.event_type = event_type
+        self.payload = EVENT_TYPES[event_type].payload
+        self._levels: dict[str, list[tuple[Column, Callable[[Any], Any] | None]]] = \
+            defaultdict(list)
+        for c in self.spec.columns:
+            self._levels[c.level].append((c, _reader(c)))
+        self.item: type | None = None
+        if self.spec.rows_field:
+            info = mi.type_info(self.payload)
+            rows = next(f for f in info.fields if f.name == self.spec.rows_field)
+            self.item = rows.type.item_type.cls
+        self._pending: tuple[str, dict[str, Any], dict[str, Any], list[Any]] | None = None
+
+    @staticmethod
+    def _fields(cols: list[tuple[Column, Callable[[Any], Any] | None]],
+                values: dict[str, list], i: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        parts: dict[str, list] = {}
+        for c, read in cols:
+            v = values[c.name][i]
+            if v is not None and read is not None:
+                v = read(v)
+            if c.part is not None:
+                parts.setdefault(c.attr, []).append(v)
+            elif v is not None:
+                out[c.attr] = v
+        for attr, items in parts.items():
+            if all(p is not None for p in items):
+                out[attr] = tuple(items)
+        return out
+
+    def feed(self, batch: pa.RecordBatch) -> Iterator[Envelope]:
+        """The envelopes this batch completes; the last one may wait for the next batch."""
+        values = {name: batch.column(name).to_pylist() for name in batch.schema.names}
+        levels = self._levels
+        ids = values["event_id"]
+        items = levels.get("item")
+        for i in range(batch.num_rows):
+            if self._pending is None or self._pending[0] != ids[i]:
+                if self._pending is not None:
+                    yield self._finish()
+                self._pending = (ids[i], self._fields(levels["envelope"], values, i),
+                                 self._fields(levels["payload"], values, i), [])
+            if items:
+                item = self._fields(items, values, i)
+                if item:
+                    self._pending[3].append(self.item(**item))   # type: ignore[misc]
+
+    def close(self) -> Iterator[Envelope]:
+        """The last envelope, once the rows have ended."""
+        if self._pending is not None:
+            yield self._finish()
+
+    def _finish(self) -> Envelope:
+        assert self._pending is not None
+        _, head, fields, items = self._pending
+        self._pending = None
+        if self.spec.rows_field:
+            fields[self.spec.rows_field] = items
+        return Envelope(id=head["id"], type=self.event_type, v=SCHEMA_VERSION, ts=head["ts"],
+                        host=head["host"], seq=head.get("seq", 0), data=self.payload(**fields))

@@ -47,6 +47,7 @@ class Column:
     level: Level                             # the envelope, its payload, or one row of it
     attr: str                                # the attribute read at that level
     convert: Callable[[Any], Any] | None = None
+    part: int | None = None                  # which item of a tuple spread over columns
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ def _field_columns(field: mi.Field, level: Level, where: str) -> list[Column]:
         out = []
         for i, (name, item) in enumerate(zip(spread, inner.item_types)):
             sql, arrow, _ = _scalar(item, f"{where}.{field.name}")
-            out.append(Column(name, sql, arrow, level, field.name, _index(i)))
+            out.append(Column(name, sql, arrow, level, field.name, _index(i), part=i))
         return out
     sql, arrow, convert = _scalar(t, f"{where}.{field.name}")
     return [Column(extra.get("column", field.name), sql, arrow, level, field.name, convert)]
