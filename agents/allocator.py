@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from agents.allocation import to_decisions
+from agents.allocation import pool_states, to_decisions
 from agents.allocation.hosts import Planner, last_plans
 from agents.contract import AgentStats, Handler, Position, Timer, event_health, keep_going
 from pipeline.bus import Publisher, read_tail, replay_topic, topic_types
@@ -28,7 +28,7 @@ from pipeline.events import Decisions, Envelope
 from pipeline.health import PartHealth
 from pipeline.settings import Settings
 from pipeline.stats import counter
-from pipeline.topology import Topology
+from pipeline.topology import Topology, cpulist_format
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,8 @@ class AllocatorAgent(Planner):
         stamp = self.publisher.stamper.stamp
         events = [stamp(part, host=host) for part in self.publisher.batch(
             Decisions, decisions, "items", plan_seq=result.seq, mode=result.mode,
-            strategy=result.strategy)]
+            strategy=result.strategy, pools=pool_states(result),
+            reserve=cpulist_format(result.reserve))]
         await self.publisher.publish_many(events)
         self.stats.published += 1
         self.stats.decisions += len(decisions)

@@ -55,3 +55,63 @@ class Fleet:
                                tier=DEFAULT_TIER_OF[CLASSES[i % len(CLASSES)]],
                                confidence=0.9, source="rule")
                 for i, (pid, start) in enumerate(self.ident)]
+
+
+def live_history(settings, fleet: Fleet, t0: float, seconds: int, topology,
+                 host: str = "fleet-host", chunk_rows: int = CHUNK_ROWS):
+    """The events a live corelane would have recorded for ``fleet`` over ``seconds``: one
+    sweep and one host sample a second, and the classifications and plans its own
+    classifier and planner make of them (``agents.classification.hosts``,
+    ``agents.allocation.hosts``), published as the agents publish them. A history to
+    replay without running a broker."""
+    from agents.allocation import pool_states, to_decisions
+    from agents.allocation.hosts import Planner
+    from agents.classification.hosts import HostClassifiers
+    from agents.classifier import load_rule_set
+    from agents.classification.model import OnlineModel
+    from pipeline.bus.publisher import Stamper
+    from pipeline.topology import cpulist_format
+    from pipeline.events import (Classifications, Decisions, HostSample, ProcessSamples,
+                                 batched)
+
+    stamper = Stamper(host)
+    cfg = settings.classifier
+    classifiers = HostClassifiers(cfg, OnlineModel(cfg.model), load_rule_set(settings))
+    planner = Planner(settings, topology, host, housekeeping_pids=lambda: [])
+    yield stamper.stamp(settings.configuration(), ts=t0 - 0.5)
+    last_plan = None
+    for i in range(seconds):
+        ts = t0 + i
+        yield (sample := stamper.stamp(HostSample(
+            cpu_percent=[40.0] * len(topology.cpus), cpu_freq_khz=[None] * len(topology.cpus),
+            load=(1.0, 1.0, 1.0), mem_total_bytes=24 << 30, mem_available_bytes=20 << 30,
+            interval_s=1.0, topology=topology.to_dict() if i % 60 == 0 else None), ts=ts))
+        planner.on_host_sample(sample)
+        parts = batched(ProcessSamples, fleet.sweep(), chunk_rows, "samples", interval_s=1.0)
+        changed = False
+        event = None
+        for j, part in enumerate(parts):
+            event = stamper.stamp(part, ts=ts + 0.001 * (j + 1))
+            yield event
+            planner.on_samples(event)
+            items = classifiers.on_samples(event).classifications
+            if items:
+                for out in batched(Classifications, items, chunk_rows, "items"):
+                    c_event = stamper.stamp(out, ts=event.ts + 0.0005)
+                    yield c_event
+                    changed |= planner.on_classifications(c_event)
+        # As a replay plans: at a class change, else once a whole sweep is in and the
+        # interval has passed since the last plan.
+        swept = event.ts
+        if changed or last_plan is None or swept - last_plan >= settings.allocator.interval_s:
+            result = planner.make_plan(host, swept)
+            if result is None:
+                continue
+            last_plan = swept
+            decisions = to_decisions(result)
+            if planner.due(host, result, decisions, swept):
+                for part in batched(Decisions, decisions, chunk_rows, "items",
+                                    plan_seq=result.seq, mode=result.mode,
+                                    strategy=result.strategy, pools=pool_states(result),
+                                    reserve=cpulist_format(result.reserve)):
+                    yield stamper.stamp(part, ts=swept)

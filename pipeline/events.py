@@ -183,6 +183,10 @@ class Decisions(Batch, kw_only=True):
     plan_seq: int = 0
     mode: str = "balanced"
     strategy: str = ""                       # how the critical tiers were kept quiet
+    # Each pool as the plan holds it, for the next plan to go on from (after a restart, in
+    # a replay): tier -> {"cpus", "size", "grow", "shrink"}; and the emergency reserve.
+    pools: dict[str, Any] = {}
+    reserve: str = ""
     items: list[Decision] = []
 
 

@@ -259,7 +259,7 @@ class Planner:
         if view.previous is None and view.restored is not None:
             last = view.restored
             view.previous = plan_from_decisions(topology, last.items, last.plan_seq, last.mode,
-                                                last.strategy)
+                                                last.strategy, last.pools, last.reserve)
             view.planned_with, view.restored = topology, None
         previous = view.previous
         if previous is not None and view.planned_with != topology:

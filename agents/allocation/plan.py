@@ -39,7 +39,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Union
+from typing import Any, Union
 
 from agents.allocation.pools import (
     EXCLUSIVE, HOUSEKEEPING_ROLE, SHARED, AllocationError, CoreInfo, Pool, describe, hold_size,
@@ -51,6 +51,10 @@ from pipeline.events import Classification, Decision, HostSample, ProcessSample
 from pipeline.topology import Topology, cpulist_format, cpulist_parse
 
 _RANK = {t: i for i, t in enumerate((*TIERS, HOUSEKEEPING))}
+
+# The reason of a decision for corelane's own processes: placed, never re-prioritised (a
+# replay tells them by it).
+OWN_REASON = "housekeeping: placed, never re-prioritised"
 
 
 # --- inputs --------------------------------------------------------------------------------
@@ -597,7 +601,7 @@ def _assign(procs: Sequence[ProcessTarget], conts: Sequence[ContainerTarget],
             if c_name != name:
                 extra = f"; inside container {p.container_id[:12]} (tier {c_name}), whose cpuset wins"
         if name == HOUSEKEEPING:
-            why = "housekeeping: placed, never re-prioritised" if p.housekeeping else \
+            why = OWN_REASON if p.housekeeping else \
                   f"unclassified ({p.tier or 'no tier'}): placed with housekeeping, priorities left alone"
             out.append(Assignment(target="process", tier=name, cpus=cpus, pid=p.pid,
                                   start_time=p.start_time, container_id=p.container_id,
@@ -675,12 +679,24 @@ def action(d: Decision) -> tuple:
             d.iolevel, d.policy, d.cpu_shares, d.idle_latency_us)
 
 
-def plan_from_decisions(topology: Topology, decisions: Iterable[Decision], seq: int,
-                        mode: str = "balanced", strategy: str = STRATEGIES[0]) -> Plan:
-    """Rebuild a previous plan from its decisions event, e.g. after a restart.
+def pool_states(plan: Plan) -> dict[str, dict[str, Any]]:
+    """Each pool's cpus, held size and hysteresis streaks, as a decisions event carries
+    them (``Decisions.pools``) so that ``plan_from_decisions`` can go on from them."""
+    return {p.name: {"cpus": cpulist_format(p.cpus), "size": p.size,
+                     "grow": p.grow_streak, "shrink": p.shrink_streak} for p in plan.pools}
 
-    Pools are the union of their members' cpus, held at that many cores; hysteresis streaks
-    are not in the event and start again from zero, which only delays a change.
+
+def plan_from_decisions(topology: Topology, decisions: Iterable[Decision], seq: int,
+                        mode: str = "balanced", strategy: str = STRATEGIES[0],
+                        pools: Mapping[str, Mapping[str, Any]] | None = None,
+                        reserve: str = "") -> Plan:
+    """Rebuild a previous plan from its decisions event, e.g. after a restart or for a
+    replay.
+
+    With the event's ``pools`` the pools are exactly as planned: cpus, held size and
+    hysteresis streaks. Without (an event from before they were recorded) a pool is the
+    union of its members' cpus, held at that many cores, and its streaks start again from
+    zero, which only delays a change.
     """
     assignments: list[Assignment] = []
     cpus_by_pool: dict[str, set[int]] = {}
@@ -693,18 +709,27 @@ def plan_from_decisions(topology: Topology, decisions: Iterable[Decision], seq: 
                                       nice=d.nice, ioclass=d.ioclass, iolevel=d.iolevel,
                                       policy=d.policy, cpu_shares=d.cpu_shares, reason=d.reason))
         cpus_by_pool.setdefault(d.tier, set()).update(c for c in cpus if c in topology.cpu_ids)
-    pools = []
+    restored = []
     for name in (*TIERS, HOUSEKEEPING):
-        if name in cpus_by_pool:
+        state = (pools or {}).get(name)
+        if state is not None:
+            cpus = tuple(c for c in cpulist_parse(str(state.get("cpus", "")))
+                         if c in topology.cpu_ids)
+            restored.append(Pool(name=name, cpus=cpus, size=int(state.get("size", 1)),
+                                 demand=0.0, need=0.0, grow_streak=int(state.get("grow", 0)),
+                                 shrink_streak=int(state.get("shrink", 0)),
+                                 reason="restored from a decisions event"))
+        elif name in cpus_by_pool and not pools:
             cpus = tuple(sorted(cpus_by_pool[name]))
             size = max(1, len({topology.cpu(c).core for c in cpus}))
-            pools.append(Pool(name=name, cpus=cpus, size=size, demand=0.0, need=0.0,
-                              reason="restored from a decisions event"))
-    return Plan(seq=seq, mode=mode, pools=tuple(pools), assignments=tuple(assignments),
+            restored.append(Pool(name=name, cpus=cpus, size=size, demand=0.0, need=0.0,
+                                 reason="restored from a decisions event"))
+    return Plan(seq=seq, mode=mode, pools=tuple(restored), assignments=tuple(assignments),
+                reserve=tuple(c for c in cpulist_parse(reserve) if c in topology.cpu_ids),
                 strategy=strategy if strategy in STRATEGIES else STRATEGIES[0])
 
 
 __all__ = [
     "Assignment", "ContainerTarget", "CpuIdleLimit", "Plan", "ProcessTarget", "Target", "Utilization",
-    "action", "plan", "plan_from_decisions", "process_targets", "to_decisions",
+    "action", "plan", "plan_from_decisions", "pool_states", "process_targets", "to_decisions",
 ]

@@ -98,6 +98,21 @@ class Decider:
     def forget(self, key: Hashable) -> None:
         self._states.pop(key, None)
 
+    def seed(self, key: Hashable, c: Classification, at: float, behaviour: bool) -> None:
+        """Take ``c`` as the judgement in force (said at ``at``), e.g. a recorded class a
+        replay starts from; ``behaviour`` says it came from the model or a prior, so it is
+        the behaviour guess as well."""
+        if c.cls not in self.tier_of:
+            return
+        st = self._states.get(key)
+        if st is None:
+            st = self._states[key] = DecisionState()
+        st.cls, st.tier, st.confidence, st.source = c.cls, c.tier, c.confidence, c.source
+        st.reason, st.last_emit = c.reason, at
+        if behaviour:
+            self._commit(st, (c.cls, c.tier, c.confidence,
+                              "model" if c.source == "model" else "rule", c.reason))
+
     def _opinion(self, model: ModelVote | None, prior: RuleHit | None
                  ) -> tuple[_Opinion | None, _Opinion | None]:
         """(this window's opinion, a below-confidence model vote) for the guess.

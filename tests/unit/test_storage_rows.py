@@ -133,7 +133,7 @@ def test_every_event_reads_back_from_the_history_as_it_was_written(tmp_path) -> 
         read = []
         for event_type, spec in SPECS.items():
             unflat = rows.Unflattener(event_type)
-            cur = store.cursor().execute(
+            cur = store.cursor().sql(
                 f"SELECT {rows.select_list(spec)} FROM {spec.table} ORDER BY ts, rowid")
             for batch in cur.to_arrow_reader(2):      # small batches: events span them
                 read += unflat.feed(batch)
