@@ -10,7 +10,11 @@ import hmac
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from pipeline.kafka.broker import is_loopback
 from pipeline.settings import Settings
@@ -75,3 +79,18 @@ def token_matches(expected: str | None, authorization: str | None) -> bool:
     scheme, _, given = authorization.partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
                                                              expected.encode())
+
+
+def token_dependency(token: str | None) -> Callable[..., None]:
+    """A FastAPI dependency that refuses a request without ``token`` (401, saying where
+    the token is); it also declares the bearer scheme in the OpenAPI document."""
+    bearer = HTTPBearer(auto_error=False, description="the token of api.token, "
+                        "CORELANE_TOKEN or <home>/api-token")
+
+    def authorised(request: Request,
+                   _: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if not token_matches(token, request.headers.get("authorization")):
+            raise HTTPException(401, "this needs the bearer token: send 'Authorization: "
+                                     "Bearer TOKEN' (api.token, CORELANE_TOKEN, or the "
+                                     "api-token file in corelane's home folder)")
+    return authorised

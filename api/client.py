@@ -128,3 +128,20 @@ def _json(response: httpx.Response) -> Any:
         return response.json()
     except ValueError:
         return None
+
+
+class ReplayRefused(Exception):
+    """The running instance could not replay the window; the message is its own."""
+
+
+def replay_through_instance(settings: Settings, body: dict[str, Any],
+                            timeout_s: float = 6 * 3600.0) -> dict[str, Any] | None:
+    """Ask the instance at ``api.listen`` (which owns the history) for a replay; its report,
+    or None when no instance listens there. Raises ReplayRefused with its message."""
+    token = read_token(settings)
+    answer = _call(settings.api.listen, "POST", API_PREFIX + "/replay", timeout_s,
+                   ReplayRefused, json=body,
+                   headers={"Authorization": f"Bearer {token}"} if token else {})
+    if answer is not None and not isinstance(answer, dict):
+        raise ReplayRefused(f"the answer from {settings.api.listen} is not a replay report")
+    return answer

@@ -7,10 +7,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter, Depends, HTTPException, Path
 
-from api.auth import token_matches
+from api.auth import token_dependency
 from api.models import (Accepted, ClassifyRequest, DecisionRow, Judgement, LabelRequest,
                         Message, ModeRequest, PriorityRequest, RebalanceRequest,
                         RegisterRequest, ShutdownRequest)
@@ -30,17 +29,7 @@ AUTHOR = "api"
 
 
 def commands_router(service: ApiService) -> APIRouter:
-    bearer = HTTPBearer(auto_error=False, description="the token of api.token, "
-                        "CORELANE_TOKEN or <home>/api-token")
-
-    def authorised(request: Request,
-                   _: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        if not token_matches(service.token, request.headers.get("authorization")):
-            raise HTTPException(401, "this needs the bearer token: send 'Authorization: "
-                                     "Bearer TOKEN' (api.token, CORELANE_TOKEN, or the "
-                                     "api-token file in corelane's home folder)")
-
-    router = APIRouter(responses=ERRORS, dependencies=[Depends(authorised)])
+    router = APIRouter(responses=ERRORS, dependencies=[Depends(token_dependency(service.token))])
     prefix = service.settings.kafka.topic_prefix
 
     async def publish(payload: Payload) -> Accepted:

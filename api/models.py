@@ -356,3 +356,21 @@ class PriorityRequest(BaseModel):
 class ShutdownRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str = Field("", max_length=500)
+
+
+class ReplayPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=300, description="the file it came from")
+    yaml: str = Field(max_length=1 << 20, description="the configuration file's text")
+
+
+class ReplayBody(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+    t_from: str = Field(alias="from", max_length=100,
+                        description="ISO 8601 (UTC unless an offset is given), -15m, epoch s")
+    t_to: str = Field("now", alias="to", max_length=100)
+    host: str | None = Field(None, max_length=255)
+    policy: ReplayPolicy | None = None
+    against: ReplayPolicy | None = None
+    fresh_model: bool = False
+    shadow: str | None = Field(None, max_length=100)

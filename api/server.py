@@ -29,6 +29,7 @@ from api.commands import commands_router
 from api.paths import API_PREFIX, HEALTH_PATH, METRICS_PATH, QUERY_PATH
 from api.query import query_router
 from api.reads import reads_router
+from api.replay import replay_router
 from api.service import ApiService
 from api.stream import stream_router
 from pipeline.health import HealthDocument, Reporting, health_document
@@ -223,6 +224,7 @@ def create_api(service: ApiService) -> FastAPI:
     app.include_router(reads_router(service), prefix=API_PREFIX)
     app.include_router(commands_router(service), prefix=API_PREFIX)
     app.include_router(stream_router(service), prefix=API_PREFIX)
+    app.include_router(replay_router(service), prefix=API_PREFIX)
     app.include_router(query_router(service.get_engine))
     app.mount(METRICS_PATH, make_asgi_app(registry=metrics_registry(service.parts)))
     app.add_middleware(BodyGuard, max_bytes=service.settings.api.max_body_bytes)

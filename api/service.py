@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from agents.classification.decide import Explanation
 from api.live import LiveState
@@ -28,6 +29,8 @@ class ApiService:
     hub: EventHub = field(default_factory=EventHub)
     explain: Callable[[str, int, int | None], Explanation | None] | None = None
     token: str | None = None
+    # A new cursor on the history, for work that streams it (a replay); None without one.
+    history_cursor: Callable[[], Any] | None = None
     started_at: float = field(default_factory=time.time)
 
     @property

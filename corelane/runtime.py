@@ -18,7 +18,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import faust
 import uvicorn
@@ -30,6 +30,7 @@ from agents.classification.rules import RuleSet, RulesError
 from agents.classifier import ClassifierAgent, load_rule_set
 from agents.contract import Agent, create_app, install
 from agents.recorder import Recorder
+from agents.shadow import ShadowAgent, ShadowSpec
 from agents.tuner import TunerAgent
 from api.auth import ensure_token
 from api.live import LiveState
@@ -121,13 +122,14 @@ def lingering_threads(join_s: float) -> list[threading.Thread]:
     return left
 
 
-def up(settings: Settings, dry_run: bool = False, leftover_timeout_s: float = 5.0) -> None:
+def up(settings: Settings, dry_run: bool = False, leftover_timeout_s: float = 5.0,
+       shadows: Sequence[ShadowSpec] = ()) -> None:
     """Run corelane until SIGINT/SIGTERM. Tasks that a library leaves behind after the parts
     have stopped get a bounded time to finish, so a stop never hangs on them (threads that
     outlive that too are the caller's to abandon: see ``lingering_threads``)."""
     loop = asyncio.new_event_loop()
     try:
-        loop.run_until_complete(run_up(settings, dry_run=dry_run))
+        loop.run_until_complete(run_up(settings, dry_run=dry_run, shadows=shadows))
     finally:
         leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
         for task in leftovers:
@@ -185,8 +187,15 @@ def check_before_start(settings: Settings) -> RuleSet:
         raise ConfigInvalid(f"{exc} (classifier.rules_file)") from None
 
 
-async def run_up(settings: Settings, dry_run: bool = False) -> None:
+async def run_up(settings: Settings, dry_run: bool = False,
+                 shadows: Sequence[ShadowSpec] = ()) -> None:
     rules = check_before_start(settings)
+    for spec in shadows:
+        try:
+            load_rule_set(spec.settings)
+        except RulesError as exc:
+            raise ConfigInvalid(f"shadow policy {spec.name}: {exc} (classifier.rules_file)") \
+                from None
     sock = _bind(settings.api.listen)
     started = time.time()
     stop = asyncio.Event()
@@ -235,6 +244,8 @@ async def run_up(settings: Settings, dry_run: bool = False) -> None:
                            housekeeping_pids=lambda: own_pids(settings)),
             applier,
             *([tuner] if tuner else []),
+            *(ShadowAgent(spec, publisher, topology,
+                          housekeeping_pids=lambda: own_pids(settings)) for spec in shadows),
         ]
         faust_app = create_app(settings, app_id=settings.kafka.topic_prefix + "agents")
         for agent in agents:
@@ -245,7 +256,7 @@ async def run_up(settings: Settings, dry_run: bool = False) -> None:
         api = create_api(ApiService(
             settings=settings, parts=parts, topology=topology, publish=publisher.publish,
             get_engine=lambda: engine, live=live, hub=hub, explain=classifier.explain,
-            token=ensure_token(settings), started_at=started))
+            token=ensure_token(settings), started_at=started, history_cursor=store.cursor))
         server = _QuietServer(uvicorn.Config(api, log_level="warning", lifespan="off"))
         tasks["api"] = asyncio.create_task(server.serve(sockets=[sock]))
         log.info("API on http://%s/api/v1/health; history in %s", settings.api.listen,

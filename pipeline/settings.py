@@ -386,6 +386,13 @@ def load_settings(path: str | os.PathLike[str] | None = None,
         text = file.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read configuration file {file}: {exc.strerror}") from None
+    return parse_settings(text, str(file), env)
+
+
+def parse_settings(text: str, file: str, env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from a configuration file's text (``file`` names it in errors), with the
+    environment's overrides; raises ConfigError with a person's message."""
+    env = os.environ if env is None else env
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
@@ -397,9 +404,9 @@ def load_settings(path: str | os.PathLike[str] | None = None,
         raise ConfigError(f"{file}: expected a mapping of settings at the top level, "
                           f"got {type(raw).__name__}")
     try:
-        settings = Settings.model_validate({**raw, "source": str(file)})
+        settings = Settings.model_validate({**raw, "source": file})
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, str(file))) from None
+        raise ConfigError(_format_errors(exc, file)) from None
 
     for var, keys in ENV_OVERRIDES.items():
         value = env.get(var)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages corelane needs, and only those that are missing:
 # Java 17+ and Maven (the local Kafka broker), docker.io (a Docker engine for the container
-# tests where none runs) and busybox-static (the root file system of the test image).
+# tests where none runs), busybox-static (the root file system of the test image) and
+# chromium (the headless browser that opens the replay's HTML page in its test).
 set -euo pipefail
 
 missing=()
@@ -9,6 +10,7 @@ command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -21,6 +21,8 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from agents.classification.model import OnlineModel
@@ -29,7 +31,8 @@ from agents.classifier import load_rule_set, model_shelf
 from agents.replay.report import Comparison, Difference, iso
 from agents.replay.sides import PolicyRun, RecordedRun, Side
 from pipeline.events import Classification, Classifications, Envelope, ProcessSample, envelope
-from pipeline.settings import Settings
+from pipeline.settings import ConfigError, Settings, parse_settings
+from pipeline.times import TimeError, parse_when
 from pipeline.topology import Topology
 from storage.window import Cursor, HistoryWindow, WindowError
 
@@ -303,6 +306,42 @@ class ReplayRun:
             "fresh_model": r.fresh_model,
             **body,
         }
+
+
+def request_from(t_from: str, t_to: str | None = None, *, host: str | None = None,
+                 policy: tuple[str, str] | None = None, against: tuple[str, str] | None = None,
+                 fresh_model: bool = False, shadow: str | None = None,
+                 now: datetime | None = None) -> ReplayRequest:
+    """A request from what a person gives: times as written (ISO 8601, -15m, epoch
+    seconds), and policies as (file name, YAML text). Raises ReplayError saying what is
+    wrong."""
+    try:
+        start = parse_when(t_from, now)
+        end = parse_when(t_to or "now", now)
+    except TimeError as exc:
+        raise ReplayError(str(exc)) from None
+    if against is not None and policy is None:
+        raise ReplayError("--against names the base to compare a --policy with: give "
+                          "--policy too")
+    if shadow and (policy is not None or fresh_model):
+        raise ReplayError("--shadow compares a shadow policy's recorded decisions with the "
+                          "live ones: it takes no --policy, --against or --fresh-model")
+
+    def read(given: tuple[str, str] | None) -> Policy | None:
+        if given is None:
+            return None
+        name, text = given
+        try:
+            return Policy(Path(name).stem or name, parse_settings(text, name))
+        except ConfigError as exc:
+            raise ReplayError(" ".join(str(exc).split())) from None
+
+    def epoch(moment: datetime) -> float:
+        return moment.replace(tzinfo=timezone.utc).timestamp()
+
+    return ReplayRequest(t_from=epoch(start), t_to=epoch(end), host=host or None,
+                         policy=read(policy), against=read(against), fresh_model=fresh_model,
+                         shadow=shadow or None)
 
 
 def replay(cursor: Cursor, settings: Settings, request: ReplayRequest, now: float,

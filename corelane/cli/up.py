@@ -5,6 +5,8 @@ import logging
 import os
 import sys
 
+from typing import List, Optional
+
 import typer
 
 from corelane.cli.context import context
@@ -14,17 +16,29 @@ NAME = "up"
 
 def run(ctx: typer.Context,
         dry_run: bool = typer.Option(False, "--dry-run",
-                                     help="observe and decide, change nothing on this host")
+                                     help="observe and decide, change nothing on this host"),
+        shadow: Optional[List[str]] = typer.Option(
+            None, "--shadow", metavar="NAME=FILE",
+            help="also run the configuration in FILE on the live samples, recording its "
+                 "plans as policy NAME and never applying them (repeatable)"),
         ) -> None:
     """Run corelane on this host: broker if none answers, collector, agents, recorder, API."""
+    from agents.shadow import parse_shadow
     from corelane.runtime import ConfigInvalid, UpError, lingering_threads, up
     from pipeline.kafka.broker import BrokerError
+    from pipeline.settings import ConfigError
 
     cli = context(ctx)
     settings = cli.settings()
+    try:
+        shadows = [parse_shadow(given) for given in shadow or []]
+    except ConfigError as exc:
+        cli.fail(str(exc), 2)
+    if len({s.name for s in shadows}) < len(shadows):
+        cli.fail("--shadow: each shadow policy needs a name of its own", 2)
     cli.start_logging(settings.log_level)
     try:
-        up(settings, dry_run=dry_run)
+        up(settings, dry_run=dry_run, shadows=shadows)
     except ConfigInvalid as exc:
         cli.fail(str(exc), 2)
     except (UpError, BrokerError) as exc:

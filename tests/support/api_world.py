@@ -68,7 +68,8 @@ class ApiWorld:
         self.service = ApiService(
             settings=self.settings, parts={}, topology=self.topology,
             publish=self.caught.publish, get_engine=lambda: self.engine, live=self.live,
-            hub=self.hub, explain=self.classifier.explain, token=TOKEN)
+            hub=self.hub, explain=self.classifier.explain, token=TOKEN,
+            history_cursor=self.store.cursor)
         self.client = TestClient(create_api(self.service), raise_server_exceptions=False)
 
     def record(self, payload: Payload, at: float, host: str = HOST) -> Envelope:

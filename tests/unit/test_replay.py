@@ -99,3 +99,32 @@ def test_an_unknown_host_and_an_expired_window_are_refused(history) -> None:
         # part of it is still there.
         with pytest.raises(ReplayError, match="before the raw samples' retention .* no part"):
             replay(store.cursor, settings, ReplayRequest(T0, T0 + 60), now=T0 + 2 * 86400)
+
+
+def test_the_running_instance_replays_through_its_api(history) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.server import create_api
+    from api.service import ApiService
+    from support.api_world import TOKEN, Caught, auth
+
+    tmp, settings = history
+    recent = settings.model_copy(deep=True)
+    recent.storage.raw_retention_h = 24 * 365 * 10     # the recorded window is long ago
+    with HistoryStore(tmp / "h.duckdb") as store:
+        client = TestClient(create_api(ApiService(
+            settings=recent, parts={}, topology=load_profile("apple-m4-max"),
+            publish=Caught().publish, token=TOKEN, history_cursor=store.cursor)),
+            raise_server_exceptions=False)
+        window = {"from": str(T0 + 60), "to": str(T0 + 240)}
+        assert client.post("/api/v1/replay", json=window).status_code == 401
+        answer = client.post("/api/v1/replay", json=window, headers=auth())
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["difference_count"] == 0
+        assert answer.json()["sweeps"] == 180
+        bad = client.post("/api/v1/replay", headers=auth(), json={
+            **window, "policy": {"name": "other.yml", "yaml": "allocator: {mode: bogus}"}})
+        assert bad.status_code == 400
+        assert "other.yml" in bad.json()["message"] and "allocator.mode" in bad.json()["message"]
+        late = client.post("/api/v1/replay", headers=auth(), json={"from": str(T0 + 900)})
+        assert late.status_code == 400 and "no process samples" in late.json()["message"]
