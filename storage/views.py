@@ -57,6 +57,16 @@ history)
         SELECT decided_at, pid, tier, cpus, outcome, outcome_reason
         FROM decision_outcomes WHERE outcome <> 'applied' ORDER BY decided_at DESC LIMIT 20;
 
+``shadow_vs_live(t_from, t_to)`` (table macro)
+    Per host, shadow policy, minute and tier (the live one where both placed a target):
+    ``targets`` the shadow placed, ``live_targets`` of them the live policy placed too,
+    ``other_tier`` of those in another tier, and ``differ`` those whose cpus, nice,
+    scheduling policy or I/O class differ (each side's newest decision in the minute)::
+
+        SELECT minute, tier, targets, differ
+        FROM shadow_vs_live(TIMESTAMP '2025-11-27 09:00', TIMESTAMP '2025-11-27 10:00')
+        WHERE policy = 'no-exclusive' ORDER BY minute, tier;
+
 Rolled-up minutes (``process_samples_1m``, ``host_samples_1m``, ``container_samples_1m``)
 outlive the raw samples; query them directly for history older than the raw retention.
 """
@@ -211,8 +221,42 @@ LEFT JOIN enforcements e
 WHERE d.target IS NOT NULL
 """
 
+# Each target's newest decision per minute, live and shadow, joined on the target: a plan
+# is published on a change and at least every heartbeat, so each minute has one.
+_PLAN_MINUTES = """
+    SELECT host, {policy} AS policy, time_bucket(INTERVAL 1 MINUTE, ts) AS minute,
+           target, pid, start_time, container_id,
+           arg_max(tier, ts) AS tier, arg_max(cpus, ts) AS cpus, arg_max(nice, ts) AS nice,
+           arg_max({sched}, ts) AS sched, arg_max(ioclass, ts) AS ioclass
+    FROM {table}
+    WHERE ts >= t_from::TIMESTAMP AND ts < t_to::TIMESTAMP
+      AND target IN ('process', 'container')
+    GROUP BY ALL
+"""
+_SHADOW_VS_LIVE = f"""
+CREATE OR REPLACE MACRO shadow_vs_live(t_from, t_to) AS TABLE
+WITH live AS ({_PLAN_MINUTES.format(policy="'live'", sched="policy", table="decisions")}),
+shadow AS ({_PLAN_MINUTES.format(policy="policy", sched="sched_policy",
+                                  table="shadow_decisions")})
+SELECT s.host, s.policy, s.minute, coalesce(l.tier, s.tier) AS tier,
+       count(*) AS targets,
+       count(l.target) AS live_targets,
+       count(*) FILTER (WHERE l.target IS NOT NULL AND l.tier IS DISTINCT FROM s.tier)
+           AS other_tier,
+       count(*) FILTER (WHERE l.target IS NOT NULL AND (l.cpus, l.nice, l.sched, l.ioclass)
+                        IS DISTINCT FROM (s.cpus, s.nice, s.sched, s.ioclass)) AS differ
+FROM shadow s
+LEFT JOIN live l
+       ON l.host = s.host AND l.minute = s.minute AND l.target = s.target
+      AND l.pid IS NOT DISTINCT FROM s.pid AND l.start_time IS NOT DISTINCT FROM s.start_time
+      AND l.container_id IS NOT DISTINCT FROM s.container_id
+GROUP BY ALL
+ORDER BY s.host, s.policy, s.minute, tier
+"""
+
 # Order matters: later statements use earlier views.
 VIEW_STATEMENTS: list[str] = [
     _LATEST_CLASSIFICATION, _PROCESS_RATES, _TIER_USAGE, _TIER_USAGE_1M,
     _CORE_UTILIZATION, _CORE_UTILIZATION_1M, _TOP_BY_CPU, _TOP_BY_DELAY, _DECISION_OUTCOMES,
+    _SHADOW_VS_LIVE,
 ]

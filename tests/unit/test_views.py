@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.events import (Classification, Classifications, Decision, Decisions,
                              Enforcement, Enforcements, HostSample, ProcessSample,
-                             ProcessSamples, envelope)
+                             ProcessSamples, ShadowDecisions, envelope)
 from pipeline.settings import StorageSettings
 from storage.history import HistoryStore
 
@@ -52,6 +52,12 @@ def store(tmp_path_factory: pytest.TempPathFactory):
                  reason="critical first"),
         Decision(target="container", tier="batch", cpus="1", container_id="box",
                  reason="batch pool")]), "h", 0, ts=T0 + 6))
+    # A shadow policy puts pid 1 on another core and the container where live put it.
+    envs.append(envelope(ShadowDecisions(batch="sd", plan_seq=1, policy="wide", items=[
+        Decision(target="process", tier="critical", cpus="1", pid=1, start_time=10),
+        Decision(target="container", tier="batch", cpus="1", container_id="box"),
+        Decision(target="process", tier="normal", cpus="1", pid=3, start_time=30)]),
+        "h", 0, ts=T0 + 8))
     envs.append(envelope(Enforcements(batch="e", plan_seq=3, plan_id="d", items=[
         Enforcement(target="process", outcome="skipped", pid=1, start_time=10,
                     reason="changed by someone else", before={"cpus": "0-1"})]),
@@ -124,3 +130,12 @@ def test_decision_outcomes(store: HistoryStore) -> None:
                           "changed by someone else")
     assert json.loads(got[1][7]) == {"cpus": "0-1"}
     assert len(got) == 2
+
+
+def test_shadow_vs_live_counts_what_the_shadow_placed_otherwise(store: HistoryStore) -> None:
+    rows = store.connection.execute(
+        f"SELECT policy, minute, tier, targets, live_targets, other_tier, differ "
+        f"FROM shadow_vs_live({WINDOW})").fetchall()
+    assert rows == [("wide", M0, "batch", 1, 1, 0, 0),
+                    ("wide", M0, "critical", 1, 1, 0, 1),
+                    ("wide", M0, "normal", 1, 0, 0, 0)]
