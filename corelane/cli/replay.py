@@ -118,9 +118,9 @@ def show(cli: CliContext, report: dict[str, Any]) -> None:
     base, other = report["base"], report["other"]
     sides = report["sides"]
     table = Table(title="per tier", title_justify="left")
-    table.add_column("tier")
-    for label in ("processes", "class changes", "moves/min", "demand (cores)",
-                  "pool cores", "overcommitted s", "run delay ms/s"):
+    for label in ("tier", "policy"):
+        table.add_column(label)
+    for label in ("procs", "class chg", "moves/min", "demand", "cores", "over s", "delay ms/s"):
         table.add_column(label, justify="right")
     tiers = sorted(set(sides[base]["tiers"]) | set(sides[other]["tiers"]))
     for tier in tiers:
@@ -128,7 +128,7 @@ def show(cli: CliContext, report: dict[str, Any]) -> None:
             f = sides[name]["tiers"].get(tier)
             if f is None:
                 continue
-            table.add_row(f"{tier} · {name}", str(f["processes"]), str(f["class_changes"]),
+            table.add_row(tier, name, str(f["processes"]), str(f["class_changes"]),
                           f"{f['moves_per_minute']:g}", f"{f['demand_cores_avg']:.2f}",
                           f"{f['pool_cores_avg']:.1f}", f"{f['overcommitted_s']:g}",
                           f"{f['run_delay_ms_s']:.2f}")
