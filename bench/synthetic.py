@@ -58,12 +58,13 @@ class Fleet:
 
 
 def live_history(settings, fleet: Fleet, t0: float, seconds: int, topology,
-                 host: str = "fleet-host", chunk_rows: int = CHUNK_ROWS):
+                 host: str = "fleet-host", chunk_rows: int = CHUNK_ROWS, save_model=None):
     """The events a live corelane would have recorded for ``fleet`` over ``seconds``: one
     sweep and one host sample a second, and the classifications and plans its own
     classifier and planner make of them (``agents.classification.hosts``,
     ``agents.allocation.hosts``), published as the agents publish them. A history to
-    replay without running a broker."""
+    replay without running a broker. ``save_model(model, ts)``, if given, is called once a
+    minute with the model as it has learned so far (e.g. to put a version on a shelf)."""
     from agents.allocation import pool_states, to_decisions
     from agents.allocation.hosts import Planner
     from agents.classification.hosts import HostClassifiers
@@ -82,6 +83,8 @@ def live_history(settings, fleet: Fleet, t0: float, seconds: int, topology,
     last_plan = None
     for i in range(seconds):
         ts = t0 + i
+        if save_model is not None and i and i % 60 == 0:
+            save_model(classifiers.model, ts)
         yield (sample := stamper.stamp(HostSample(
             cpu_percent=[40.0] * len(topology.cpus), cpu_freq_khz=[None] * len(topology.cpus),
             load=(1.0, 1.0, 1.0), mem_total_bytes=24 << 30, mem_available_bytes=20 << 30,

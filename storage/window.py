@@ -164,20 +164,34 @@ class HistoryWindow:
         configs = [e for e in self._stream("configuration", None, t1, where="policy = 'live'",
                                            newest_first=True, limit=1)]
         state.configuration = configs[0].data if configs else None
-        newest = self._one("SELECT batch FROM decisions WHERE host = ? AND ts < ? "
-                           "ORDER BY ts DESC LIMIT 1", [self.host, _when(t1)])
-        if newest:
-            parts = list(self._stream("decisions", None, t1, where="batch = ?",
-                                      params=[newest[0][0]]))
-            if parts:
-                first = parts[0].data
-                state.last_plan = msgspec.structs.replace(
-                    first, chunk=0, chunks=1, items=joined([p.data for p in parts], "items"))
-                state.last_plan_ts = parts[-1].ts
+        state.last_plan, state.last_plan_ts = self.last_plan()
         for event in self._stream("classifications", t1 - class_lookback_s, t1):
             for c in event.data.items:
                 state.classes[(c.pid, c.start_time)] = (event.ts, c)
         return state
+
+    def shadow_policies(self) -> list[str]:
+        """The shadow policies whose plans for the host the history holds."""
+        return [r[0] for r in self._one("SELECT DISTINCT policy FROM shadow_decisions "
+                                        "WHERE host = ? ORDER BY policy", [self.host])]
+
+    def last_plan(self, shadow: str | None = None) -> tuple[Decisions | None, float | None]:
+        """The host's last plan before the window (whole, its chunks joined) and when it was
+        published: the live one, or the named shadow policy's."""
+        event_type = "shadow_decisions" if shadow else "decisions"
+        table = SPECS[event_type].table
+        where, params = ("policy = ? AND ", [shadow]) if shadow else ("", [])
+        newest = self._one(f"SELECT batch FROM {table} WHERE {where}host = ? AND ts < ? "
+                           f"ORDER BY ts DESC LIMIT 1", [*params, self.host, _when(self.t_from)])
+        if not newest:
+            return None, None
+        parts = list(self._stream(event_type, None, self.t_from, where="batch = ?",
+                                  params=[newest[0][0]]))
+        if not parts:
+            return None, None
+        whole = msgspec.structs.replace(parts[0].data, chunk=0, chunks=1,
+                                        items=joined([p.data for p in parts], "items"))
+        return whole, parts[-1].ts
 
     def _topology_at_start(self) -> Envelope | None:
         """The newest host sample with a topology before the window; else the first in it."""

@@ -172,7 +172,14 @@ class ReplayRun:
     def _sides(self) -> tuple[Side, Side, Callable[[Difference], tuple[str, bool]]]:
         r = self.request
         if r.shadow:
+            known = self.window.shadow_policies()
+            if r.shadow not in known:
+                raise ReplayError(f"no plans of a shadow policy {r.shadow!r} are recorded for "
+                                  f"host {self.host}; shadow policies recorded: "
+                                  f"{', '.join(known) or 'none'} (corelane up --shadow "
+                                  f"NAME=FILE runs one)")
             shadow = RecordedRun(r.shadow, self.recorded_settings, self.host, shadow=r.shadow)
+            shadow.start_from(self.window.last_plan(r.shadow)[0], self.start.classes)
             return self.recorded, shadow, _policy_explainer("live", r.shadow)
         if r.policy is None:
             replayed = self._policy_run(Policy("replayed", self.recorded_settings))

@@ -26,13 +26,13 @@ class Instance:
     """`corelane up` as a user runs it, on the test broker, with its own files."""
 
     def __init__(self, tmp: Path, bootstrap: str, prefix: str, broker: str | None = None,
-                 dry_run: bool = True, **sections: str) -> None:
+                 dry_run: bool = True, up_args: tuple[str, ...] = (), **sections: str) -> None:
         """``broker`` is the kafka.broker section and ``sections`` are other top-level
-        sections, each as a YAML flow mapping. A dry run (the default) changes nothing on
-        the host."""
+        sections, each as a YAML flow mapping; ``up_args`` go to ``corelane up``. A dry run
+        (the default) changes nothing on the host."""
         self.api = f"127.0.0.1:{free_port()}"
         self.db = tmp / "history.duckdb"
-        config = tmp / "corelane.yml"
+        self.config = config = tmp / "corelane.yml"
         kafka = f"topic_prefix: '{prefix}', chunk_rows: 40" + (f", broker: {broker}" if broker else "")
         config.write_text(f"kafka: {{{kafka}}}\n" + "".join(
             f"{name}: {value}\n" for name, value in sections.items()))
@@ -40,7 +40,8 @@ class Instance:
         self.env = {**os.environ, "PYTHONFAULTHANDLER": "1", "CORELANE_CONFIG": str(config),
                     "CORELANE_KAFKA": bootstrap, "CORELANE_API": self.api,
                     "CORELANE_HOME": str(tmp), "CORELANE_DB": str(self.db)}
-        self.cmd = [sys.executable, "-m", "corelane", "up", *(["--dry-run"] if dry_run else [])]
+        self.cmd = [sys.executable, "-m", "corelane", "up", *(["--dry-run"] if dry_run else []),
+                    *up_args]
         self.proc: subprocess.Popen[str] | None = None
         # A file, not a pipe: a pipe nobody reads while it runs fills up, and then every
         # log line blocks the whole process.
