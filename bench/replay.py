@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -74,7 +73,16 @@ def child(home: str, t_from: float, t_to: float, fresh: bool) -> None:
                       "sweeps": report["sweeps"], "model": report["model"],
                       "differences": report["difference_count"],
                       "unexplained": report["unexplained"],
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "peak_rss_mb": peak_rss_mb()}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM, not getrusage's ru_maxrss: that one
+    carries the parent's peak across fork and exec, and the parent has just recorded."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def measure(home: Path, t_from: float, minutes: float, fresh: bool) -> dict:

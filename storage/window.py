@@ -25,6 +25,9 @@ from storage.schema import SPECS
 
 Cursor = Callable[[], duckdb.DuckDBPyConnection]
 BATCH_ROWS = 4096
+# A window is read a slice at a time, each slice sorted on its own: what is held at once
+# is one slice's rows, whatever the window's length.
+SLICE_S = 120.0
 
 # What a replay reads of the window, and how each stream is filtered: "host" keeps the
 # replayed host's events, "any" every host's (commands name their hosts inside).
@@ -124,6 +127,19 @@ class HistoryWindow:
     def _stream(self, event_type: str, t_from: float | None, t_to: float | None,
                 where: str = "", params: Iterable[Any] = (), newest_first: bool = False,
                 limit: int | None = None) -> Iterator[Envelope]:
+        params = list(params)
+        if t_from is not None and t_to is not None and not newest_first and limit is None:
+            start = t_from
+            while start < t_to:
+                end = min(t_to, start + SLICE_S)
+                yield from self._query(event_type, start, end, where, params)
+                start = end
+            return
+        yield from self._query(event_type, t_from, t_to, where, params, newest_first, limit)
+
+    def _query(self, event_type: str, t_from: float | None, t_to: float | None,
+               where: str = "", params: Iterable[Any] = (), newest_first: bool = False,
+               limit: int | None = None) -> Iterator[Envelope]:
         spec = SPECS[event_type]
         clauses, args = [], []
         scope = WINDOW_TYPES.get(event_type, "host")
