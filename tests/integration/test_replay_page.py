@@ -15,25 +15,12 @@ import pytest
 
 from agents.replay.render import html_page
 from agents.replay.run import Policy, ReplayRequest, replay
-from bench.synthetic import Fleet, live_history
-from pipeline.settings import Settings, load_settings
-from pipeline.topology import load_profile
 from storage.history import HistoryStore
+from support.recorded_history import HOST, T0, record, settings_for
 
 pytestmark = pytest.mark.integration
 
-T0 = 1_780_000_000.0
-HOST = "fleet-host"
 BROWSER_TIMEOUT_S = 90
-
-
-def settings_for(tmp_path: Path, **allocator: object) -> Settings:
-    s = load_settings(env={"CORELANE_HOME": str(tmp_path / "home"),
-                           "CORELANE_HOST": HOST})
-    s.classifier.learn = False           # no model: judgements come from the priors
-    for key, value in allocator.items():
-        setattr(s.allocator, key, value)
-    return s
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +29,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     differ in placement, so there are moves to plot and differences to list."""
     tmp = tmp_path_factory.mktemp("replay-page")
     settings = settings_for(tmp)
-    events = list(live_history(settings, Fleet(60, seed=4), T0, 300,
-                               load_profile("apple-m4-max"), host=HOST))
-    with HistoryStore(tmp / "h.duckdb") as store:
-        store.write([("t", 0, i, e) for i, e in enumerate(events)])
+    with HistoryStore(record(tmp / "h.duckdb", settings)) as store:
         req = ReplayRequest(t_from=T0 + 60, t_to=T0 + 240,
                             policy=Policy("power-save", settings_for(tmp, mode="power_save")))
         out = replay(store.cursor, settings, req, now=T0 + 300)

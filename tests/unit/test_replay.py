@@ -8,32 +8,17 @@ from pathlib import Path
 import pytest
 
 from agents.replay.run import Policy, ReplayError, ReplayRequest, replay
-from bench.synthetic import Fleet, live_history
-from pipeline.settings import Settings, load_settings
+from pipeline.settings import Settings
 from pipeline.topology import load_profile
 from storage.history import HistoryStore
-
-T0 = 1_780_000_000.0
-HOST = "fleet-host"
-
-
-def settings_for(tmp_path: Path, **allocator: object) -> Settings:
-    s = load_settings(env={"CORELANE_HOME": str(tmp_path / "home"),
-                           "CORELANE_HOST": HOST})
-    s.classifier.learn = False           # no model: judgements come from the priors
-    for key, value in allocator.items():
-        setattr(s.allocator, key, value)
-    return s
+from support.recorded_history import HOST, T0, record, settings_for
 
 
 @pytest.fixture(scope="module")
 def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Settings]:
     tmp = tmp_path_factory.mktemp("replay")
     settings = settings_for(tmp)
-    events = list(live_history(settings, Fleet(60, seed=4), T0, 300,
-                               load_profile("apple-m4-max"), host=HOST))
-    with HistoryStore(tmp / "h.duckdb") as store:
-        store.write([("t", 0, i, e) for i, e in enumerate(events)])
+    record(tmp / "h.duckdb", settings)
     return tmp, settings
 
 
@@ -128,3 +113,55 @@ def test_the_running_instance_replays_through_its_api(history) -> None:
         assert "other.yml" in bad.json()["message"] and "allocator.mode" in bad.json()["message"]
         late = client.post("/api/v1/replay", headers=auth(), json={"from": str(T0 + 900)})
         assert late.status_code == 400 and "no process samples" in late.json()["message"]
+
+
+class _Side:
+    """A side whose decisions the test sets by hand."""
+
+    def __init__(self, name: str) -> None:
+        from agents.replay.sides import SideState
+        self.name, self.state, self._classes = name, SideState(), {}
+
+    def classes(self) -> dict:
+        return self._classes
+
+    def place(self, cpus: str, nice: int = 0) -> None:
+        from pipeline.events import Decision
+        self.state.take([Decision(target="process", tier="normal", cpus=cpus, pid=7,
+                                  start_time=70, nice=nice, reason=f"on {cpus}")], "balanced", "")
+
+
+def test_a_short_disagreement_is_timing_and_a_long_one_a_difference_with_its_reason() -> None:
+    from agents.replay.report import Comparison
+    from pipeline.events import ProcessSample
+
+    base, other = _Side("base"), _Side("other")
+    reasons = []
+
+    def explain(d):
+        reasons.append(d)
+        return f"because {d.other}", False
+
+    cmp = Comparison(base, other, 0.0, 100.0, tolerance_s=3.0, explain=explain)
+    sample = ProcessSample(pid=7, start_time=70, ppid=1, name="svc", cpu_share=0.5)
+    timeline = {0: ("0", "0"), 1: ("0", "1"), 3: ("0", "0"),      # 2 s apart: timing
+                10: ("0", "1-2"), 40: ("0", "0")}                  # 30 s apart: a difference
+    placed = ("0", "0")
+    for t in range(60):
+        placed = timeline.get(t, placed)
+        base.place(placed[0])
+        other.place(placed[1])
+        cmp.sweep(float(t), [sample])
+    cmp.finish()
+    out = cmp.report()
+    assert out["timing_only"] == {"class": 0, "decision": 1}
+    diff = out["differences"]["normal"]["decision"]
+    assert (diff["count"], diff["seconds"], diff["unexplained"]) == (1, 30.0, 1)
+    example, = diff["examples"]
+    assert example["base"] == "normal: cpus 0, nice 0" and example["other"] == \
+        "normal: cpus 1-2, nice 0"
+    assert example["reason"] == "because normal: cpus 1-2, nice 0"
+    assert example["target"] == "pid 7 (svc)" and example["seconds"] == 30.0
+    # Demand against cores: one process of half a core, on one core on either side.
+    assert out["sides"]["base"]["tiers"]["normal"]["demand_cores_avg"] == 0.5
+    assert out["sides"]["other"]["tiers"]["normal"]["overcommitted_s"] == 0.0
