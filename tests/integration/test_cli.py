@@ -81,6 +81,27 @@ def test_a_bad_rules_file_is_one_line_before_anything_starts(tmp_path: Path, rul
     assert not home.exists()          # no history, journal or broker was made first
 
 
+@pytest.mark.parametrize("shadow, says", [
+    ("calm", "give NAME=FILE"),
+    ("live=x.yml", "not 'live'"),
+    ("calm={missing}", "cannot read configuration file"),
+    ("calm={bad}", "key 'allocator.mode'"),
+], ids=["no-file", "reserved-name", "missing", "invalid"])
+def test_a_bad_shadow_policy_is_one_line_before_anything_starts(tmp_path: Path, shadow: str,
+                                                                says: str) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text("allocator: {mode: sometimes}\n")
+    home = tmp_path / "home"
+    done = corelane("up", "--dry-run", "--shadow",
+                    shadow.format(missing=tmp_path / "none.yml", bad=bad),
+                    env={"CORELANE_HOME": str(home), "CORELANE_API": f"127.0.0.1:{free_port()}",
+                         "CORELANE_KAFKA": f"127.0.0.1:{free_port()}"})
+    assert done.returncode == 2, done.stderr
+    text = " ".join(done.stderr.split())
+    assert says in text and "Traceback" not in done.stderr, done.stderr
+    assert not home.exists()          # nothing was made first
+
+
 def test_collect_without_a_broker_says_so(tmp_path: Path) -> None:
     done = corelane("collect", "--count", "1",
                     env={"CORELANE_KAFKA": f"127.0.0.1:{free_port()}",
