@@ -64,8 +64,10 @@ class SideState:
 
 
 class Side:
-    """One side of a comparison."""
+    """One side of a comparison: fed every event of the window, it holds the decisions in
+    force (``state``) and, in its planner's view of the host, the classes in force."""
     name: str
+    host: str
     state: SideState
     planner: Planner
 
@@ -75,8 +77,6 @@ class Side:
 
     def classes(self) -> dict[tuple[int, int], Classification]:
         return self.planner.view(self.host).classes
-
-    host: str
 
 
 def _no_pids() -> list[int]:
