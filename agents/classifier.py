@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from agents.classification.decide import SweepResult
 from agents.classification.hosts import HostClassifiers
-from agents.classification.model import ModelSnapshotError, OnlineModel
-from agents.classification.snapshots import LEGACY_NAME, ModelShelf
-from agents.classification.rules import RuleSet, load_rules
+from agents.classification.model import OnlineModel
+from agents.classification.rules import RuleSet, load_rule_set
+from agents.classification.snapshots import load_model, model_shelf
 from agents.contract import AgentStats, Handler, Position, Timer, event_health
 from pipeline.bus import Publisher, replay_topic, topic_types
 from pipeline.events import Classification, Classifications, Envelope
@@ -31,37 +29,6 @@ from pipeline.settings import Settings
 from pipeline.stats import counter
 
 log = logging.getLogger(__name__)
-
-def model_shelf(settings: Settings) -> ModelShelf:
-    """Where the model's versions are kept (``classifier.snapshot_dir``, else home/models)."""
-    folder = settings.classifier.snapshot_dir
-    return ModelShelf(Path(folder).expanduser() if folder else settings.home_path / "models")
-
-
-def load_model(settings: Settings) -> OnlineModel:
-    """The newest snapshot, or a new model; a snapshot that cannot be read is set aside."""
-    shelf = model_shelf(settings)
-    cfg = settings.classifier
-    try:
-        model = shelf.latest()
-    except ModelSnapshotError as exc:
-        versions = shelf.versions()
-        path = shelf.path_of(versions[-1]) if versions else shelf.folder / LEGACY_NAME
-        aside = path.with_suffix(f".unreadable-{int(time.time())}")
-        path.rename(aside)
-        log.warning("%s; starting a new model (the old file is kept as %s)", exc, aside)
-        model = None
-    if model is not None:
-        log.info("model %s loaded from %s (learned up to offset %s)", model.tag,
-                 shelf.folder, model.offset)
-        return model
-    return OnlineModel(cfg.model, drift_delta=cfg.drift_delta)
-
-
-def load_rule_set(settings: Settings) -> RuleSet:
-    cfg = settings.classifier
-    return load_rules(cfg.rules_file, classes=cfg.classes) if cfg.rules_file else RuleSet()
-
 
 @dataclass
 class ClassifierStats(AgentStats):

@@ -19,7 +19,8 @@ from agents.allocation import pool_states, to_decisions
 from agents.allocation.hosts import Planner
 from agents.classification.hosts import HostClassifiers
 from agents.classification.model import OnlineModel
-from agents.classifier import load_model, load_rule_set
+from agents.classification.rules import load_rule_set
+from agents.classification.snapshots import load_model
 from agents.contract import AgentStats, Handler, Position, Timer, event_health, keep_going
 from pipeline.bus import Publisher
 from pipeline.events import Classifications, Envelope, ShadowDecisions, envelope

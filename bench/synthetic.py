@@ -68,7 +68,7 @@ def live_history(settings, fleet: Fleet, t0: float, seconds: int, topology,
     from agents.allocation import pool_states, to_decisions
     from agents.allocation.hosts import Planner
     from agents.classification.hosts import HostClassifiers
-    from agents.classifier import load_rule_set
+    from agents.classification.rules import load_rule_set
     from agents.classification.model import OnlineModel
     from pipeline.bus.publisher import Stamper
     from pipeline.topology import cpulist_format

@@ -26,8 +26,8 @@ from faust.contrib.asgi import faust_app_running
 
 from agents.allocator import AllocatorAgent
 from agents.applier import ApplierAgent
-from agents.classification.rules import RuleSet, RulesError
-from agents.classifier import ClassifierAgent, load_rule_set
+from agents.classification.rules import RuleSet, RulesError, load_rule_set
+from agents.classifier import ClassifierAgent
 from agents.contract import Agent, create_app, install
 from agents.recorder import Recorder
 from agents.shadow import ShadowAgent, ShadowSpec

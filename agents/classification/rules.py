@@ -43,6 +43,7 @@ from pydantic import (
 from agents.classification.features import FEATURES
 from pipeline.events import Label, ProcessSample
 from pipeline.patterns import check_regex
+from pipeline.settings import Settings
 from pipeline.vocabulary import AUTO, DEFAULT_TIER_OF, TIERS
 
 
@@ -536,3 +537,9 @@ class LabelBook:
     def forget(self, pid: int, start_time: int) -> None:
         """Drop a gone identity's label (a pid label never outlives its process)."""
         self._by_identity.pop((pid, start_time), None)
+
+
+def load_rule_set(settings: Settings) -> RuleSet:
+    """The rule set ``classifier.rules_file`` names (none without one); raises RulesError."""
+    cfg = settings.classifier
+    return load_rules(cfg.rules_file, classes=cfg.classes) if cfg.rules_file else RuleSet()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agents.classification.model import ModelSnapshotError, OnlineModel
+from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -93,3 +94,29 @@ class ModelShelf:
         for version in gone:
             self.path_of(version).unlink(missing_ok=True)
         return len(gone)
+
+
+def model_shelf(settings: Settings) -> ModelShelf:
+    """Where the model's versions are kept (``classifier.snapshot_dir``, else home/models)."""
+    folder = settings.classifier.snapshot_dir
+    return ModelShelf(Path(folder).expanduser() if folder else settings.home_path / "models")
+
+
+def load_model(settings: Settings) -> OnlineModel:
+    """The newest snapshot, or a new model; a snapshot that cannot be read is set aside."""
+    shelf = model_shelf(settings)
+    cfg = settings.classifier
+    try:
+        model = shelf.latest()
+    except ModelSnapshotError as exc:
+        versions = shelf.versions()
+        path = shelf.path_of(versions[-1]) if versions else shelf.folder / LEGACY_NAME
+        aside = path.with_suffix(f".unreadable-{int(time.time())}")
+        path.rename(aside)
+        log.warning("%s; starting a new model (the old file is kept as %s)", exc, aside)
+        model = None
+    if model is not None:
+        log.info("model %s loaded from %s (learned up to offset %s)", model.tag,
+                 shelf.folder, model.offset)
+        return model
+    return OnlineModel(cfg.model, drift_delta=cfg.drift_delta)

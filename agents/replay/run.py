@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from agents.classification.model import OnlineModel
-from agents.classification.rules import RulesError
-from agents.classifier import load_rule_set, model_shelf
+from agents.classification.rules import RulesError, load_rule_set
+from agents.classification.snapshots import model_shelf
 from agents.replay.report import Comparison, Difference, iso
 from agents.replay.sides import PolicyRun, RecordedRun, Side
 from pipeline.events import Classification, Classifications, Envelope, ProcessSample, envelope
