@@ -253,6 +253,7 @@ class Configuration(msgspec.Struct, kw_only=True):
     policy: str = "live"                     # "live", or the name of a shadow policy
     source: str = ""                         # the file it was read from
     settings: dict[str, Any] = {}            # every setting, defaults included
+    rules_sha256: str = ""                   # of the rule file it names, as it was then
 
 
 class StrategyChoice(msgspec.Struct, kw_only=True):

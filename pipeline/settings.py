@@ -195,6 +195,15 @@ class ClassifierSettings(_Section):
             return str(path)
         return value
 
+    def rules_sha256(self) -> str:
+        """The rule file's sha256 ("" without one, or when it cannot be read): a replay
+        tells by it whether the rules it loads are the ones that were in force."""
+        path = self.rules_path
+        try:
+            return hashlib.sha256(path.read_bytes()).hexdigest() if path else ""
+        except OSError:
+            return ""
+
     @property
     def rules_path(self) -> Path | None:
         """The rule file to load, or None when rules are off."""
@@ -335,7 +344,8 @@ class Settings(_Section):
         effective = self.model_dump(mode="json")
         canonical = msgspec.json.encode(effective, order="sorted")
         return Configuration(hash=hashlib.sha256(canonical).hexdigest(), policy=policy,
-                             source=self.source, settings=effective)
+                             source=self.source, settings=effective,
+                             rules_sha256=self.classifier.rules_sha256())
 
 
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {

@@ -107,6 +107,8 @@ class _Explainer:
         if d.kind == "class":
             sources = [c.source for c in (d.base_raw, d.other_raw)
                        if isinstance(c, Classification)]
+            if "rule" in sources and run.rules_changed:
+                return "the rule file has changed since the recording", True
             if "model" in sources:
                 live = next((_MODEL_TAG.search(c.reason) for c in (d.base_raw,)
                              if isinstance(c, Classification) and c.source == "model"), None)
@@ -146,6 +148,14 @@ class ReplayRun:
             class_lookback_s=2 * settings.classifier.heartbeat_s + 10)
         self.recorded_settings, self.config_note = _recorded_settings(
             self.window, self.start.configuration, settings)
+        recorded = self.start.configuration
+        self.rules_changed = bool(
+            recorded is not None and recorded.rules_sha256
+            and recorded.rules_sha256 != self.recorded_settings.classifier.rules_sha256())
+        if self.rules_changed:
+            self.config_note += (f"; its rule file "
+                                 f"{self.recorded_settings.classifier.rules_file} has changed "
+                                 f"since, and is replayed as it is now")
         if self.start.topology is None or self.start.topology.data.topology is None:
             raise ReplayError(f"no CPU topology of host {self.host} was recorded before "
                               f"{iso(request.t_to)}: a plan needs the host's CPUs")

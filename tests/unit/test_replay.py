@@ -165,3 +165,19 @@ def test_a_short_disagreement_is_timing_and_a_long_one_a_difference_with_its_rea
     # Demand against cores: one process of half a core, on one core on either side.
     assert out["sides"]["base"]["tiers"]["normal"]["demand_cores_avg"] == 0.5
     assert out["sides"]["other"]["tiers"]["normal"]["overcommitted_s"] == 0.0
+
+
+def test_a_rule_file_changed_since_the_recording_is_said(tmp_path: Path) -> None:
+    import shutil
+
+    rules = tmp_path / "rules.yml"
+    shutil.copy(Path(__file__).resolve().parents[2] / "config" / "rules" / "default.yml", rules)
+    settings = settings_for(tmp_path)
+    settings.classifier.rules_file = str(rules)
+    record(tmp_path / "h.duckdb", settings, procs=20, seconds=120)
+    with HistoryStore(tmp_path / "h.duckdb") as store:
+        same = replay(store.cursor, settings, ReplayRequest(T0 + 40, T0 + 100), now=T0 + 200)
+        assert "has changed since" not in same["configuration"]
+        rules.write_text(rules.read_text() + "\n# edited after the recording\n")
+        later = replay(store.cursor, settings, ReplayRequest(T0 + 40, T0 + 100), now=T0 + 200)
+    assert f"its rule file {rules} has changed since" in later["configuration"]
