@@ -25,6 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from agents.classification.model import OnlineModel
 from agents.classification.rules import RulesError, load_rule_set
 from agents.classification.snapshots import model_shelf
@@ -64,15 +66,15 @@ class ReplayRequest:
     shadow: str | None = None
 
 
-def _recorded_settings(window: HistoryWindow, config: Any, current: Settings
-                       ) -> tuple[Settings, str]:
+def _recorded_settings(config: Any, current: Settings) -> tuple[Settings, str]:
+    """The configuration in force (and a note saying which), from its recorded event."""
     if config is None:
         return current, ("no configuration was recorded before the window: the current "
                          "configuration stands in for the recorded one")
     try:
         return Settings.model_validate(config.settings), \
             f"the recorded configuration {config.hash[:12]} (from {config.source or '?'})"
-    except Exception as exc:   # a configuration of another version of corelane
+    except ValidationError as exc:   # a configuration of another version of corelane
         raise ReplayError(f"the configuration recorded before the window cannot be read "
                           f"by this version ({str(exc).splitlines()[0]}); give it as a file "
                           f"with --against") from None
@@ -110,13 +112,14 @@ class _Explainer:
             if "rule" in sources and run.rules_changed:
                 return "the rule file has changed since the recording", True
             if "model" in sources:
-                live = next((_MODEL_TAG.search(c.reason) for c in (d.base_raw,)
-                             if isinstance(c, Classification) and c.source == "model"), None)
+                recorded = d.base_raw
+                live = _MODEL_TAG.search(recorded.reason) if isinstance(
+                    recorded, Classification) and recorded.source == "model" else None
                 return (f"the model: the replay judges with {run.model_note}, the live "
                         f"model was {live.group(1) if live else 'another version'} (it learns "
                         f"between snapshots)", True)
             return f"recorded {d.base}; replayed {d.other}", False
-        if isinstance(d.base_raw, type(None)) or isinstance(d.other_raw, type(None)):
+        if d.base_raw is None or d.other_raw is None:
             return ("one side had not placed it yet (a new process is placed by the next "
                     "plan)", True)
         return (f"recorded {d.base} ({d.base_raw.reason}); replayed {d.other} "
@@ -147,7 +150,7 @@ class ReplayRun:
         self.start = self.window.start_state(
             class_lookback_s=2 * settings.classifier.heartbeat_s + 10)
         self.recorded_settings, self.config_note = _recorded_settings(
-            self.window, self.start.configuration, settings)
+            self.start.configuration, settings)
         recorded = self.start.configuration
         self.rules_changed = bool(
             recorded is not None and recorded.rules_sha256
