@@ -23,7 +23,7 @@ from agents.classification.rules import load_rule_set
 from agents.classification.snapshots import load_model
 from agents.contract import AgentStats, Handler, Position, Timer, event_health, keep_going
 from pipeline.bus import Publisher
-from pipeline.events import Classifications, Envelope, ShadowDecisions, envelope
+from pipeline.events import Envelope, ShadowDecisions
 from pipeline.health import PartHealth
 from pipeline.settings import ConfigError, Settings, load_settings
 from pipeline.stats import counter
@@ -76,7 +76,6 @@ class ShadowAgent:
         self.planner = Planner(spec.settings, topology, publisher.stamper.host,
                                housekeeping_pids)
         self.stats = ShadowStats()
-        self._seq = 0
 
     def handlers(self) -> Sequence[Handler]:
         return [Handler("process_samples", self._samples), Handler("label", self._label),
@@ -93,13 +92,8 @@ class ShadowAgent:
     def on_samples(self, event: Envelope) -> bool:
         """Returns whether a class or tier changed (a reason to plan at once)."""
         self.planner.on_samples(event)
-        items = self.classifiers.on_samples(event).classifications
-        if not items:
-            return False
-        self._seq += 1
-        return self.planner.on_classifications(envelope(
-            Classifications(batch="shadow", items=items), host=event.host, seq=self._seq,
-            ts=event.ts))
+        return self.planner.take_classes(event.host,
+                                         self.classifiers.on_samples(event).classifications)
 
     async def _samples(self, event: Envelope, at: Position) -> None:
         if self.on_samples(event):

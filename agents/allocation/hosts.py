@@ -121,9 +121,14 @@ class Planner:
 
     def on_classifications(self, event: Envelope) -> bool:
         """Returns whether any class or tier changed (a reason to plan at once)."""
-        view = self.view(event.host)
+        return self.take_classes(event.host, event.data.items)
+
+    def take_classes(self, host: str, items: Iterable[Classification]) -> bool:
+        """Classes judged for ``host`` (by a classifier beside this planner, or recorded);
+        returns whether any class or tier changed."""
+        view = self.view(host)
         changed = False
-        for c in event.data.items:
+        for c in items:
             key = (c.pid, c.start_time)
             old = view.classes.get(key)
             changed |= old is None or (old.cls, old.tier) != (c.cls, c.tier)

@@ -32,7 +32,7 @@ from agents.classification.rules import RulesError, load_rule_set
 from agents.classification.snapshots import model_shelf
 from agents.replay.report import Comparison, Difference, iso
 from agents.replay.sides import PolicyRun, RecordedRun, Side
-from pipeline.events import Classification, Classifications, Envelope, ProcessSample, envelope
+from pipeline.events import Classification, Envelope, ProcessSample
 from pipeline.settings import ConfigError, Settings, parse_settings
 from pipeline.times import TimeError, parse_when
 from pipeline.topology import Topology
@@ -292,12 +292,7 @@ class ReplayRun:
                 behaviour = c.source == "model" or (
                     c.source == "rule" and c.reason.removeprefix("rule ") in priors)
                 classifier.decider.seed(key, c, at, behaviour)
-            run.planner.on_classifications(self._classes_event(
-                [c for _, c in self.start.classes.values()]))
-
-    def _classes_event(self, items: list[Classification]) -> Envelope:
-        return envelope(Classifications(batch="start", items=items), host=self.host, seq=0,
-                        ts=self.request.t_from)
+            run.planner.take_classes(self.host, [c for _, c in self.start.classes.values()])
 
     def _note(self, event: Envelope) -> None:
         if event.type == "label":

@@ -20,8 +20,7 @@ from agents.allocation.plan import OWN_REASON
 from agents.classification.hosts import HostClassifiers
 from agents.classification.model import OnlineModel
 from agents.classification.rules import RuleSet
-from pipeline.events import (Chunks, Classification, Classifications, Decision, Decisions,
-                             Envelope, envelope, joined)
+from pipeline.events import Chunks, Classification, Decision, Decisions, Envelope, joined
 from pipeline.settings import Settings
 from pipeline.topology import Topology
 
@@ -95,7 +94,6 @@ class PolicyRun(Side):
                                housekeeping_pids=lambda: housekeeping_pids)
         self.state = SideState()
         self._last_plan: float | None = None
-        self._seq = 0
 
     def start_from(self, last_plan: Decisions | None, topology: Topology | None,
                    planned_at: float | None = None) -> None:
@@ -115,25 +113,18 @@ class PolicyRun(Side):
         """A sample from before the window: fills the feature windows, plans nothing."""
         if event.type == "process_samples":
             self.planner.on_samples(event)
-            self._classified(event, self.classifiers.on_samples(event).classifications)
+            self.planner.take_classes(event.host,
+                                      self.classifiers.on_samples(event).classifications)
         elif event.type == "container_samples":
             self.classifiers.on_containers(event)
             self.planner.on_containers(event)
-
-    def _classified(self, event: Envelope, items: list[Classification]) -> bool:
-        if not items:
-            return False
-        self._seq += 1
-        return self.planner.on_classifications(envelope(
-            Classifications(batch="replay", items=items), host=event.host, seq=self._seq,
-            ts=event.ts))
 
     def feed(self, event: Envelope) -> dict[str, int] | None:
         kind = event.type
         if kind == "process_samples":
             self.planner.on_samples(event)
-            changed = self._classified(event,
-                                       self.classifiers.on_samples(event).classifications)
+            changed = self.planner.take_classes(
+                event.host, self.classifiers.on_samples(event).classifications)
             data = event.data
             whole = not data.partial and data.chunk == data.chunks - 1
             due = whole and (self._last_plan is None or event.ts - self._last_plan
@@ -180,10 +171,7 @@ class RecordedRun(Side):
                    classes: dict[tuple[int, int], tuple[float, Classification]]) -> None:
         if last_plan is not None:
             self._take(last_plan)
-        if classes:
-            self.planner.on_classifications(envelope(
-                Classifications(batch="start", items=[c for _, c in classes.values()]),
-                host=self.host, seq=0, ts=0.0))
+        self.planner.take_classes(self.host, [c for _, c in classes.values()])
 
     def feed(self, event: Envelope) -> dict[str, int] | None:
         kind = event.type
