@@ -155,7 +155,7 @@ class Comparison:
         self.timing: dict[str, int] = {"class": 0, "decision": 0}
         self._open: dict[tuple[str, TargetKey], Difference] = {}
         self._delay: dict[tuple[int, int], tuple[float, int]] = {}
-        self._classes: tuple[dict, dict] = ({}, {})
+        self._classes: list[dict] = [{}, {}]     # each side's classes at the last sweep
         self._cores: list[tuple[int, dict[str, int]]] = [(-1, {}), (-1, {})]
         self._last_ts: float | None = None
         self.sweeps = 0
@@ -239,8 +239,7 @@ class Comparison:
                     if old is not None and old.cls != c.cls:
                         fig.class_changes += 1
                         fig.minute(minute)[5] += 1
-            self._classes = ((now_classes, self._classes[1]) if side_index == 0
-                             else (self._classes[0], now_classes))
+            self._classes[side_index] = now_classes
             cores = self._pool_cores(side_index)
             for tier, (dem, waited_ms) in tiers.items():
                 fig = self.figures(side_index, tier)
