@@ -206,14 +206,19 @@ class ApplierAgent:
         if forked_ns is not None:
             self.stats.last_reset_ms = round((time.monotonic_ns() - forked_ns) / 1e6, 3)
         log.info("pid %d: %s (%s)", pid, result.outcome, result.reason)
+        self._report_reset(result)
+
+    def _report_reset(self, result: ApplyResult) -> None:
         self._resets.append(result)
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.get_running_loop().create_task(self._flush_resets())
 
     async def _flush_resets(self) -> None:
         await asyncio.sleep(0)                   # one batch for a burst of forks
-        results, self._resets = self._resets, []
-        if results:
+        # resets that come while a batch is being published go out in the next round, not
+        # with the next fork (which may never come)
+        while self._resets:
+            results, self._resets = self._resets, []
             await self._publish(Decisions(batch=self.last_plan_id,
                                           plan_seq=self.last_plan_seq or 0), results)
 

@@ -3,6 +3,7 @@ from it, and how the applier collects and filters plans. (Their faust wiring run
 real broker in the integration tests.)"""
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from datetime import datetime
@@ -14,6 +15,7 @@ from agents.allocation import to_decisions
 from agents.allocation.hosts import container_targets, decision_key, last_plans, scheduled_mode
 from agents.allocator import AllocatorAgent
 from agents.applier import ApplierAgent
+from agents.enforcement.process import ApplyResult
 from pipeline import commands
 from pipeline import events as ev
 from pipeline.bus import Publisher
@@ -289,4 +291,32 @@ def test_the_applier_applies_what_changed_and_everything_every_reassert_s(
     assert len(agent.apply_plan([moved])) == 1                    # a change is applied at once
     agent.settings.applier.reassert_s = 0                         # a full pass is due
     assert len(agent.apply_plan([moved])) == 1
+    agent.close()
+
+
+def test_a_reset_made_while_others_are_being_published_is_published_too(
+        settings: Settings) -> None:
+    agent = applier(settings)
+    published: list[list[int | None]] = []
+    releasing = asyncio.Event()
+
+    async def slow_publish(plan: ev.Decisions, results: list[ApplyResult]) -> None:
+        await releasing.wait()                   # the broker is slow to acknowledge
+        published.append([r.pid for r in results])
+
+    agent._publish = slow_publish  # type: ignore[method-assign]
+
+    def reset(pid: int) -> ApplyResult:
+        return ApplyResult("process", "applied", "child of 1", pid=pid, start_time=pid)
+
+    async def scenario() -> None:
+        agent._report_reset(reset(10))
+        agent._report_reset(reset(11))
+        await asyncio.sleep(0.01)                # the first batch is on its way
+        agent._report_reset(reset(12))           # and this one comes meanwhile
+        releasing.set()
+        await asyncio.wait_for(agent._flushing, 5)  # type: ignore[arg-type]
+
+    asyncio.run(scenario())
+    assert published == [[10, 11], [12]]
     agent.close()
