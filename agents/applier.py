@@ -48,6 +48,9 @@ from pipeline.vocabulary import HOUSEKEEPING
 
 log = logging.getLogger(__name__)
 
+# how long a child's deferred reset is tried again, plan by plan
+PENDING_RESET_S = 30.0
+
 
 def journal_dir(settings: Settings) -> Path:
     folder = settings.applier.journal_dir
@@ -114,6 +117,8 @@ class ApplierAgent:
         self._actions: dict[str, tuple] = {}      # target -> the action applied last
         self._full_at: float | None = None        # when every decision was last applied
         self._newly_demoted: set[int] = set()
+        # child -> (parent, since when): a reset to try again at its exec or the next plans
+        self._pending: dict[int, tuple[int, float]] = {}
 
     # --- applying ------------------------------------------------------------------------------
 
@@ -174,10 +179,15 @@ class ApplierAgent:
 
     def on_proc_events(self, events: list[ProcEvent]) -> None:
         """A child of a process corelane demoted goes back to neutral at once (on the
-        event loop: a few system calls)."""
+        event loop: a few system calls). One caught between its fork and its exec (no
+        command line yet, starved at its inherited SCHED_IDLE) is tried again at its exec."""
         for e in events:
             if e.what == "fork" and e.parent in self._demoted:
                 self._reset(e.pid, e.parent, e.ts_ns)
+            elif e.what == "exec" and e.pid in self._pending:
+                parent, _ = self._pending.pop(e.pid)
+                if parent in self._demoted:
+                    self._reset(e.pid, parent, None, last_try=True)
 
     def rescan(self, parents: set[int] | None = None) -> None:
         """Every child of a demoted parent (of ``parents``, else of any) not reset yet,
@@ -193,13 +203,21 @@ class ApplierAgent:
                     self.journal.get(Identity.process(pid, stat.start_time)) is None:
                 self._reset(pid, stat.ppid, None)
 
-    def _reset(self, pid: int, parent_pid: int, forked_ns: int | None) -> None:
+    def _reset(self, pid: int, parent_pid: int, forked_ns: int | None,
+               last_try: bool = False) -> None:
         parent = self._demoted[parent_pid]
         stat = procfs.read_stat(self.paths.proc, parent_pid)
         if stat is None or stat.start_time != parent.identity.start_time:
             return                               # the pid is another process's now
         result = reset_child(self.journal, pid, parent, self._shared_cpus,
                              guard=self._last_guard or self.guard(), paths=self.paths)
+        if not last_try and (result is None or not result.applied):
+            # not readable or not to be changed as it stands now: again at its exec, and
+            # with each plan for a while
+            self._pending.setdefault(pid, (parent_pid, time.monotonic()))
+            log.debug("pid %d: reset deferred (%s)", pid, result.reason if result else "gone")
+            return
+        self._pending.pop(pid, None)
         if result is None or result.reason == OUT_OF_SCOPE:
             return
         self.stats.resets += 1
@@ -207,6 +225,16 @@ class ApplierAgent:
             self.stats.last_reset_ms = round((time.monotonic_ns() - forked_ns) / 1e6, 3)
         log.info("pid %d: %s (%s)", pid, result.outcome, result.reason)
         self._report_reset(result)
+
+    def _retry_pending(self) -> None:
+        """Each child whose reset was deferred is tried again (its parent still demoted),
+        so none waits on an exec that never comes; after PENDING_RESET_S it is settled."""
+        now = time.monotonic()
+        for pid, (parent_pid, since) in list(self._pending.items()):
+            if parent_pid not in self._demoted:
+                del self._pending[pid]
+            else:
+                self._reset(pid, parent_pid, None, last_try=now - since >= PENDING_RESET_S)
 
     def _report_reset(self, result: ApplyResult) -> None:
         self._resets.append(result)
@@ -324,6 +352,7 @@ class ApplierAgent:
         self.stats.plans += 1
         if self._newly_demoted:
             self.rescan(self._newly_demoted)
+        self._retry_pending()
         await self._publish(event.data, results)
 
     async def _publish(self, plan: Decisions, results: list[ApplyResult]) -> None:

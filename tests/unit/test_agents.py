@@ -320,3 +320,69 @@ def test_a_reset_made_while_others_are_being_published_is_published_too(
     asyncio.run(scenario())
     assert published == [[10, 11], [12]]
     agent.close()
+
+
+def test_a_child_caught_between_fork_and_exec_is_reset_at_its_exec(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import agents.applier as applier_module
+    from agents.enforcement.journal import Identity, JournalEntry
+    from pipeline import procfs
+    from pipeline.collectors.proc_events import ProcEvent
+
+    agent = applier(settings)
+    me = os.getpid()
+    stat = procfs.read_stat("/proc", me)
+    assert stat is not None
+    parent = JournalEntry(Identity.process(me, stat.start_time), {"nice": 0},
+                          applied={"nice": 19})
+    agent._demoted = {me: parent}
+    # the child's command line is empty mid-exec, so the scope refuses it; after its
+    # exec it matches
+    answers = [ApplyResult("process", "skipped", "out of scope", pid=4242),
+               ApplyResult("process", "applied", "child of 1", pid=4242)]
+    asked: list[int] = []
+
+    def fake_reset(journal, pid, parent, shared, **kw):  # type: ignore[no-untyped-def]
+        asked.append(pid)
+        return answers.pop(0)
+
+    monkeypatch.setattr(applier_module, "reset_child", fake_reset)
+    published: list[list[int | None]] = []
+
+    async def publish(plan: ev.Decisions, results: list[ApplyResult]) -> None:
+        published.append([r.pid for r in results])
+
+    agent._publish = publish  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        agent.on_proc_events([ProcEvent("fork", 4242, me, time.monotonic_ns())])
+        assert published == [] and 4242 in agent._pending
+        agent.on_proc_events([ProcEvent("exec", 4242, None, time.monotonic_ns())])
+        await asyncio.wait_for(agent._flushing, 5)  # type: ignore[arg-type]
+
+    asyncio.run(scenario())
+    assert asked == [4242, 4242] and published == [[4242]] and not agent._pending
+    agent.close()
+
+
+def test_a_deferred_reset_without_an_exec_is_tried_with_the_next_plans_then_settled(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import agents.applier as applier_module
+    from agents.enforcement.journal import Identity, JournalEntry
+    from pipeline import procfs
+
+    agent = applier(settings)
+    me = os.getpid()
+    stat = procfs.read_stat("/proc", me)
+    assert stat is not None
+    agent._demoted = {me: JournalEntry(Identity.process(me, stat.start_time), {"nice": 0},
+                                       applied={"nice": 19})}
+    monkeypatch.setattr(applier_module, "reset_child", lambda *a, **kw: ApplyResult(
+        "process", "skipped", "out of scope", pid=4242))
+    agent._pending = {4242: (me, time.monotonic())}
+    agent._retry_pending()
+    assert 4242 in agent._pending                 # still young: tried again next plan
+    agent._pending = {4242: (me, time.monotonic() - applier_module.PENDING_RESET_S)}
+    agent._retry_pending()
+    assert not agent._pending                     # settled: out of scope it stays
+    agent.close()
