@@ -62,6 +62,11 @@ class HostSample(msgspec.Struct, kw_only=True):
     # kernel.sched_autogroup_enabled: with it on, nice orders threads only inside one
     # session's group, and only the scheduling policy works across them. None: unknown.
     autogroup: bool | None = None
+    # Pressure stall figures (PSI, avg10 in percent): cpu_some, memory_some, memory_full,
+    # io_some, io_full. Empty where the kernel has PSI off.
+    pressure: dict[str, float] = {}
+    # Memory used by each tier's group (tier limits), in bytes.
+    tier_memory_bytes: dict[str, int] = {}
     # The host's CPU topology (Topology.to_dict()), on a collector's first sweep and every
     # few minutes after: an allocator planning for this host from elsewhere needs it, and
     # so does a replay of this host's history.
@@ -162,7 +167,7 @@ class Classifications(Batch, kw_only=True):
 
 
 class Decision(msgspec.Struct, kw_only=True):
-    target: str                              # "process" | "container" | "cpu"
+    target: str                              # "process" | "container" | "cpu" | "cgroup"
     tier: str
     cpus: str                                # cpu list
     pid: Int32 | None = None
@@ -174,6 +179,14 @@ class Decision(msgspec.Struct, kw_only=True):
     policy: str | None = None                # "other" | "batch" | "idle" | "fifo" | "rr"
     cpu_shares: Int32 | None = None
     idle_latency_us: int | None = None       # target "cpu": its idle-state limit (0 = poll)
+    # target "process": the tier group it belongs in (None: its own cgroups). Target
+    # "cgroup": the tier group's limits.
+    cgroup: str | None = None
+    cpu_weight: Int32 | None = None          # 1-10000, cgroup v2's scale
+    cpu_quota_us: int | None = None          # per cgroups.CFS_PERIOD_US
+    memory_high: int | None = None           # bytes
+    memory_max: int | None = None            # bytes
+    swap: bool | None = None                 # False: no swap beyond memory_max
     reason: str = ""
 
 

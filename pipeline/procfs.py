@@ -324,6 +324,37 @@ def autogroup_enabled(proc: str) -> bool | None:
     return data.strip() != b"0"
 
 
+PRESSURE_RESOURCES = ("cpu", "memory", "io")
+
+
+def parse_pressure(resource: str, text: str) -> dict[str, float]:
+    """A PSI file (``/proc/pressure/memory``, a cgroup's ``memory.pressure``) as
+    {"memory_some": avg10, "memory_full": avg10}: the share of the last 10 s, in percent,
+    in which some (or all) runnable tasks were stalled on the resource."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        kind, _, rest = line.partition(" ")
+        for field in rest.split():
+            name, _, value = field.partition("=")
+            if name == "avg10" and kind in ("some", "full"):
+                try:
+                    out[f"{resource}_{kind}"] = float(value)
+                except ValueError:
+                    pass
+    return out
+
+
+def read_pressure(proc: str) -> dict[str, float]:
+    """Host-wide pressure stall figures; empty where the kernel has PSI off (no
+    /proc/pressure, or ``psi=0``)."""
+    out: dict[str, float] = {}
+    for resource in PRESSURE_RESOURCES:
+        data = read_bytes(f"{proc}/pressure/{resource}")
+        if data:
+            out.update(parse_pressure(resource, data.decode("ascii", "replace")))
+    return out
+
+
 def read_argv(proc: str, pid: int) -> list[str]:
     """The command line as its arguments (empty when the process is gone)."""
     data = read_bytes(f"{proc}/{pid}/cmdline")

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import psutil
 
-from pipeline import procfs
+from pipeline import cgroups, procfs
 from pipeline.events import HostSample
 from pipeline.hostpaths import LIVE, HostPaths
 
@@ -31,8 +31,11 @@ class HostSampler:
     """Per-CPU use since the previous ``sample()`` (or since construction, for the first)."""
 
     def __init__(self, paths: HostPaths = LIVE,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, cgroup_root: str = "") -> None:
+        """``cgroup_root`` is where corelane's tier groups are (their memory use is sampled)."""
         self._clock = clock
+        self._cgroup_root = cgroup_root
+        self._layout = cgroups.read_layout(paths) if cgroup_root else None
         self._last_times = psutil.cpu_times(percpu=True)
         self._last_at = clock()
         self._boot = procfs.boot_time(paths.proc)
@@ -61,6 +64,9 @@ class HostSampler:
             boot_time=self._boot,
             interval_s=interval,
             autogroup=procfs.autogroup_enabled(self._proc),
+            pressure=procfs.read_pressure(self._proc),
+            tier_memory_bytes=(cgroups.group_memory(self._layout, self._cgroup_root)
+                               if self._layout is not None else {}),
         )
 
     @staticmethod
