@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from pipeline.vocabulary import MODES, TIERS
 
@@ -27,6 +28,51 @@ class PolicyError(ValueError):
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TierLimits(_Frozen):
+    """What a tier's processes may use together, enforced through a cgroup of the tier's
+    own (containers keep their engine's cgroup). ``None`` leaves that limit off."""
+    # cgroup v2's scale: 1–10000, 100 is every other group's (cpu.shares 1024 on v1)
+    cpu_weight: int | None = Field(None, ge=1, le=10000)
+    # cores' worth of CPU time, or a share of the host's CPUs ("50%")
+    cpu_quota: float | str | None = None
+    memory_high: ByteSize | None = None       # reclaimed hard above this (v1: soft limit)
+    memory_max: ByteSize | None = None        # the hard limit
+    swap: bool | None = None                  # false: nothing beyond memory_max in swap
+
+    @field_validator("cpu_quota")
+    @classmethod
+    def _quota(cls, value: float | str | None) -> float | str | None:
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                share = float(text[:-1]) if text.endswith("%") else None
+            except ValueError:
+                share = None
+            if share is None or not 0 < share <= 100:
+                raise ValueError(f"cpu_quota {value!r}: give cores (0.5) or a share of the "
+                                 f"host's CPUs between 0% and 100% (\"50%\")")
+            return text
+        if value is not None and value <= 0:
+            raise ValueError(f"cpu_quota {value}: a quota is more than 0 cores")
+        return value
+
+    @property
+    def any(self) -> bool:
+        return any(v is not None for v in (self.cpu_weight, self.cpu_quota, self.memory_high,
+                                           self.memory_max)) or self.swap is False
+
+    def quota_cores(self, host_cpus: int) -> float | None:
+        """The quota in cores on a host with ``host_cpus`` CPUs."""
+        if isinstance(self.cpu_quota, str):
+            return round(float(self.cpu_quota[:-1]) / 100 * host_cpus, 3)
+        return self.cpu_quota
+
+    def over(self, base: TierLimits) -> TierLimits:
+        """``base`` with the limits this one sets (a mode's, over the tier's); null in a
+        mode's limits leaves the tier's as it is."""
+        return base.model_copy(update={k: v for k, v in self if v is not None})
 
 
 class TierPolicy(_Frozen):
@@ -49,6 +95,8 @@ class TierPolicy(_Frozen):
     # tier may enter; 0 keeps them polling, so a wake-up never waits for a core to come out
     # of halt. None leaves the cores as they are. Costs power (a VM's host: CPU time).
     idle_latency_us: int | None = Field(None, ge=0)
+    # CPU weight, quota and memory limits for the tier's processes together (a cgroup)
+    limits: TierLimits = TierLimits()
 
     @model_validator(mode="after")
     def _io(self) -> TierPolicy:
@@ -79,6 +127,8 @@ class ModeTuning(_Frozen):
     sched_idle: bool = True
     # When false, no tier's idle_latency_us applies: every core may sleep deeply.
     idle_limits: bool = True
+    # Tier limits in this mode, over the tier's own: {tier: the limits it changes}.
+    limits: dict[str, TierLimits] = Field(default_factory=dict)
 
 
 def _default_tiers() -> dict[str, TierPolicy]:
@@ -92,10 +142,14 @@ def _default_tiers() -> dict[str, TierPolicy]:
                            headroom=0.25, cpu_shares=1536),
         "normal": TierPolicy(nice=0, ioclass="be", iolevel=4, policy="other",
                              headroom=0.25, cpu_shares=1024),
+        # weight orders batch work across sessions, where nice does not (autogroup); the
+        # quota keeps some of the host for everyone else however much batch work there is
         "low": TierPolicy(nice=10, ioclass="be", iolevel=6, policy="batch",
-                          headroom=0.1, prefer="E", cpu_shares=512),
+                          headroom=0.1, prefer="E", cpu_shares=512,
+                          limits=TierLimits(cpu_weight=50, cpu_quota="90%")),
         "background": TierPolicy(nice=19, ioclass="idle", policy="idle",
-                                 headroom=0.1, prefer="E", cpu_shares=128),
+                                 headroom=0.1, prefer="E", cpu_shares=128,
+                                 limits=TierLimits(cpu_weight=10, cpu_quota="50%")),
     }
 
 
@@ -105,7 +159,9 @@ def _default_modes() -> dict[str, ModeTuning]:
         "balanced": ModeTuning(),
         "power_save": ModeTuning(headroom_scale=0.5, shared_prefer="E", fill_spare_cores=False,
                                  idle_limits=False),
-        "emergency": ModeTuning(critical_at_once=True, squeeze=("low", "background")),
+        "emergency": ModeTuning(critical_at_once=True, squeeze=("low", "background"),
+                                limits={"low": TierLimits(cpu_quota="50%"),
+                                        "background": TierLimits(cpu_quota="25%")}),
     }
 
 
@@ -166,6 +222,9 @@ class Policy(_Frozen):
             bad = sorted(set(mode.squeeze) - set(TIERS))
             if bad:
                 raise ValueError(f"mode {name}: squeeze names unknown tier(s) {bad}")
+            bad = sorted(set(mode.limits) - set(TIERS))
+            if bad:
+                raise ValueError(f"mode {name}: limits name unknown tier(s) {bad}")
         return self
 
     @classmethod
@@ -183,10 +242,16 @@ class Policy(_Frozen):
     def tier(self, name: str) -> TierPolicy:
         return self.tiers[name]
 
+    def limits(self, tier: str, mode: str) -> TierLimits:
+        """The tier's limits in ``mode``: the mode's, over the tier's own."""
+        own = self.tier(tier).limits
+        over = self.mode(mode).limits.get(tier)
+        return own if over is None else over.over(own)
+
     def mode(self, name: str) -> ModeTuning:
         if name not in MODES:
             raise PolicyError(f"unknown mode {name!r}; modes are {', '.join(MODES)}")
         return self.modes[name]
 
 
-__all__ = ["ModeTuning", "Policy", "PolicyError", "TierPolicy"]
+__all__ = ["ModeTuning", "Policy", "PolicyError", "TierLimits", "TierPolicy"]

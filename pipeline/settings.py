@@ -290,6 +290,11 @@ class ApplierSettings(_Section):
     # only this often; in between, only what changed is applied.
     reassert_s: float = Field(60.0, ge=0)
     journal_dir: str | None = None               # defaults to <home>/journal
+    # The tier groups (allocator tier limits) live under this cgroup, one per tier.
+    cgroup_root: str = Field("corelane", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+    # Never moved out of: cgroup path prefixes (containers' groups and groups with limits
+    # of their own are never left anyway).
+    protected_cgroups: list[str] = []
 
     @field_validator("protected")
     @classmethod

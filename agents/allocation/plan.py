@@ -45,6 +45,7 @@ from agents.allocation.pools import (
     EXCLUSIVE, HOUSEKEEPING_ROLE, SHARED, AllocationError, CoreInfo, Pool, describe, hold_size,
     place, usable_cores,
 )
+from pipeline.cgroups import quota_us
 from pipeline.policy import ModeTuning, Policy, TierPolicy
 from pipeline.vocabulary import ASLEEP, BATCH_TIERS, HOUSEKEEPING, MODES, STRATEGIES, TIERS
 from pipeline.events import Classification, Decision, HostSample, ProcessSample
@@ -160,6 +161,7 @@ class Assignment:
     iolevel: int | None = None
     policy: str | None = None
     cpu_shares: int | None = None
+    cgroup: str | None = None                # the tier group it is moved into
     reason: str = ""
 
     @property
@@ -183,6 +185,20 @@ class CpuIdleLimit:
 
 
 @dataclass(frozen=True)
+class TierGroup:
+    """What a tier's processes may use together: its cgroup's limits (None: no such
+    limit). Its members are the tier's processes whose ``cgroup`` names it."""
+    tier: str
+    cpus: tuple[int, ...]
+    cpu_weight: int | None = None
+    cpu_quota_us: int | None = None
+    memory_high: int | None = None
+    memory_max: int | None = None
+    swap: bool | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Plan:
     seq: int
     mode: str
@@ -197,6 +213,7 @@ class Plan:
     idle_limits: tuple[CpuIdleLimit, ...] = ()   # cores kept out of deep idle states
     strategy: str = STRATEGIES[0]
     lent: tuple[int, ...] = ()               # exclusive cores batch work may use (SCHED_IDLE)
+    groups: tuple[TierGroup, ...] = ()       # tiers whose processes share cgroup limits
 
     def pool(self, name: str) -> Pool | None:
         return next((p for p in self.pools if p.name == name), None)
@@ -525,8 +542,9 @@ def plan(topology: Topology,
     lent = _lent_cpus(pools, policy) if strategy == "exclusive_lend" else ()
 
     # -- decisions --
+    groups = _tier_groups(pools, policy, mode, len(topology.cpu_ids))
     assignments = _assign(procs, conts, wants, pool_cpus, {p.name: p for p in pools}, policy,
-                          tuning, strategy, lent)
+                          tuning, strategy, lent, {g.tier for g in groups})
     exclusive_cpus = {name: set(cpus) for name, cpus in pool_cpus.items()
                       if wants[name].exclusive and name in placed}
     assignments, moves, deferred = _cap_moves(assignments, previous_plan, exclusive_cpus,
@@ -540,7 +558,40 @@ def plan(topology: Topology,
                 moves=moves, deferred=deferred, notes=tuple(notes),
                 idle_limits=(_idle_limits(pools, policy, tuning, mode)
                              if strategy == "exclusive_poll" else ()),
-                strategy=strategy, lent=lent)
+                strategy=strategy, lent=lent, groups=groups)
+
+
+def _tier_groups(pools: Sequence[Pool], policy: Policy, mode: str,
+                 host_cpus: int) -> tuple[TierGroup, ...]:
+    """The limits of each tier with members and limits in this mode."""
+    out = []
+    for pool in pools:
+        if pool.name == HOUSEKEEPING:
+            continue
+        limits = policy.limits(pool.name, mode)
+        if not limits.any:
+            continue
+        cores = limits.quota_cores(host_cpus)
+        bits = []
+        if limits.cpu_weight is not None:
+            bits.append(f"cpu weight {limits.cpu_weight}")
+        if cores is not None:
+            share = f" ({limits.cpu_quota} of {host_cpus} CPUs)" \
+                if isinstance(limits.cpu_quota, str) else ""
+            bits.append(f"cpu quota {cores:g} cores{share}")
+        if limits.memory_high is not None:
+            bits.append(f"memory high {limits.memory_high.human_readable()}")
+        if limits.memory_max is not None:
+            bits.append(f"memory max {limits.memory_max.human_readable()}")
+        if limits.swap is False:
+            bits.append("no swap")
+        out.append(TierGroup(
+            tier=pool.name, cpus=pool.cpus, cpu_weight=limits.cpu_weight,
+            cpu_quota_us=None if cores is None else quota_us(cores),
+            memory_high=None if limits.memory_high is None else int(limits.memory_high),
+            memory_max=None if limits.memory_max is None else int(limits.memory_max),
+            swap=limits.swap, reason=f"tier {pool.name}: {', '.join(bits)} (mode {mode})"))
+    return tuple(out)
 
 
 def _lent_cpus(pools: Sequence[Pool], policy: Policy) -> tuple[int, ...]:
@@ -576,7 +627,7 @@ def _idle_limits(pools: Sequence[Pool], policy: Policy, tuning: ModeTuning,
 def _assign(procs: Sequence[ProcessTarget], conts: Sequence[ContainerTarget],
             wants: Mapping[str, _Want], pool_cpus: Mapping[str, tuple[int, ...]],
             pools: Mapping[str, Pool], policy: Policy, tuning: ModeTuning, strategy: str,
-            lent: tuple[int, ...]) -> list[Assignment]:
+            lent: tuple[int, ...], grouped: set[str] = frozenset()) -> list[Assignment]:
     out: list[Assignment] = []
     container_cpus: dict[str, tuple[str, tuple[int, ...]]] = {}
     for c in conts:
@@ -615,15 +666,22 @@ def _assign(procs: Sequence[ProcessTarget], conts: Sequence[ContainerTarget],
             cpus = tuple(sorted({*cpus, *lent}))
             note = f"{note}; lent {cpulist_format(lent)} while its tier sleeps"
         reason = f"tier {name} → pool {cpulist_format(cpus)} ({pools[name].reason}); class {p.cls or '?'}"
+        group = name if name in grouped and not p.container_id else None
         if p.cls == ASLEEP and name != HOUSEKEEPING:
-            # what it starts would inherit a demotion, and a sleeper gains nothing from one
+            # what it starts would inherit a demotion or a cap, and a sleeper gains nothing
+            # from either
             nice = ioclass = iolevel = pol = None
             note = "asleep: placed, its priorities left as they are"
+            if group:
+                note += " and kept out of its tier's limited group"
+                group = None
+        elif group:
+            note = "; ".join(n for n in (note, f"in the {name} group's limits") if n)
         if note:
             reason += f"; {note}"
         out.append(Assignment(target="process", tier=name, cpus=cpus, pid=p.pid,
                               start_time=p.start_time, container_id=p.container_id, nice=nice,
-                              ioclass=ioclass, iolevel=iolevel, policy=pol,
+                              ioclass=ioclass, iolevel=iolevel, policy=pol, cgroup=group,
                               reason=reason + extra))
     out.sort(key=lambda a: (a.target != "process", a.pid or 0, a.start_time or 0, a.container_id or ""))
     return out
@@ -666,17 +724,22 @@ def to_decisions(plan: Plan) -> list[Decision]:
     return [Decision(target=a.target, tier=a.tier, cpus=cpulist_format(a.cpus), pid=a.pid,
                      start_time=a.start_time, container_id=a.container_id, nice=a.nice,
                      ioclass=a.ioclass, iolevel=a.iolevel, policy=a.policy,
-                     cpu_shares=a.cpu_shares, reason=a.reason)
+                     cpu_shares=a.cpu_shares, cgroup=a.cgroup, reason=a.reason)
             for a in plan.assignments] + [
         Decision(target="cpu", tier=x.tier, cpus=str(x.cpu), idle_latency_us=x.latency_us,
-                 reason=x.reason) for x in plan.idle_limits]
+                 reason=x.reason) for x in plan.idle_limits] + [
+        Decision(target="cgroup", tier=g.tier, cpus=cpulist_format(g.cpus), cgroup=g.tier,
+                 cpu_weight=g.cpu_weight, cpu_quota_us=g.cpu_quota_us,
+                 memory_high=g.memory_high, memory_max=g.memory_max, swap=g.swap,
+                 reason=g.reason) for g in plan.groups]
 
 
 def action(d: Decision) -> tuple:
     """What the applier acts on in a decision, without its reason (whose demand figures
     move every cycle): two decisions with the same action ask for the same change."""
     return (d.target, d.pid, d.start_time, d.container_id, d.cpus, d.nice, d.ioclass,
-            d.iolevel, d.policy, d.cpu_shares, d.idle_latency_us)
+            d.iolevel, d.policy, d.cpu_shares, d.idle_latency_us, d.cgroup, d.cpu_weight,
+            d.cpu_quota_us, d.memory_high, d.memory_max, d.swap)
 
 
 def pool_states(plan: Plan) -> dict[str, dict[str, Any]]:
@@ -701,13 +764,14 @@ def plan_from_decisions(topology: Topology, decisions: Iterable[Decision], seq: 
     assignments: list[Assignment] = []
     cpus_by_pool: dict[str, set[int]] = {}
     for d in decisions:
-        if d.target == "cpu":
-            continue                                  # idle limits follow the pools again
+        if d.target in ("cpu", "cgroup"):
+            continue                                  # idle limits and groups follow the pools
         cpus = tuple(cpulist_parse(d.cpus))
         assignments.append(Assignment(target=d.target, tier=d.tier, cpus=cpus, pid=d.pid,
                                       start_time=d.start_time, container_id=d.container_id,
                                       nice=d.nice, ioclass=d.ioclass, iolevel=d.iolevel,
-                                      policy=d.policy, cpu_shares=d.cpu_shares, reason=d.reason))
+                                      policy=d.policy, cpu_shares=d.cpu_shares,
+                                      cgroup=d.cgroup, reason=d.reason))
         cpus_by_pool.setdefault(d.tier, set()).update(c for c in cpus if c in topology.cpu_ids)
     restored = []
     for name in (*TIERS, HOUSEKEEPING):
@@ -730,6 +794,7 @@ def plan_from_decisions(topology: Topology, decisions: Iterable[Decision], seq: 
 
 
 __all__ = [
-    "Assignment", "ContainerTarget", "CpuIdleLimit", "Plan", "ProcessTarget", "Target", "Utilization",
+    "Assignment", "ContainerTarget", "CpuIdleLimit", "Plan", "ProcessTarget", "Target", "TierGroup",
+    "Utilization",
     "action", "plan", "plan_from_decisions", "pool_states", "process_targets", "to_decisions",
 ]

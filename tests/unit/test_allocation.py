@@ -526,7 +526,7 @@ def test_to_decisions_round_trip_through_the_codec(topo):
     t = topo["intel-hybrid-16cpu"]
     p = plan(t, mixed() + [ContainerTarget("e" * 64, "high")])
     items = to_decisions(p)
-    assert len(items) == len(p.assignments) + len(p.idle_limits)
+    assert len(items) == len(p.assignments) + len(p.idle_limits) + len(p.groups)
     assert items[0].cpus == p.assignments[0].cpulist and all(d.reason for d in items)
     chunks = batched(Decisions, items, 3, "items", plan_seq=p.seq, mode=p.mode)
     back = [decode(encode(envelope(c, host="h", seq=i, ts=1.0))).data for i, c in enumerate(chunks)]
@@ -667,3 +667,58 @@ def test_the_strategy_travels_with_the_plan(topo):
     assert back.strategy == "exclusive_lend"
     again = plan(t, mixed(), previous_plan=back, strategy="shared")
     assert again.seq == p.seq + 1 and again.strategy == "shared"
+
+
+# --- tier limits (cgroups) ------------------------------------------------------------------
+
+def test_batch_tiers_get_group_limits_and_their_awake_members_join_them(topo) -> None:
+    t = topo["intel-hybrid-16cpu"]
+    targets = [*mixed(), proc(20, "low", 0.0, cls="idle"),
+               proc(21, "background", 0.3, container_id="c" * 64)]
+    p = plan(t, targets + [ContainerTarget("c" * 64, "background")])
+    groups = {g.tier: g for g in p.groups}
+    assert set(groups) == {"low", "background"}          # the critical tiers: unlimited
+    assert groups["background"].cpu_weight == 10
+    assert groups["background"].cpu_quota_us == 8 * 100_000    # 50% of 16 CPUs
+    assert "cpu quota 8 cores (50% of 16 CPUs)" in groups["background"].reason
+    member = {a.pid: a for a in p.assignments if a.target == "process"}
+    assert member[14].cgroup == "low" and "low group's limits" in member[14].reason
+    assert member[15].cgroup == "background"
+    # asleep: what it starts would inherit the cap; in a container: the engine's cgroup
+    assert member[20].cgroup is None and "kept out of its tier's limited group" in member[20].reason
+    assert member[21].cgroup is None
+    assert all(member[pid].cgroup is None for pid in (10, 11, 12, 13, 16, 17))
+    decisions = [d for d in to_decisions(p) if d.target == "cgroup"]
+    assert {(d.tier, d.cgroup, d.cpu_weight) for d in decisions} == {
+        ("low", "low", 50), ("background", "background", 10)}
+    # a plan rebuilt from its decisions keeps each member's group, not the group rows
+    back = plan_from_decisions(t, to_decisions(p), seq=p.seq)
+    assert {a.pid: a.cgroup for a in back.assignments if a.target == "process"}[14] == "low"
+
+
+def test_a_mode_tightens_a_tier_and_memory_limits_are_opt_in(topo) -> None:
+    t = topo["intel-hybrid-16cpu"]
+    policy = Policy.from_mapping({"tiers": {"normal": {"limits": {
+        "memory_high": "1GiB", "memory_max": "2GiB", "swap": False}}}})
+    p = plan(t, mixed(), policy=policy, mode="emergency")
+    groups = {g.tier: g for g in p.groups}
+    assert groups["low"].cpu_quota_us == 8 * 100_000           # 50% in emergency, not 90%
+    assert groups["low"].cpu_weight == 50                       # the tier's own, kept
+    assert (groups["normal"].memory_high, groups["normal"].memory_max,
+            groups["normal"].swap) == (1 << 30, 2 << 30, False)
+    assert groups["normal"].cpu_quota_us is None
+    assert "memory max 2.0GiB, no swap" in groups["normal"].reason
+    assert not plan(t, mixed()).groups[0].memory_max
+
+
+@pytest.mark.parametrize("limits, message", [
+    ({"cpu_quota": "150%"}, "between 0% and 100%"),
+    ({"cpu_quota": 0}, "more than 0 cores"),
+    ({"cpu_weight": 0}, "greater than or equal to 1"),
+    ({"memory_max": "lots"}, "memory_max"),
+    ({"cpu_shares": 5}, "cpu_shares"),
+])
+def test_bad_tier_limits_name_the_key(limits: dict, message: str) -> None:
+    with pytest.raises(PolicyError, match=message) as err:
+        Policy.from_mapping({"tiers": {"low": {"limits": limits}}})
+    assert "allocator.tiers.low.limits" in str(err.value)
