@@ -30,14 +30,18 @@ import docker
 from agents.allocation import action
 from agents.contract import AgentStats, Handler, Position, Timer, event_health
 from agents.enforcement import (ApplyResult, Guard, Identity, Journal, ProcessSettings, Scope,
-                                enforce_container, enforce_cpu_idle, enforce_process,
-                                read_settings, restorer)
+                                enforce_container, enforce_cpu_idle, enforce_membership,
+                                enforce_process, read_settings, restorer)
+from agents.enforcement.cgroup import FIELD as CGROUPS
+from agents.enforcement.cgroup import (GroupLimits, group_limits, group_path, remove_tier_groups,
+                                       write_tier_group)
 from agents.enforcement.inheritance import demoted, reset_child
 from agents.enforcement.journal import JournalEntry
 from agents.enforcement.process import read_threads, summarize
 from agents.enforcement.safety import OUT_OF_SCOPE
 from pipeline import procfs
 from pipeline.bus import Publisher, read_tail, topic_types
+from pipeline.cgroups import Layout, read_layout
 from pipeline.collectors.proc_events import ProcEvent
 from pipeline.events import (Chunks, Decision, Decisions, Enforcement, Enforcements, Envelope,
                              joined)
@@ -55,6 +59,16 @@ PENDING_RESET_S = 30.0
 def journal_dir(settings: Settings) -> Path:
     folder = settings.applier.journal_dir
     return Path(folder).expanduser() if folder else settings.home_path / "journal"
+
+
+def managed_identities(d: Decision) -> list[Identity]:
+    """The journal identities a decision is about: a process in a tier group is two (its
+    settings, and its cgroups)."""
+    if d.target == "cgroup":
+        return []
+    if d.target == "process" and d.cgroup:
+        return [managed_identity(d), Identity.membership(int(d.pid or 0), int(d.start_time or 0))]
+    return [managed_identity(d)]
 
 
 def managed_identity(d: Decision) -> Identity:
@@ -119,6 +133,8 @@ class ApplierAgent:
         self._newly_demoted: set[int] = set()
         # child -> (parent, since when): a reset to try again at its exec or the next plans
         self._pending: dict[int, tuple[int, float]] = {}
+        self._layout: Layout | None = None        # the host's cgroup hierarchies, read once
+        self._groups: dict[str, GroupLimits] = {}  # tier -> its group's limits, this plan
 
     # --- applying ------------------------------------------------------------------------------
 
@@ -130,7 +146,7 @@ class ApplierAgent:
         guard = self.guard()
         if not self._reconciled and not self.dry_run:
             # After a crash: what this plan no longer manages gets its original back.
-            managed = [managed_identity(d) for d in decisions]
+            managed = [i for d in decisions for i in managed_identities(d)]
             for result in self.journal.reconcile(managed, self._restorer(guard)):
                 log.info("restored %s after restart: %s", result.subject,
                          result.outcome if result.applied else result.reason)
@@ -147,7 +163,23 @@ class ApplierAgent:
         if full:
             self._full_at = now
         actions: dict[str, tuple] = {}
+        # the tier groups first, so that their members have somewhere to go
+        self._groups = {}
         for decision in decisions:
+            if decision.target == "cgroup":
+                limits = group_limits(decision)
+                target, wanted = f"cgroup:{decision.tier}", action(decision)
+                if full or self._actions.get(target) != wanted:
+                    result = self._apply_group(decision.tier, limits)
+                    if result.changes or not result.applied:
+                        results.append(result)
+                    if not (result.applied or self.dry_run):
+                        continue                 # no group to move members into
+                actions[target] = wanted
+                self._groups[decision.tier] = limits
+        for decision in decisions:
+            if decision.target == "cgroup":
+                continue
             target, wanted = managed_identity(decision).key, action(decision)
             actions[target] = wanted
             if not full and self._actions.get(target) == wanted:
@@ -156,6 +188,10 @@ class ApplierAgent:
             result = self._apply_one(decision, guard)
             if result is None:
                 continue
+            if decision.target == "process" and result.applied:
+                moved = self._apply_membership(decision)
+                if moved is not None and (moved.changes or not moved.applied):
+                    results.append(moved)
             if result.outcome == "failed":
                 actions.pop(target)                  # tried again with the next plan
             if result.reason == OUT_OF_SCOPE:
@@ -210,7 +246,8 @@ class ApplierAgent:
         if stat is None or stat.start_time != parent.identity.start_time:
             return                               # the pid is another process's now
         result = reset_child(self.journal, pid, parent, self._shared_cpus,
-                             guard=self._last_guard or self.guard(), paths=self.paths)
+                             guard=self._last_guard or self.guard(), paths=self.paths,
+                             layout=self._layout)
         if not last_try and (result is None or not result.applied):
             # not readable or not to be changed as it stands now: again at its exec, and
             # with each plan for a while
@@ -249,6 +286,41 @@ class ApplierAgent:
             results, self._resets = self._resets, []
             await self._publish(Decisions(batch=self.last_plan_id,
                                           plan_seq=self.last_plan_seq or 0), results)
+
+    # --- tier groups -------------------------------------------------------------------------
+
+    @property
+    def layout(self) -> Layout:
+        if self._layout is None:
+            self._layout = read_layout(self.paths)
+            log.info("cgroups: %s", self._layout.description)
+        return self._layout
+
+    def _apply_group(self, tier: str, limits: GroupLimits) -> ApplyResult:
+        root = self.settings.applier.cgroup_root
+        if self.dry_run:
+            return ApplyResult("cgroup", "skipped", "dry run",
+                               after={"tier": tier, "path": group_path(root, tier),
+                                      **{k: v for k, v in vars(limits).items()
+                                         if v is not None}})
+        return write_tier_group(self.layout, root, tier, limits)
+
+    def _apply_membership(self, d: Decision) -> ApplyResult | None:
+        """Into its tier's group (d.cgroup), or back to its own cgroups when it has none."""
+        assert d.pid is not None and d.start_time is not None
+        root = self.settings.applier.cgroup_root
+        limits = self._groups.get(d.cgroup or "")
+        wanted = {c: group_path(root, d.tier) for c in limits.controllers} \
+            if d.cgroup and limits is not None else None
+        if self.dry_run:
+            if not wanted:
+                return None
+            return ApplyResult("process", "skipped", "dry run", after={CGROUPS: wanted},
+                               pid=d.pid, start_time=d.start_time)
+        return enforce_membership(self.journal, d.pid, d.start_time, wanted, layout=self.layout,
+                                  root=root, protected=self.settings.applier.protected_cgroups,
+                                  respect_override=self.settings.applier.respect_overrides,
+                                  paths=self.paths)
 
     def _restorer(self, guard: Guard):  # type: ignore[no-untyped-def]
         return restorer(self.docker_client(), guard=guard, paths=self.paths)
@@ -372,5 +444,7 @@ class ApplierAgent:
         """On stop: every journalled target still alive gets its original settings back."""
         try:
             self.restore_all()
+            if not self.dry_run and self._layout is not None:
+                remove_tier_groups(self._layout, self.settings.applier.cgroup_root)
         finally:
             self.journal.close()

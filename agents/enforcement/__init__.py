@@ -14,12 +14,16 @@ noted after it.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
 import docker
 
+from pipeline.cgroups import CPU, MEMORY, Layout, read_layout
 from pipeline.hostpaths import LIVE, HostPaths
+from agents.enforcement.cgroup import FIELD as CGROUPS
+from agents.enforcement.cgroup import apply_membership, read_membership
 from agents.enforcement.container import apply_container, read_container
 from agents.enforcement.cpu import FIELD, apply_limit, limit_text, read_limit
 from agents.enforcement.journal import Identity, Journal, JournalEntry, JournalError, RestoreFn
@@ -30,7 +34,7 @@ from agents.enforcement.safety import Guard, Scope, detect_override, is_protecte
 __all__ = [
     "ApplyResult", "Guard", "Identity", "Journal", "JournalEntry", "JournalError",
     "ProcessSettings", "Scope", "apply_container", "apply_settings", "detect_override",
-    "enforce_container", "enforce_cpu_idle", "enforce_process", "is_protected", "protection",
+    "enforce_container", "enforce_cpu_idle", "enforce_membership", "enforce_process", "is_protected", "protection",
     "read_container", "read_limit", "read_settings", "read_thread_settings", "read_threads", "restorer",
 ]
 
@@ -119,6 +123,11 @@ def restorer(docker_client: docker.DockerClient | None = None, *, guard: Guard |
         if identity.target == "cpu":
             return apply_limit(int(identity.cpu or 0), str(original.get(FIELD)),
                                last_applied=entry.applied, paths=paths)
+        if identity.target == "cgroup":
+            return apply_membership(int(identity.pid or 0), int(identity.start_time or 0),
+                                    original.get(CGROUPS) or {}, layout=read_layout(paths),
+                                    root=str(original.get("root", "")), paths=paths,
+                                    last_applied=(entry.applied or {}).get(CGROUPS))
         if identity.target == "process":
             return apply_settings(int(identity.pid or 0), int(identity.start_time or 0),
                                   ProcessSettings.from_dict(original), paths=paths,
@@ -132,3 +141,37 @@ def restorer(docker_client: docker.DockerClient | None = None, *, guard: Guard |
                                original.get("cpuset"), original.get("cpu_shares"),
                                last_applied=entry.applied, paths=paths)
     return restore
+
+
+def enforce_membership(journal: Journal, pid: int, start_time: int,
+                       wanted: Mapping[str, str] | None, *, layout: Layout, root: str,
+                       protected: Iterable[str] = (), respect_override: bool = True,
+                       paths: HostPaths = LIVE) -> ApplyResult | None:
+    """``apply_membership`` with the journal: the process's own cgroups are recorded before
+    it is first moved into a tier group. With no ``wanted`` groups (its tier has no limits
+    any more, it fell asleep) a process corelane moved goes back to its own; None when
+    there is nothing to do."""
+    identity = Identity.membership(pid, start_time)
+    entry = journal.get(identity)
+    last = (entry.applied or {}).get(CGROUPS) if entry and respect_override else None
+    if not wanted:
+        if entry is None:
+            return None
+        result = apply_membership(pid, start_time, entry.original.get(CGROUPS) or {},
+                                  layout=layout, root=root, paths=paths, last_applied=last)
+        if result.outcome != "failed":
+            journal.forget(identity)
+        if result.applied:
+            result.reason = "; ".join(r for r in (result.reason, "given back: its own cgroups")
+                                      if r)
+        return result
+    result = apply_membership(
+        pid, start_time, wanted, layout=layout, root=root, protected=protected, paths=paths,
+        last_applied=last,
+        # every controller corelane may ever move it in, so a limit added later is undone too
+        before_change=lambda before: journal.record_original(identity, {
+            CGROUPS: {**(read_membership(layout, pid, (CPU, MEMORY), paths) or {}),
+                      **before[CGROUPS]}, "root": root}))
+    if result.applied and journal.get(identity) is not None:
+        journal.mark_applied(identity, {CGROUPS: result.after.get(CGROUPS)})
+    return result

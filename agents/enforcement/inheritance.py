@@ -12,10 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from agents.enforcement.cgroup import FIELD as CGROUPS
+from agents.enforcement.cgroup import apply_membership
 from agents.enforcement.journal import Identity, Journal, JournalEntry
 from agents.enforcement.process import FIELDS, ApplyResult, ProcessSettings, apply_settings
 from agents.enforcement.safety import Guard
 from pipeline import procfs
+from pipeline.cgroups import Layout
 from pipeline.hostpaths import LIVE, HostPaths
 
 _LOWER = {"batch", "idle"}
@@ -49,8 +52,10 @@ def neutral_for(parent: JournalEntry, shared_cpus: str | None) -> ProcessSetting
 
 
 def reset_child(journal: Journal, pid: int, parent: JournalEntry, shared_cpus: str | None, *,
-                guard: Guard | None = None, paths: HostPaths = LIVE) -> ApplyResult | None:
-    """Put a child of a demoted parent back to neutral; None when it is gone already."""
+                guard: Guard | None = None, paths: HostPaths = LIVE,
+                layout: Layout | None = None) -> ApplyResult | None:
+    """Put a child of a demoted parent back to neutral, and out of the tier group its parent
+    was moved into (with ``layout``); None when it is gone already."""
     stat = procfs.read_stat(paths.proc, pid)
     if stat is None:
         return None
@@ -67,6 +72,15 @@ def reset_child(journal: Journal, pid: int, parent: JournalEntry, shared_cpus: s
                             before_change=record)
     if result.applied and journal.get(identity) is not None:
         journal.mark_applied(identity, {name: result.after.get(name) for name in asked})
+    groups = journal.get(Identity.membership(int(parent.identity.pid or 0),
+                                             int(parent.identity.start_time or 0)))
+    if result.applied and groups is not None and layout is not None:
+        moved = apply_membership(pid, stat.start_time, groups.original.get(CGROUPS) or {},
+                                 layout=layout, root=str(groups.original.get("root", "")),
+                                 paths=paths)
+        result.after[CGROUPS] = moved.after.get(CGROUPS, moved.before.get(CGROUPS))
+        if not moved.applied:
+            result.reason = "; ".join(r for r in (result.reason, f"cgroups: {moved.reason}") if r)
     if result.applied:
         why = (f"child of {parent.identity.pid}, which corelane demoted: back to its "
                f"parent's own priorities")

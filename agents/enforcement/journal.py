@@ -56,6 +56,12 @@ class Identity:
         return cls("process", pid=int(pid), start_time=int(start_time))
 
     @classmethod
+    def membership(cls, pid: int, start_time: int) -> Identity:
+        """A process's cgroups, journalled apart from its other settings: they are moved
+        and given back on their own."""
+        return cls("cgroup", pid=int(pid), start_time=int(start_time))
+
+    @classmethod
     def container(cls, container_id: str) -> Identity:
         return cls("container", container_id=container_id)
 
@@ -65,8 +71,8 @@ class Identity:
 
     @property
     def key(self) -> str:
-        if self.target == "process":
-            return f"process:{self.pid}:{self.start_time}"
+        if self.target in ("process", "cgroup"):
+            return f"{self.target}:{self.pid}:{self.start_time}"
         if self.target == "cpu":
             return f"cpu:{self.cpu}"
         return f"container:{self.container_id}"
@@ -81,6 +87,8 @@ class Identity:
     def from_dict(cls, data: dict[str, Any]) -> Identity:
         if data.get("target") == "process":
             return cls.process(data["pid"], data["start_time"])
+        if data.get("target") == "cgroup":
+            return cls.membership(data["pid"], data["start_time"])
         if data.get("target") == "container":
             return cls.container(data["container_id"])
         if data.get("target") == "cpu":
@@ -104,7 +112,7 @@ AliveFn = Callable[[Identity], str | None]
 def process_problem(identity: Identity, paths: HostPaths = LIVE) -> str | None:
     """Why a journalled target can no longer be restored (gone, pid reused), or None.
     Containers are left to the restore function, which asks the engine."""
-    if identity.target != "process":
+    if identity.target not in ("process", "cgroup"):
         return None
     stat = procfs.read_stat(paths.proc, int(identity.pid or 0))
     if stat is None:

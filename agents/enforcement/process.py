@@ -161,6 +161,8 @@ class ApplyResult:
             return f"process {self.pid}"
         if self.target == "cpu":
             return f"cpu {self.before.get('cpu', self.after.get('cpu', '?'))}"
+        if self.target == "cgroup":
+            return f"group {self.after.get('path', self.before.get('path', '?'))}"
         return f"container {(self.container_id or '?')[:12]}"
 
     def to_enforcement(self) -> Enforcement:

@@ -13,6 +13,8 @@ def run(ctx: typer.Context) -> None:
     from agents.applier import journal_dir, make_guard
     from agents.enforcement import Journal, restorer
     from api.client import instance_answers
+    from agents.enforcement.cgroup import remove_tier_groups
+    from pipeline.cgroups import read_layout
     from pipeline.collectors.containers import engine_client
 
     cli = context(ctx)
@@ -29,6 +31,8 @@ def run(ctx: typer.Context) -> None:
         results = journal.restore_all(restorer(engine_client(cfg.collector.docker_host),
                                                guard=make_guard(cfg, ()),
                                                paths=cfg.host_paths))
+        for folder in remove_tier_groups(read_layout(cfg.host_paths), cfg.applier.cgroup_root):
+            cli.say(f"removed cgroup {folder}")
     finally:
         journal.close()
     for r in results:

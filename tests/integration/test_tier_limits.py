@@ -1,0 +1,232 @@
+"""Tier limits on this machine's real cgroup file systems: a CPU hog in a capped tier uses
+no more than its quota, a memory hog in a tier with a memory limit is held, a process in
+someone else's limited group is never moved, and stop and revert put every moved process
+back into its own cgroups.
+
+Every process here is started by the test and ended by its pid; the groups are made under a
+root named for the test run and removed at the end.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agents.enforcement import Journal, enforce_membership, restorer
+from agents.enforcement.cgroup import (GroupLimits, apply_membership, group_path,
+                                       remove_tier_groups, write_tier_group)
+from pipeline import cgroups, procfs
+from pipeline.hostpaths import LIVE
+from support.corelane_instance import Instance
+from support.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+
+LAYOUT = cgroups.read_layout(LIVE)
+needs_cpu = pytest.mark.skipif(LAYOUT.hierarchy("cpu") is None or os.geteuid() != 0,
+                               reason="needs the cpu controller, writable (root)")
+needs_memory = pytest.mark.skipif(LAYOUT.hierarchy("memory") is None or os.geteuid() != 0,
+                                  reason="needs the memory controller, writable (root)")
+
+HOG = "import sys\nwhile True:\n    pass\n"
+SLEEPER = "import sys, time\ntime.sleep(600)\n"
+# burns a core; told so on stdin, takes 8 MB more every 20 ms (touched, so it is resident)
+MEMORY_HOG = """
+import sys, threading, time
+def burn():
+    while True:
+        pass
+threading.Thread(target=burn, daemon=True).start()
+sys.stdin.readline()
+held = []
+while True:
+    held.append(bytearray(8 << 20))
+    print(len(held) * 8, flush=True)
+    time.sleep(0.02)
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    stat = procfs.read_stat("/proc", pid)
+    assert stat is not None, f"process {pid} is gone"
+    return (stat.utime + stat.stime) / os.sysconf("SC_CLK_TCK")
+
+
+def membership(pid: int) -> dict[str, str]:
+    groups = cgroups.process_cgroups(LIVE, pid)
+    assert groups is not None, f"process {pid} is gone"
+    return {c: cgroups.cgroup_of(LAYOUT, groups, c) or "" for c in ("cpu", "memory")
+            if LAYOUT.hierarchy(c) is not None}
+
+
+@pytest.fixture
+def root() -> Iterator[str]:
+    """A cgroup root of this test's own, removed at the end."""
+    name = f"corelane-test-{os.getpid()}-{random.randrange(10**6)}"
+    yield name
+    remove_tier_groups(LAYOUT, name)
+
+
+@pytest.fixture
+def started() -> Iterator[list[subprocess.Popen]]:
+    procs: list[subprocess.Popen] = []
+    yield procs
+    for proc in procs:
+        proc.kill()
+        proc.wait(10)
+
+
+def start(procs: list[subprocess.Popen], code: str, *args: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    procs.append(proc)
+    return proc
+
+
+def start_time(pid: int) -> int:
+    stat = procfs.read_stat("/proc", pid)
+    assert stat is not None
+    return stat.start_time
+
+
+@needs_cpu
+def test_a_process_in_a_group_with_limits_of_its_own_is_never_moved(
+        root: str, started: list[subprocess.Popen]) -> None:
+    cpu = LAYOUT.hierarchy("cpu")
+    assert cpu is not None
+    theirs = f"/{root}-theirs"
+    folder = cpu.folder(theirs)
+    os.makedirs(folder)
+    try:
+        limit = "cpu.cfs_quota_us" if cpu.version == 1 else "cpu.max"
+        Path(folder, limit).write_text("50000" if cpu.version == 1 else "50000 100000")
+        proc = start(started, SLEEPER)
+        Path(folder, "cgroup.procs").write_text(str(proc.pid))
+        assert membership(proc.pid)["cpu"] == theirs
+        assert write_tier_group(LAYOUT, root, "low", GroupLimits(cpu_weight=50)).applied
+        result = apply_membership(proc.pid, start_time(proc.pid),
+                                  {"cpu": group_path(root, "low")}, layout=LAYOUT, root=root)
+        assert result.outcome == "skipped", result
+        assert "has limits of its own" in result.reason and limit in result.reason
+        assert membership(proc.pid)["cpu"] == theirs
+        # and one named in applier.protected_cgroups, limits or not
+        Path(folder, limit).write_text("-1" if cpu.version == 1 else "max 100000")
+        result = apply_membership(proc.pid, start_time(proc.pid),
+                                  {"cpu": group_path(root, "low")}, layout=LAYOUT, root=root,
+                                  protected=[theirs])
+        assert result.outcome == "skipped" and "protected cgroup" in result.reason, result
+        assert membership(proc.pid)["cpu"] == theirs
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait(10)
+        started.clear()
+        os.rmdir(folder)
+
+
+@needs_cpu
+def test_a_moved_process_is_journalled_and_restored_to_its_own_cgroups(
+        root: str, started: list[subprocess.Popen], tmp_path: Path) -> None:
+    proc = start(started, HOG)
+    own = membership(proc.pid)
+    assert write_tier_group(LAYOUT, root, "background",
+                            GroupLimits(cpu_weight=10, cpu_quota_us=20000)).applied
+    with Journal(tmp_path / "journal") as journal:
+        result = enforce_membership(journal, proc.pid, start_time(proc.pid),
+                                    {"cpu": group_path(root, "background")}, layout=LAYOUT,
+                                    root=root)
+        assert result is not None and result.applied and result.changes == 1, result
+        assert membership(proc.pid)["cpu"] == group_path(root, "background")
+        restored = journal.restore_all(restorer())
+    assert [r.outcome for r in restored] == ["applied"], restored
+    assert membership(proc.pid) == own
+
+
+@needs_memory
+def test_a_memory_hog_in_a_tier_with_a_memory_limit_is_held(
+        root: str, started: list[subprocess.Popen]) -> None:
+    memory = LAYOUT.hierarchy("memory")
+    assert memory is not None
+    limit = 64 << 20
+    assert write_tier_group(LAYOUT, root, "low",
+                            GroupLimits(memory_max=limit, swap=False)).applied
+    hog = start(started, MEMORY_HOG)
+    moved = apply_membership(hog.pid, start_time(hog.pid), {"memory": group_path(root, "low")},
+                             layout=LAYOUT, root=root)
+    assert moved.applied, moved
+    assert hog.stdin is not None and hog.stdout is not None
+    hog.stdin.write("grow\n")
+    hog.stdin.flush()
+    asked = [int(line) for line in hog.stdout]            # until the kernel ends it
+    hog.wait(30)
+    assert hog.returncode == -9, (hog.returncode, asked[-3:])
+    assert max(asked, default=0) < 2 * (limit >> 20), asked[-3:]
+    folder = memory.folder(group_path(root, "low"))
+    if memory.version == 1:
+        # this kernel leaves failcnt at 0 on a memcg OOM; oom_control counts the kill
+        assert "oom_kill 1" in Path(folder, "memory.oom_control").read_text()
+        assert int(Path(folder, "memory.max_usage_in_bytes").read_text()) <= limit
+    else:
+        events = dict(line.split() for line in Path(folder, "memory.events").read_text().splitlines())
+        assert int(events["max"]) > 0 and int(events["oom_kill"]) >= 1
+
+
+@needs_cpu
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="placement needs two cores")
+def test_a_cpu_hog_in_a_capped_tier_uses_no_more_than_its_quota_and_goes_back_on_stop(
+        kafka_bootstrap: str, tmp_path: Path, started: list[subprocess.Popen]) -> None:
+    mark = f"TLT{random.randrange(10**8)}"
+    root = f"corelane-test-{os.getpid()}-{random.randrange(10**6)}"
+    quota = 0.5
+    corelane = Instance(
+        tmp_path, kafka_bootstrap, f"e2e-limits-{os.getpid()}.", dry_run=False,
+        collector="{interval_s: 0.5, containers: false}",
+        allocator="{interval_s: 0.5, policy: {tiers: {low: {nice: 10, policy: batch, "
+                  "limits: {cpu_weight: 50, cpu_quota: %s}}}}}" % quota,
+        closed_loop="{strategies: [shared], initial: shared}",
+        applier=f"{{scope: {{patterns: ['{mark}']}}, cgroup_root: {root}}}")
+    corelane.start()
+    try:
+        corelane.wait_recording()
+        capped = start(started, HOG, mark)
+        free = start(started, HOG)                       # out of scope: the baseline
+        own = membership(capped.pid)
+        group = group_path(root, "low")
+        wait_for("the hog's move into the low group",
+                 lambda: membership(capped.pid)["cpu"] == group, timeout_s=60)
+        c0, f0, t0 = cpu_seconds(capped.pid), cpu_seconds(free.pid), time.monotonic()
+        time.sleep(10)
+        c1, f1, t1 = cpu_seconds(capped.pid), cpu_seconds(free.pid), time.monotonic()
+        used, baseline = (c1 - c0) / (t1 - t0), (f1 - f0) / (t1 - t0)
+        print(f"quota {quota} cores: the capped hog used {used:.3f} cores, "
+              f"the free one {baseline:.3f}")
+        assert used <= quota * 1.05, (used, baseline)
+        assert baseline > quota, (used, baseline)       # the cap, not a busy machine
+        rows = json.loads(corelane.run("query", "--format", "json",
+                                       "SELECT cgroup, reason FROM decisions WHERE target = "
+                                       "'cgroup' AND tier = 'low' LIMIT 1").stdout)["rows"]
+        assert rows and rows[0][0] == "low" and "cpu quota 0.5 cores" in rows[0][1], rows
+
+        def low_in_status() -> str | None:
+            done = corelane.run("status", "--format", "json")
+            assert done.returncode == 0, done.stderr
+            return json.loads(done.stdout)["limits"].get("low")
+        low = wait_for("status showing the low tier's limits", low_in_status, timeout_s=20)
+        assert low == "cpu weight 50, cpu quota 0.5 cores", low
+        shown = corelane.run("status")
+        assert "limits: low: cpu weight 50, cpu quota 0.5 cores" in " ".join(
+            shown.stdout.split()), shown.stdout
+    finally:
+        log = corelane.terminate()
+    assert membership(capped.pid) == own, log[-3000:]
+    cpu = LAYOUT.hierarchy("cpu")
+    assert cpu is not None and not os.path.exists(cpu.folder(f"/{root}")), log[-3000:]
+    shutil.rmtree(tmp_path / "journal", ignore_errors=True)
