@@ -17,7 +17,8 @@ def tier_order(column: str) -> str:
 
 def status_sql(host: str) -> str:
     """Each tier's cores and members in the host's newest whole plan (the one recorded
-    last, whatever its number), with some members' names."""
+    last, whatever its number), with some members' names and the cores its processes
+    used over the last minute."""
     h = sql_text(host)
     return f"""
 WITH complete AS (  -- a plan whose every chunk is recorded
@@ -29,19 +30,44 @@ WITH complete AS (  -- a plan whose every chunk is recorded
     SELECT pid, start_time, arg_max(name, ts) AS name FROM process_samples
     WHERE host = {h} AND ts > now()::TIMESTAMP - INTERVAL 10 MINUTE
     GROUP BY pid, start_time
+), used AS (
+    SELECT tier, round(arg_max(cores, minute), 2) AS cores_used
+    FROM tier_usage(now()::TIMESTAMP - INTERVAL 1 MINUTE, now()::TIMESTAMP)
+    WHERE host = {h} GROUP BY tier
 )
 SELECT d.tier, d.cpus, count(*) AS members,
        coalesce(array_to_string(list_slice(
            list(DISTINCT coalesce(n.name, d.container_id))
                FILTER (WHERE coalesce(n.name, d.container_id) IS NOT NULL), 1, 6), ', '),
            '') AS some_members,
+       any_value(u.cores_used) AS cores_used,
        any_value(d.plan_seq) AS plan
 FROM decisions d
 JOIN newest ON d.batch = newest.batch
 LEFT JOIN names n ON n.pid = d.pid AND n.start_time = d.start_time
-WHERE d.host = {h} AND d.target <> 'cpu'
+LEFT JOIN used u ON u.tier = d.tier
+WHERE d.host = {h} AND d.target NOT IN ('cpu', 'cgroup')
 GROUP BY d.tier, d.cpus
 ORDER BY {tier_order("d.tier")}, d.cpus
+"""
+
+
+def limits_sql(host: str) -> str:
+    """Each limited tier's group limits in the host's newest plan, in a few words."""
+    h = sql_text(host)
+    return f"""
+WITH newest AS (
+    SELECT batch FROM decisions WHERE host = {h} ORDER BY ts DESC LIMIT 1
+)
+SELECT d.tier, concat_ws(', ',
+           'cpu weight ' || d.cpu_weight,
+           'cpu quota ' || round(d.cpu_quota_us / 100000, 2) || ' cores',
+           'memory high ' || format_bytes(d.memory_high),
+           'memory max ' || format_bytes(d.memory_max),
+           CASE WHEN d.swap = false THEN 'no swap' END) AS limits
+FROM decisions d JOIN newest ON d.batch = newest.batch
+WHERE d.host = {h} AND d.target = 'cgroup'
+ORDER BY {tier_order("d.tier")}
 """
 
 

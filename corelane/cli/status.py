@@ -19,7 +19,7 @@ def run(ctx: typer.Context,
     """Each tier's cores and members in this host's newest plan, and the strategy in force."""
     from api.client import query_history
     from storage.query import QueryError, result_to_dict
-    from storage.status import host_sql, status_sql, strategy_sql
+    from storage.status import host_sql, limits_sql, status_sql, strategy_sql
 
     cli = context(ctx)
     fmt = cli.check_format(format)
@@ -28,6 +28,7 @@ def run(ctx: typer.Context,
         plan = query_history(cfg, status_sql(cfg.host))
         strategy = query_history(cfg, strategy_sql(cfg.host))
         host = query_history(cfg, host_sql(cfg.host))
+        limits = query_history(cfg, limits_sql(cfg.host))
     except QueryError as exc:
         cli.fail(str(exc))
     chosen = dict(zip(strategy.columns, strategy.rows[0])) if strategy.rows else None
@@ -35,6 +36,7 @@ def run(ctx: typer.Context,
     if fmt == "json":
         safe = result_to_dict(strategy)
         cli.print_json({"plan": result_to_dict(plan), "autogroup": autogroup,
+                        "limits": dict(limits.rows),
                         "strategy": dict(zip(safe["columns"], safe["rows"][0]))
                         if safe["rows"] else None})
         return
@@ -49,6 +51,9 @@ def run(ctx: typer.Context,
         cli.out.print(f"strategy: {chosen['strategy']} ({chosen['state']} at "
                       f"{chosen['since']}): {chosen['reason']}"
                       + (f"; last check p99 {p99:.0f} µs" if p99 is not None else ""),
+                      highlight=False)
+    if limits.rows:
+        cli.out.print("limits: " + "; ".join(f"{tier}: {text}" for tier, text in limits.rows),
                       highlight=False)
     if autogroup:
         cli.out.print(AUTOGROUP, highlight=False)
