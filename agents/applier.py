@@ -52,6 +52,7 @@ from pipeline.vocabulary import HOUSEKEEPING
 
 log = logging.getLogger(__name__)
 
+DRY_RUN = "dry run"
 # how long a child's deferred reset is tried again, plan by plan
 PENDING_RESET_S = 30.0
 
@@ -188,7 +189,7 @@ class ApplierAgent:
             result = self._apply_one(decision, guard)
             if result is None:
                 continue
-            if decision.target == "process" and result.applied:
+            if decision.target == "process" and (result.applied or result.reason == DRY_RUN):
                 moved = self._apply_membership(decision)
                 if moved is not None and (moved.changes or not moved.applied):
                     results.append(moved)
@@ -299,7 +300,7 @@ class ApplierAgent:
     def _apply_group(self, tier: str, limits: GroupLimits) -> ApplyResult:
         root = self.settings.applier.cgroup_root
         if self.dry_run:
-            return ApplyResult("cgroup", "skipped", "dry run",
+            return ApplyResult("cgroup", "skipped", DRY_RUN,
                                after={"tier": tier, "path": group_path(root, tier),
                                       **{k: v for k, v in vars(limits).items()
                                          if v is not None}})
@@ -315,7 +316,7 @@ class ApplierAgent:
         if self.dry_run:
             if not wanted:
                 return None
-            return ApplyResult("process", "skipped", "dry run", after={CGROUPS: wanted},
+            return ApplyResult("process", "skipped", DRY_RUN, after={CGROUPS: wanted},
                                pid=d.pid, start_time=d.start_time)
         return enforce_membership(self.journal, d.pid, d.start_time, wanted, layout=self.layout,
                                   root=root, protected=self.settings.applier.protected_cgroups,
@@ -367,7 +368,7 @@ class ApplierAgent:
                                start_time=d.start_time)
         current = read_settings(d.pid, self.paths)
         before = summarize(d.pid, read_threads(d.pid, self.paths)) if current else {}
-        return ApplyResult("process", "skipped", "dry run", before=before,
+        return ApplyResult("process", "skipped", DRY_RUN, before=before,
                            after={**before, **{k: v for k, v in wanted.to_dict().items()
                                                if v is not None}},
                            pid=d.pid, start_time=d.start_time)

@@ -25,7 +25,8 @@ from agents.enforcement.cgroup import (GroupLimits, apply_membership, group_path
                                        remove_tier_groups, write_tier_group)
 from pipeline import cgroups, procfs
 from pipeline.hostpaths import LIVE
-from support.corelane_instance import Instance
+from support.corelane_instance import ROOT, Instance
+from support.ports import free_port
 from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -230,3 +231,28 @@ def test_a_cpu_hog_in_a_capped_tier_uses_no_more_than_its_quota_and_goes_back_on
     cpu = LAYOUT.hierarchy("cpu")
     assert cpu is not None and not os.path.exists(cpu.folder(f"/{root}")), log[-3000:]
     shutil.rmtree(tmp_path / "journal", ignore_errors=True)
+
+
+@needs_cpu
+def test_revert_puts_moved_processes_back_and_removes_the_groups(
+        root: str, started: list[subprocess.Popen], tmp_path: Path) -> None:
+    proc = start(started, SLEEPER)
+    own = membership(proc.pid)
+    assert write_tier_group(LAYOUT, root, "low", GroupLimits(cpu_weight=50)).applied
+    with Journal(tmp_path / "journal") as journal:            # as a crashed instance left it
+        moved = enforce_membership(journal, proc.pid, start_time(proc.pid),
+                                   {"cpu": group_path(root, "low")}, layout=LAYOUT, root=root)
+        assert moved is not None and moved.applied, moved
+    config = tmp_path / "corelane.yml"
+    config.write_text(f"applier: {{cgroup_root: {root}}}\n")
+    done = subprocess.run([sys.executable, "-m", "corelane", "revert"], cwd=ROOT, text=True,
+                          capture_output=True, timeout=120,
+                          env={**os.environ, "CORELANE_HOME": str(tmp_path),
+                               "CORELANE_CONFIG": str(config),
+                               "CORELANE_API": f"127.0.0.1:{free_port()}"})
+    assert done.returncode == 0, done.stderr
+    assert membership(proc.pid) == own, done.stdout
+    cpu = LAYOUT.hierarchy("cpu")
+    assert cpu is not None and not os.path.exists(cpu.folder(f"/{root}")), done.stdout
+    said = done.stdout + done.stderr
+    assert f"process {proc.pid}: applied" in said and "removed cgroup" in said, said

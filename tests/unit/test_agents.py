@@ -386,3 +386,25 @@ def test_a_deferred_reset_without_an_exec_is_tried_with_the_next_plans_then_sett
     agent._retry_pending()
     assert not agent._pending                     # settled: out of scope it stays
     agent.close()
+
+
+def test_a_dry_run_reports_the_tier_groups_and_the_moves_it_would_make(
+        settings: Settings) -> None:
+    from pipeline import procfs
+
+    agent = applier(settings, dry_run=True)
+    me = os.getpid()
+    stat = procfs.read_stat("/proc", me)
+    assert stat is not None
+    results = agent.apply_plan([
+        ev.Decision(target="process", tier="low", cpus="0", pid=me, start_time=stat.start_time,
+                    nice=10, cgroup="low"),
+        ev.Decision(target="cgroup", tier="low", cpus="0", cgroup="low", cpu_weight=50,
+                    cpu_quota_us=50_000)])
+    group = next(r for r in results if r.target == "cgroup")
+    assert (group.outcome, group.reason) == ("skipped", "dry run")
+    assert group.after["path"] == "/corelane/low" and group.after["cpu_quota_us"] == 50_000
+    moves = [r for r in results if r.target == "process" and "cgroups" in r.after]
+    assert [m.after["cgroups"] for m in moves] == [{"cpu": "/corelane/low"}]
+    assert not agent.journal.entries()                  # nothing written, nothing journalled
+    agent.close()
