@@ -233,6 +233,9 @@ class AllocatorSettings(_Section):
     mode: Mode = "balanced"
     schedule: list[ScheduleEntry] = []           # first entry that covers now wins over `mode`
     heartbeat_s: float = Field(60.0, gt=0)       # republish an unchanged plan this often
+    # memory pressure (PSI memory "full" avg10, %) at which a host goes to emergency, until
+    # it falls below half of it; null: off
+    memory_pressure_emergency: float | None = Field(None, gt=0, le=100)
     policy: Policy = Field(default_factory=Policy)
 
 

@@ -22,7 +22,7 @@ from pipeline.events import (Chunks, Classification, Command, ContainerSample, D
                              Decisions, Envelope, HostSample, ProcessSample, joined)
 from pipeline.settings import Settings
 from pipeline.topology import Topology
-from pipeline.vocabulary import AUTO, DAYS, HOUSEKEEPING, MODES, TIER_RANK
+from pipeline.vocabulary import AUTO, DAYS, EMERGENCY, HOUSEKEEPING, MODES, TIER_RANK
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class HostView:
     container_tiers: dict[str, str] = field(default_factory=dict)   # set by command
     published: tuple | None = None           # (mode, decision_key) of the last plan sent
     published_at: float = 0.0
+    pressed: bool = False                    # held in emergency by memory pressure
 
 
 def scheduled_mode(settings: Settings, now: datetime) -> str | None:
@@ -242,10 +243,30 @@ class Planner:
                      last.plan_seq)
 
     def mode_for(self, host: str, now: float) -> str:
-        """A commanded mode (until 'auto'), else the schedule, else allocator.mode."""
-        return (self.view(host).commanded_mode or self.commanded_mode
+        """A commanded mode (until 'auto'), else emergency under memory pressure, else the
+        schedule, else allocator.mode."""
+        view = self.view(host)
+        return (view.commanded_mode or self.commanded_mode
+                or (EMERGENCY if self._under_pressure(host, view) else None)
                 or scheduled_mode(self.settings, datetime.fromtimestamp(now))
                 or self.settings.allocator.mode)
+
+    def _under_pressure(self, host: str, view: HostView) -> bool:
+        """Whether the host's memory pressure holds it in emergency (with hysteresis:
+        in at the threshold, out below half of it)."""
+        above = self.settings.allocator.memory_pressure_emergency
+        if above is None or view.host_sample is None:
+            return False
+        stalled = view.host_sample.pressure.get("memory_full")
+        if stalled is None:
+            return view.pressed                  # no PSI in this sample: as it was
+        was = view.pressed
+        view.pressed = stalled >= above if not was else stalled >= above / 2
+        if view.pressed != was:
+            log.info("host %s: memory pressure %.1f%% %s", host, stalled,
+                     f"reached {above:g}%: emergency mode" if view.pressed
+                     else f"below {above / 2:g}%: emergency over")
+        return view.pressed
 
     def make_plan(self, host: str, now: float) -> Plan | None:
         view = self.view(host)

@@ -408,3 +408,38 @@ def test_a_dry_run_reports_the_tier_groups_and_the_moves_it_would_make(
     assert [m.after["cgroups"] for m in moves] == [{"cpu": "/corelane/low"}]
     assert not agent.journal.entries()                  # nothing written, nothing journalled
     agent.close()
+
+
+def test_memory_pressure_holds_a_host_in_emergency_with_hysteresis(settings: Settings) -> None:
+    settings.allocator = settings.allocator.model_validate({"memory_pressure_emergency": 20.0})
+    agent = allocator(settings)
+    noon = datetime(2026, 11, 28, 12).timestamp()
+
+    def pressure(full: float | None) -> None:
+        figures = {} if full is None else {"memory_some": full * 2, "memory_full": full}
+        agent.on_host_sample(ev.envelope(ev.HostSample(
+            cpu_percent=[0.0], cpu_freq_khz=[None], load=(0.0, 0.0, 0.0), mem_total_bytes=1,
+            mem_available_bytes=1, pressure=figures), "h", 1))
+
+    pressure(5.0)
+    assert agent.mode_for("h", noon) == "balanced"
+    pressure(25.0)
+    assert agent.mode_for("h", noon) == "emergency"
+    pressure(12.0)                                  # above half the threshold: still held
+    assert agent.mode_for("h", noon) == "emergency"
+    pressure(None)                                  # a sample without PSI changes nothing
+    assert agent.mode_for("h", noon) == "emergency"
+    pressure(9.0)
+    assert agent.mode_for("h", noon) == "balanced"
+    # an operator's command outranks it
+    pressure(50.0)
+    agent.on_command(ev.envelope(ev.Command(name="mode", args={"mode": "high_performance",
+                                                               "hosts": ["h"]}), "ops", 1))
+    assert agent.mode_for("h", noon) == "high_performance"
+    # and without the setting, pressure decides nothing
+    settings.allocator = settings.allocator.model_validate({})
+    quiet = allocator(settings)
+    quiet.on_host_sample(ev.envelope(ev.HostSample(
+        cpu_percent=[0.0], cpu_freq_khz=[None], load=(0.0, 0.0, 0.0), mem_total_bytes=1,
+        mem_available_bytes=1, pressure={"memory_full": 90.0}), "h", 1))
+    assert quiet.mode_for("h", noon) == "balanced"
