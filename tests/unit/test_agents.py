@@ -322,20 +322,25 @@ def test_a_reset_made_while_others_are_being_published_is_published_too(
     agent.close()
 
 
-def test_a_child_caught_between_fork_and_exec_is_reset_at_its_exec(
-        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    import agents.applier as applier_module
+def demoted_parent(agent: ApplierAgent) -> int:
+    """This test process, as a parent the agent demoted (its pid)."""
     from agents.enforcement.journal import Identity, JournalEntry
     from pipeline import procfs
-    from pipeline.collectors.proc_events import ProcEvent
-
-    agent = applier(settings)
     me = os.getpid()
     stat = procfs.read_stat("/proc", me)
     assert stat is not None
-    parent = JournalEntry(Identity.process(me, stat.start_time), {"nice": 0},
-                          applied={"nice": 19})
-    agent._demoted = {me: parent}
+    agent._demoted = {me: JournalEntry(Identity.process(me, stat.start_time), {"nice": 0},
+                                       applied={"nice": 19})}
+    return me
+
+
+def test_a_child_caught_between_fork_and_exec_is_reset_at_its_exec(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import agents.applier as applier_module
+    from pipeline.collectors.proc_events import ProcEvent
+
+    agent = applier(settings)
+    me = demoted_parent(agent)
     # the child's command line is empty mid-exec, so the scope refuses it; after its
     # exec it matches
     answers = [ApplyResult("process", "skipped", "out of scope", pid=4242),
@@ -368,15 +373,9 @@ def test_a_child_caught_between_fork_and_exec_is_reset_at_its_exec(
 def test_a_deferred_reset_without_an_exec_is_tried_with_the_next_plans_then_settled(
         settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     import agents.applier as applier_module
-    from agents.enforcement.journal import Identity, JournalEntry
-    from pipeline import procfs
 
     agent = applier(settings)
-    me = os.getpid()
-    stat = procfs.read_stat("/proc", me)
-    assert stat is not None
-    agent._demoted = {me: JournalEntry(Identity.process(me, stat.start_time), {"nice": 0},
-                                       applied={"nice": 19})}
+    me = demoted_parent(agent)
     monkeypatch.setattr(applier_module, "reset_child", lambda *a, **kw: ApplyResult(
         "process", "skipped", "out of scope", pid=4242))
     agent._pending = {4242: (me, time.monotonic())}
