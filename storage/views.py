@@ -40,6 +40,14 @@ history)
         SELECT minute, cpu, percent_avg FROM core_utilization_1m
         WHERE host = 'web1' AND minute >= TIMESTAMP '2025-11-27 09:00' ORDER BY minute, cpu;
 
+``host_pressure`` and ``tier_memory``
+    Pressure stall figures per host sample (PSI avg10, %: ``cpu_some``, ``memory_some``,
+    ``memory_full``, ``io_some``, ``io_full``; no rows where the kernel has PSI off), and
+    the memory each tier group used (``bytes``), per host sample and tier::
+
+        SELECT ts, memory_full FROM host_pressure WHERE host = 'web1' ORDER BY ts DESC LIMIT 5;
+        SELECT tier, max(bytes) FROM tier_memory GROUP BY tier;
+
 ``top_processes_by_cpu(t_from, t_to, n)`` and ``top_processes_by_delay(t_from, t_to, n)``
     The ``n`` identities that used the most CPU seconds (``cpu_s``) or waited longest for
     a CPU (``run_delay_ms``) in the window, with name, command line, average and peak
@@ -165,6 +173,23 @@ FROM host_samples
 WHERE cpu_percent IS NOT NULL
 """
 
+_HOST_PRESSURE = """
+CREATE OR REPLACE VIEW host_pressure AS
+SELECT host, ts, pressure['cpu_some'] AS cpu_some, pressure['memory_some'] AS memory_some,
+       pressure['memory_full'] AS memory_full, pressure['io_some'] AS io_some,
+       pressure['io_full'] AS io_full
+FROM host_samples
+WHERE cardinality(pressure) > 0
+"""
+
+_TIER_MEMORY = """
+CREATE OR REPLACE VIEW tier_memory AS
+SELECT host, ts, unnest(map_keys(tier_memory_bytes)) AS tier,
+       unnest(map_values(tier_memory_bytes)) AS bytes
+FROM host_samples
+WHERE cardinality(tier_memory_bytes) > 0
+"""
+
 _CORE_UTILIZATION_1M = """
 CREATE OR REPLACE VIEW core_utilization_1m AS
 SELECT host, time_bucket(INTERVAL 1 MINUTE, ts) AS minute, cpu,
@@ -258,5 +283,5 @@ ORDER BY s.host, s.policy, s.minute, tier
 VIEW_STATEMENTS: list[str] = [
     _LATEST_CLASSIFICATION, _PROCESS_RATES, _TIER_USAGE, _TIER_USAGE_1M,
     _CORE_UTILIZATION, _CORE_UTILIZATION_1M, _TOP_BY_CPU, _TOP_BY_DELAY, _DECISION_OUTCOMES,
-    _SHADOW_VS_LIVE,
+    _SHADOW_VS_LIVE, _HOST_PRESSURE, _TIER_MEMORY,
 ]

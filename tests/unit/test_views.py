@@ -37,7 +37,10 @@ def store(tmp_path_factory: pytest.TempPathFactory):
                                     mem_available_bytes=1), "h", 0, ts=T0))
     envs.append(envelope(HostSample(cpu_percent=[30.0, 50.0], cpu_freq_khz=[],
                                     load=(1, 1, 1), mem_total_bytes=1,
-                                    mem_available_bytes=1), "h", 1, ts=T0 + 1))
+                                    mem_available_bytes=1,
+                                    pressure={"memory_some": 12.5, "memory_full": 3.0},
+                                    tier_memory_bytes={"low": 1 << 20, "background": 4096}),
+                         "h", 1, ts=T0 + 1))
     # pid 1 is first classified batch, later critical: the latest counts; pid 3 never
     envs.append(envelope(Classifications(batch="c1", items=[
         Classification(pid=1, start_time=10, cls="x", tier="batch", confidence=1,
@@ -105,6 +108,13 @@ def test_core_utilization(store: HistoryStore) -> None:
         (0, 10.0), (1, 90.0), (0, 30.0), (1, 50.0)]
     assert q(store, "SELECT minute, cpu, percent_avg, percent_max FROM core_utilization_1m "
                     "ORDER BY cpu") == [(M0, 0, 20.0, 30.0), (M0, 1, 70.0, 90.0)]
+
+
+def test_host_pressure_and_tier_memory(store: HistoryStore) -> None:
+    assert q(store, "SELECT memory_some, memory_full, cpu_some FROM host_pressure") == [
+        (12.5, 3.0, None)]                     # the first sample had no PSI: no row
+    assert q(store, "SELECT tier, bytes FROM tier_memory ORDER BY tier") == [
+        ("background", 4096), ("low", 1 << 20)]
 
 
 def test_top_processes(store: HistoryStore) -> None:
