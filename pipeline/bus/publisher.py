@@ -88,6 +88,9 @@ class Publisher:
             max_request_size=kafka.max_message_bytes,
             linger_ms=5,
             acks="all",
+            # a send retried after a broker stall (its first try was appended, its answer
+            # lost) must not land twice: the broker drops the retry by its sequence number
+            enable_idempotence=True,
         )
         await self._producer.start()
 
