@@ -311,7 +311,7 @@ class ApplierAgent:
         assert d.pid is not None and d.start_time is not None
         root = self.settings.applier.cgroup_root
         limits = self._groups.get(d.cgroup or "")
-        wanted = {c: group_path(root, d.tier) for c in limits.controllers} \
+        wanted = {c: group_path(root, d.cgroup) for c in limits.controllers} \
             if d.cgroup and limits is not None else None
         if self.dry_run:
             if not wanted:

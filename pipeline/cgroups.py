@@ -135,6 +135,13 @@ def process_cgroups(paths: HostPaths, pid: int) -> dict[str, str] | None:
     return None if text is None else parse_proc_cgroup(text)
 
 
+def within(path: str, prefix: str) -> bool:
+    """Whether cgroup ``path`` is ``prefix`` or below it (``/a/b`` is within ``/a``, not
+    within ``/a/bc``)."""
+    prefix = "/" + prefix.strip("/")
+    return path == prefix or path.startswith(prefix.rstrip("/") + "/")
+
+
 def cgroup_of(layout: Layout, cgroups: Mapping[str, str], controller: str) -> str | None:
     """The cgroup a process is in for ``controller`` (its v1 line, else its v2 one)."""
     h = layout.hierarchy(controller)
@@ -215,5 +222,5 @@ def read_text(path: str) -> str | None:
 
 
 __all__ = ["CPU", "CFS_PERIOD_US", "Hierarchy", "Layout", "MEMORY", "UNIFIED", "cgroup_of", "group_memory",
-           "own_limits", "parse_mounts", "parse_proc_cgroup", "process_cgroups", "quota_us",
+           "own_limits", "parse_mounts", "within", "parse_proc_cgroup", "process_cgroups", "quota_us",
            "read_layout", "read_text", "shares_for_weight"]

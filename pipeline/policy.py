@@ -30,6 +30,14 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _percent(text: str) -> float | None:
+    """``"50%"`` as 50.0; None when it is not a percentage."""
+    try:
+        return float(text[:-1]) if text.endswith("%") else None
+    except ValueError:
+        return None
+
+
 class TierLimits(_Frozen):
     """What a tier's processes may use together, enforced through a cgroup of the tier's
     own (containers keep their engine's cgroup). ``None`` leaves that limit off."""
@@ -46,10 +54,7 @@ class TierLimits(_Frozen):
     def _quota(cls, value: float | str | None) -> float | str | None:
         if isinstance(value, str):
             text = value.strip()
-            try:
-                share = float(text[:-1]) if text.endswith("%") else None
-            except ValueError:
-                share = None
+            share = _percent(text)
             if share is None or not 0 < share <= 100:
                 raise ValueError(f"cpu_quota {value!r}: give cores (0.5) or a share of the "
                                  f"host's CPUs between 0% and 100% (\"50%\")")
@@ -66,7 +71,7 @@ class TierLimits(_Frozen):
     def quota_cores(self, host_cpus: int) -> float | None:
         """The quota in cores on a host with ``host_cpus`` CPUs."""
         if isinstance(self.cpu_quota, str):
-            return round(float(self.cpu_quota[:-1]) / 100 * host_cpus, 3)
+            return round((_percent(self.cpu_quota) or 0) / 100 * host_cpus, 3)
         return self.cpu_quota
 
     def over(self, base: TierLimits) -> TierLimits:

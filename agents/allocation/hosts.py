@@ -162,6 +162,7 @@ class Planner:
         view = self.view(event.host)
         sample: HostSample = event.data
         view.host_sample = sample
+        self._note_pressure(event.host, view)
         if sample.topology is not None:
             try:
                 topology = Topology.from_dict(sample.topology)
@@ -247,26 +248,23 @@ class Planner:
         schedule, else allocator.mode."""
         view = self.view(host)
         return (view.commanded_mode or self.commanded_mode
-                or (EMERGENCY if self._under_pressure(host, view) else None)
+                or (EMERGENCY if view.pressed else None)
                 or scheduled_mode(self.settings, datetime.fromtimestamp(now))
                 or self.settings.allocator.mode)
 
-    def _under_pressure(self, host: str, view: HostView) -> bool:
-        """Whether the host's memory pressure holds it in emergency (with hysteresis:
-        in at the threshold, out below half of it)."""
+    def _note_pressure(self, host: str, view: HostView) -> None:
+        """Whether the host's memory pressure holds it in emergency, from its newest sample
+        (with hysteresis: in at the threshold, out below half of it)."""
         above = self.settings.allocator.memory_pressure_emergency
-        if above is None or view.host_sample is None:
-            return False
-        stalled = view.host_sample.pressure.get("memory_full")
-        if stalled is None:
-            return view.pressed                  # no PSI in this sample: as it was
+        stalled = view.host_sample.pressure.get("memory_full") if view.host_sample else None
+        if above is None or stalled is None:
+            return                               # off, or no PSI in this sample: as it was
         was = view.pressed
         view.pressed = stalled >= above if not was else stalled >= above / 2
         if view.pressed != was:
             log.info("host %s: memory pressure %.1f%% %s", host, stalled,
                      f"reached {above:g}%: emergency mode" if view.pressed
                      else f"below {above / 2:g}%: emergency over")
-        return view.pressed
 
     def make_plan(self, host: str, now: float) -> Plan | None:
         view = self.view(host)

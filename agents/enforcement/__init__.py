@@ -118,14 +118,17 @@ def restorer(docker_client: docker.DockerClient | None = None, *, guard: Guard |
     gets its original settings back on every thread (threads that had their own settings get
     theirs), a container its cpuset and weight, a CPU its idle-state limit. A target someone else changed since corelane
     applied is left as they set it."""
+    layouts: list[Layout] = []                  # read at the first cgroup entry, once
+
     def restore(entry: JournalEntry) -> ApplyResult:
         identity, original = entry.identity, entry.original
         if identity.target == "cpu":
             return apply_limit(int(identity.cpu or 0), str(original.get(FIELD)),
                                last_applied=entry.applied, paths=paths)
         if identity.target == "cgroup":
+            layouts[:] = layouts or [read_layout(paths)]
             return apply_membership(int(identity.pid or 0), int(identity.start_time or 0),
-                                    original.get(CGROUPS) or {}, layout=read_layout(paths),
+                                    original.get(CGROUPS) or {}, layout=layouts[0],
                                     root=str(original.get("root", "")), paths=paths,
                                     last_applied=(entry.applied or {}).get(CGROUPS))
         if identity.target == "process":

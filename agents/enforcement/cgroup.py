@@ -20,9 +20,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agents.enforcement.process import ALREADY, GONE, NOT_PERMITTED, PID_REUSED, ApplyResult
+from agents.enforcement.journal import Identity, process_problem
+from agents.enforcement.process import ALREADY, GONE, NOT_PERMITTED, ApplyResult
 from pipeline import cgroups, procfs
-from pipeline.cgroups import CPU, MEMORY, Layout
+from pipeline.cgroups import CPU, MEMORY, Layout, within
 from pipeline.events import Decision
 from pipeline.hostpaths import LIVE, HostPaths
 
@@ -106,10 +107,7 @@ def _enable_v2(layout: Layout, path: str, controller: str) -> None:
     parts = [p for p in path.strip("/").split("/") if p]
     for depth in range(len(parts)):
         folder = h.folder("/" + "/".join(parts[:depth]))
-        try:
-            enabled = open(os.path.join(folder, "cgroup.subtree_control")).read().split()
-        except OSError:
-            enabled = []
+        enabled = (cgroups.read_text(os.path.join(folder, "cgroup.subtree_control")) or "").split()
         if controller not in enabled:
             _write(folder, "cgroup.subtree_control", f"+{controller}")
 
@@ -197,16 +195,13 @@ def read_membership(layout: Layout, pid: int, controllers: Iterable[str],
 def foreign_reason(layout: Layout, controller: str, path: str, root: str,
                    protected: Iterable[str] = ()) -> str | None:
     """Why a process in cgroup ``path`` must stay there, or None when it may be moved."""
-    ours = "/" + root.strip("/")
-    if path == ours or path.startswith(ours + "/"):
+    if within(path, root):
         return None
     container = procfs.container_id(path)
     if container:
         return f"in container {container[:12]}'s cgroup"
-    for prefix in protected:
-        prefix = "/" + prefix.strip("/")
-        if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
-            return f"in protected cgroup {path} (applier.protected_cgroups)"
+    if any(within(path, prefix) for prefix in protected):
+        return f"in protected cgroup {path} (applier.protected_cgroups)"
     h = layout.hierarchy(controller)
     if h is not None and path != "/":
         limits = cgroups.own_limits(h, path, controller)
@@ -235,12 +230,9 @@ def apply_membership(pid: int, start_time: int, wanted: Mapping[str, str], *, la
                            {FIELD: dict(after)} if after is not None else {},
                            pid=pid, start_time=start_time, changes=changes)
 
-    stat = procfs.read_stat(paths.proc, pid)
-    if stat is None:
-        return result("skipped", GONE)
-    if stat.start_time != start_time:
-        return result("skipped", f"{PID_REUSED} (started at tick {stat.start_time}, "
-                                 f"not {start_time})")
+    problem = process_problem(Identity.process(pid, start_time), paths)
+    if problem:
+        return result("skipped", problem)
     before = read_membership(layout, pid, wanted, paths)
     if before is None:
         return result("skipped", GONE)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from pipeline import procfs
+from pipeline.cgroups import within
 from pipeline.procfs import Stat
 from pipeline.topology import cpulist_parse
 
@@ -142,8 +143,7 @@ class Scope:
         for pattern in self._compiled:
             if (name and pattern.search(name)) or (cmdline and pattern.search(cmdline)):
                 return True
-        return any(cgroup == prefix or cgroup.startswith(prefix.rstrip("/") + "/")
-                   for prefix in self.cgroup_prefixes if cgroup)
+        return bool(cgroup) and any(within(cgroup, prefix) for prefix in self.cgroup_prefixes)
 
 
     def allows_container(self, container_id: str, name: str = "") -> bool:
