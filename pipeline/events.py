@@ -56,7 +56,10 @@ class HostSample(msgspec.Struct, kw_only=True):
     mem_total_bytes: int
     mem_available_bytes: int
     swap_used_bytes: int = 0
-    temperatures_c: dict[str, float] = {}    # sensor label -> degrees; empty where none
+    temperatures_c: dict[str, float] = {}    # sensor (chip/label) -> degrees; empty where none
+    # per logical CPU, its core's or package's temperature (pipeline.thermal); empty where
+    # the host has no sensors
+    cpu_temperatures_c: list[float | None] = []
     boot_time: float = 0.0
     interval_s: float = 0.0
     # kernel.sched_autogroup_enabled: with it on, nice orders threads only inside one

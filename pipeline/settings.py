@@ -227,6 +227,25 @@ class ScheduleEntry(_Section):
         return value
 
 
+class ThermalSettings(_Section):
+    """What the allocator does while a core is hot: a core is hot from ``hot_c`` until it
+    cools below ``cool_c``. ``move`` takes the low and background tiers off the hot cores
+    (where a cool core is left for them); ``power_save`` plans the whole host in power_save
+    mode until every core has cooled. Below an operator's mode command, above the schedule."""
+    hot_c: float | None = Field(90.0, gt=0, le=150)      # null: off
+    cool_c: float = Field(80.0, gt=0, le=150)
+    action: Literal["move", "power_save"] = "move"
+
+    @field_validator("cool_c")
+    @classmethod
+    def _cooler(cls, value: float, info: Any) -> float:
+        hot = info.data.get("hot_c")
+        if hot is not None and value >= hot:
+            raise ValueError(f"expected cool_c below hot_c ({hot:g} °C), got {value:g}: "
+                             f"a core must cool before it counts as cool again")
+        return value
+
+
 class AllocatorSettings(_Section):
     """Which cores, nice level, I/O class and policy each tier gets."""
     interval_s: float = Field(5.0, gt=0)         # plan this often (and at once on a class change)
@@ -236,6 +255,7 @@ class AllocatorSettings(_Section):
     # memory pressure (PSI memory "full" avg10, %) at which a host goes to emergency, until
     # it falls below half of it; null: off
     memory_pressure_emergency: float | None = Field(None, gt=0, le=100)
+    thermal: ThermalSettings = ThermalSettings()
     policy: Policy = Field(default_factory=Policy)
 
 

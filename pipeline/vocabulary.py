@@ -73,6 +73,7 @@ def check_class_map(tier_of: dict[str, str]) -> dict[str, str]:
 # The allocation modes, from most to least generous to the critical tiers' neighbours.
 MODES: Final[tuple[str, ...]] = ("high_performance", "balanced", "power_save", "emergency")
 EMERGENCY: Final = "emergency"
+POWER_SAVE: Final = "power_save"
 
 # The pool of everything that is not latency-critical by class: corelane itself, its broker,
 # unclassified processes. It is also the decision tier of those targets.

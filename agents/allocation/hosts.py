@@ -22,7 +22,8 @@ from pipeline.events import (Chunks, Classification, Command, ContainerSample, D
                              Decisions, Envelope, HostSample, ProcessSample, joined)
 from pipeline.settings import Settings
 from pipeline.topology import Topology
-from pipeline.vocabulary import AUTO, DAYS, EMERGENCY, HOUSEKEEPING, MODES, TIER_RANK
+from pipeline.vocabulary import (AUTO, DAYS, EMERGENCY, HOUSEKEEPING, MODES, POWER_SAVE,
+                                 TIER_RANK)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class HostView:
     published: tuple | None = None           # (mode, decision_key) of the last plan sent
     published_at: float = 0.0
     pressed: bool = False                    # held in emergency by memory pressure
+    hot: dict[int, float] = field(default_factory=dict)   # cpu -> °C, held hot (thermal)
 
 
 def scheduled_mode(settings: Settings, now: datetime) -> str | None:
@@ -99,6 +101,10 @@ def last_plans(events: Iterable[Envelope]) -> dict[str, Decisions]:
         if old is None or (data.plan_seq, event.ts) >= (old[1].plan_seq, old[0]):
             newest[event.host] = (event.ts, whole)
     return {host: plan for host, (_, plan) in newest.items()}
+
+
+def _hot_cpus(hot: dict[int, float]) -> str:
+    return ", ".join(f"cpu {cpu} at {c:.0f} °C" for cpu, c in sorted(hot.items()))
 
 
 class Planner:
@@ -165,12 +171,11 @@ class Planner:
         self._note_pressure(event.host, view)
         if sample.topology is not None:
             try:
-                topology = Topology.from_dict(sample.topology)
+                view.topology = Topology.from_dict(sample.topology)
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("host %s sent a topology that cannot be read (%s); keeping the "
                             "last one", event.host, exc)
-                return
-            view.topology = topology
+        self._note_heat(event.host, view)
 
     def topology_for(self, host: str) -> Topology | None:
         """The host's own topology, else this host's for this host, else None (wait)."""
@@ -244,13 +249,42 @@ class Planner:
                      last.plan_seq)
 
     def mode_for(self, host: str, now: float) -> str:
-        """A commanded mode (until 'auto'), else emergency under memory pressure, else the
-        schedule, else allocator.mode."""
+        return self.mode_and_reason(host, now)[0]
+
+    def mode_and_reason(self, host: str, now: float) -> tuple[str, str]:
+        """The host's mode and why, first that applies: an operator's command (until
+        'auto'), thermal protection (action power_save), memory pressure (emergency), the
+        schedule, the configured mode."""
         view = self.view(host)
-        return (view.commanded_mode or self.commanded_mode
-                or (EMERGENCY if view.pressed else None)
-                or scheduled_mode(self.settings, datetime.fromtimestamp(now))
-                or self.settings.allocator.mode)
+        commanded = view.commanded_mode or self.commanded_mode
+        if commanded:
+            return commanded, "by command"
+        if view.hot and self.settings.allocator.thermal.action == POWER_SAVE:
+            return POWER_SAVE, "thermal: " + _hot_cpus(view.hot)
+        if view.pressed:
+            return EMERGENCY, "memory pressure"
+        scheduled = scheduled_mode(self.settings, datetime.fromtimestamp(now))
+        if scheduled:
+            return scheduled, "by schedule"
+        return self.settings.allocator.mode, ""
+
+    def _note_heat(self, host: str, view: HostView) -> None:
+        """Which of the host's cores are hot, from its newest sample (with hysteresis: hot
+        from thermal.hot_c until below thermal.cool_c)."""
+        thermal = self.settings.allocator.thermal
+        temps = view.host_sample.cpu_temperatures_c if view.host_sample else []
+        topology = self.topology_for(host)
+        if thermal.hot_c is None or topology is None or len(temps) != len(topology.cpu_ids):
+            if thermal.hot_c is None:
+                view.hot = {}
+            return                               # off, or no sensors: as it was
+        hot = {cpu: c for cpu, c in zip(topology.cpu_ids, temps) if c is not None
+               and c >= (thermal.cool_c if cpu in view.hot else thermal.hot_c)}
+        if hot.keys() != view.hot.keys():
+            log.info("host %s: %s", host, f"hot: {_hot_cpus(hot)} (from {thermal.hot_c:g} °C "
+                     f"until below {thermal.cool_c:g} °C)" if hot else
+                     f"every core below {thermal.cool_c:g} °C: thermal protection over")
+        view.hot = hot
 
     def _note_pressure(self, host: str, view: HostView) -> None:
         """Whether the host's memory pressure holds it in emergency, from its newest sample
@@ -289,10 +323,13 @@ class Planner:
         if previous is not None and view.planned_with != topology:
             # Other CPUs: the old pools mean nothing now, but the sequence goes on.
             previous = replace(previous, pools=(), assignments=(), reserve=(), unused=())
+        mode, why = self.mode_and_reason(host, now)
+        move_off = view.hot if self.settings.allocator.thermal.action == "move" else None
         result = plan(topology, classified + unclassified + container_targets(view),
                       Utilization.from_host_sample(view.host_sample),
-                      mode=self.mode_for(host, now), policy=self.settings.allocator.policy,
-                      previous_plan=previous, strategy=self.strategy_for(host))
+                      mode=mode, policy=self.settings.allocator.policy,
+                      previous_plan=previous, strategy=self.strategy_for(host),
+                      hot_cpus=move_off, mode_reason=why)
         view.previous, view.planned_with = result, topology
         self.plans_made += 1
         return result

@@ -353,8 +353,12 @@ def plan(topology: Topology,
          mode: str = "balanced",
          policy: Policy | None = None,
          previous_plan: Plan | None = None,
-         strategy: str = STRATEGIES[0]) -> Plan:
-    """Plan core pools and per-target decisions for one host (see the module docstring)."""
+         strategy: str = STRATEGIES[0],
+         hot_cpus: Mapping[int, float] | None = None,
+         mode_reason: str = "") -> Plan:
+    """Plan core pools and per-target decisions for one host (see the module docstring).
+    ``hot_cpus`` (cpu -> °C) are cores the batch tiers leave while a cool core is left for
+    them; ``mode_reason`` says why the host is in ``mode`` (in each pool's reason)."""
     policy = policy or Policy()
     if mode not in MODES:
         raise AllocationError(f"unknown mode {mode!r}; modes are {', '.join(MODES)}")
@@ -539,7 +543,13 @@ def plan(topology: Topology,
                  replace(p, cpus=every, shared_with=None,
                          reason=f"every pool core ({cpulist_format(every)}): strategy shared; "
                                 f"sized {p.size} for {p.reason}") for p in pools]
-    lent = _lent_cpus(pools, policy) if strategy == "exclusive_lend" else ()
+    if hot_cpus:
+        pools, pool_cpus = _off_hot_cpus(pools, hot_cpus)
+        notes.append("hot: " + ", ".join(f"cpu {c} at {t:.0f} °C" for c, t in sorted(hot_cpus.items())))
+    if mode_reason:
+        pools = [replace(p, reason=f"{p.reason}; mode {mode}: {mode_reason}") for p in pools]
+    lent = tuple(c for c in (_lent_cpus(pools, policy) if strategy == "exclusive_lend" else ())
+                 if c not in (hot_cpus or {}))
 
     # -- decisions --
     groups = _tier_groups(pools, policy, mode, len(topology.cpu_ids))
@@ -559,6 +569,22 @@ def plan(topology: Topology,
                 idle_limits=(_idle_limits(pools, policy, tuning, mode)
                              if strategy == "exclusive_poll" else ()),
                 strategy=strategy, lent=lent, groups=groups)
+
+
+def _off_hot_cpus(pools: Sequence[Pool], hot_cpus: Mapping[int, float]
+                  ) -> tuple[list[Pool], dict[str, tuple[int, ...]]]:
+    """The batch tiers' pools without the hot cores, where that leaves them a core: they
+    are the work that can run anywhere, and heat is what they add."""
+    out = []
+    for p in pools:
+        hot = [c for c in p.cpus if c in hot_cpus]
+        if p.name in BATCH_TIERS and hot:
+            cool = tuple(c for c in p.cpus if c not in hot_cpus)
+            where = ", ".join(f"{c} at {hot_cpus[c]:.0f} °C" for c in hot)
+            p = replace(p, cpus=cool, reason=f"{p.reason}; off hot cpu {where}") if cool else \
+                replace(p, reason=f"{p.reason}; every core of its pool is hot ({where})")
+        out.append(p)
+    return out, {p.name: p.cpus for p in out}
 
 
 def _tier_groups(pools: Sequence[Pool], policy: Policy, mode: str,

@@ -171,7 +171,8 @@ class Collector:
         self._topology_sent: float | None = None
         cfg = settings.collector
         paths = settings.host_paths
-        self.host = HostSampler(paths, cgroup_root=settings.applier.cgroup_root)
+        self.host = HostSampler(paths, cgroup_root=settings.applier.cgroup_root,
+                                topology=topology)
         self.processes = ProcessSampler(paths, thread_detail=cfg.thread_detail)
         self.containers = ContainerSampler(cfg.docker_host) if cfg.containers else None
         self.stats = CollectorStats()

@@ -1,5 +1,5 @@
-"""The host collector: one ``HostSample`` per sweep, from psutil (once per host, so its cost
-does not matter the way the per-process sweep's does)."""
+"""The host collector: one ``HostSample`` per sweep, from psutil and sysfs (once per host, so
+its cost does not matter the way the per-process sweep's does)."""
 from __future__ import annotations
 
 import time
@@ -7,9 +7,10 @@ from typing import Any, Callable
 
 import psutil
 
-from pipeline import cgroups, procfs
+from pipeline import cgroups, procfs, thermal
 from pipeline.events import HostSample
 from pipeline.hostpaths import LIVE, HostPaths
+from pipeline.topology import Topology
 
 
 def _total(t: Any) -> float:
@@ -31,9 +32,13 @@ class HostSampler:
     """Per-CPU use since the previous ``sample()`` (or since construction, for the first)."""
 
     def __init__(self, paths: HostPaths = LIVE,
-                 clock: Callable[[], float] = time.monotonic, cgroup_root: str = "") -> None:
-        """``cgroup_root`` is where corelane's tier groups are (their memory use is sampled)."""
+                 clock: Callable[[], float] = time.monotonic, cgroup_root: str = "",
+                 topology: Topology | None = None) -> None:
+        """``cgroup_root`` is where corelane's tier groups are (their memory use is sampled);
+        with ``topology``, each CPU's temperature is placed on it."""
         self._clock = clock
+        self._sys_root = paths.sys_root
+        self._topology = topology
         self._cgroup_root = cgroup_root
         self._layout = cgroups.read_layout(paths) if cgroup_root else None
         self._last_times = psutil.cpu_times(percpu=True)
@@ -53,6 +58,7 @@ class HostSampler:
 
         vm = psutil.virtual_memory()
         swap = psutil.swap_memory()
+        sensors = thermal.read_sensors(self._sys_root)
         return HostSample(
             cpu_percent=percent,
             cpu_freq_khz=self._frequencies(len(times)),
@@ -60,7 +66,9 @@ class HostSampler:
             mem_total_bytes=vm.total,
             mem_available_bytes=vm.available,
             swap_used_bytes=swap.used,
-            temperatures_c=self._temperatures(),
+            temperatures_c={s.key: s.celsius for s in sensors},
+            cpu_temperatures_c=(thermal.cpu_temperatures(sensors, self._topology)
+                                if self._topology is not None and sensors else []),
             boot_time=self._boot,
             interval_s=interval,
             autogroup=procfs.autogroup_enabled(self._proc),
@@ -81,20 +89,3 @@ class HostSampler:
         if len(freqs) == 1 and freqs[0].current:     # one figure for all CPUs
             return [freqs[0].current * 1000.0] * ncpu
         return [None] * ncpu
-
-    @staticmethod
-    def _temperatures() -> dict[str, float]:
-        reader = getattr(psutil, "sensors_temperatures", None)
-        if reader is None:
-            return {}
-        try:
-            sensors = reader() or {}
-        except (OSError, RuntimeError):
-            return {}
-        out: dict[str, float] = {}
-        for chip, entries in sensors.items():
-            for i, entry in enumerate(entries):
-                if entry.current is None:
-                    continue
-                out[f"{chip}/{entry.label or i}"] = float(entry.current)
-        return out
