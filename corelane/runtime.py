@@ -24,11 +24,13 @@ import faust
 import uvicorn
 from faust.contrib.asgi import faust_app_running
 
+from agents.alerter import AlerterAgent
 from agents.allocator import AllocatorAgent
 from agents.applier import ApplierAgent
 from agents.classification.rules import RuleSet, RulesError, load_rule_set
 from agents.classifier import ClassifierAgent
 from agents.contract import Agent, create_app, install
+from agents.notifier import NotifierAgent
 from agents.recorder import Recorder
 from agents.shadow import ShadowAgent, ShadowSpec
 from agents.tuner import TunerAgent
@@ -243,6 +245,9 @@ async def run_up(settings: Settings, dry_run: bool = False,
             AllocatorAgent(settings, publisher, topology,
                            housekeeping_pids=lambda: own_pids(settings)),
             applier,
+            AlerterAgent(settings, publisher,
+                         recorder_lag=lambda: recorder.health(time.time()).lag_s),
+            NotifierAgent(settings),
             *([tuner] if tuner else []),
             *(ShadowAgent(spec, publisher, topology,
                           housekeeping_pids=lambda: own_pids(settings)) for spec in shadows),

@@ -296,6 +296,95 @@ class ClosedLoopSettings(_Section):
         return value
 
 
+# What an alert rule can watch: its unit (``above`` and ``clear_below`` are in it) and what
+# it measures.
+ALERT_SIGNALS: dict[str, tuple[str, str]] = {
+    "run_queue_delay": ("ms/s", "time a tier's processes waited for a CPU, summed over them"),
+    "pool_busy": ("%", "how busy a pool's cores were, on average over them"),
+    "core_temperature": ("°C", "a CPU's temperature (its core's sensor, else its package's)"),
+    "memory_pressure": ("%", "share of the last 10 s some task waited on memory (PSI)"),
+    "recorder_lag": ("s", "how far the history is behind the newest event it has read"),
+}
+
+
+class AlertRule(_Section):
+    """Opens an alert once ``signal`` has stayed above ``above`` for ``for_s``, for each
+    subject it measures (a tier, a pool, a CPU, the host, the recorder), and resolves it
+    once the figure has stayed below ``clear_below`` for ``clear_for_s`` (the gap between
+    the two is the hysteresis that keeps an alert from flapping)."""
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    signal: Literal[tuple(ALERT_SIGNALS)]  # type: ignore[valid-type]
+    above: float = Field(gt=0)
+    for_s: float = Field(30.0, ge=0)
+    clear_below: float | None = Field(None, ge=0)   # null: 80% of `above`
+    clear_for_s: float = Field(10.0, ge=0)
+    severity: Literal["info", "warning", "critical"] = "warning"
+    tiers: list[Tier] = []                          # run_queue_delay, pool_busy: which ones
+                                                    # (none: every tier)
+
+    @field_validator("clear_below")
+    @classmethod
+    def _below(cls, value: float | None, info: Any) -> float | None:
+        above = info.data.get("above")
+        if value is not None and above is not None and value > above:
+            raise ValueError(f"expected clear_below at or under above ({above:g}), got "
+                             f"{value:g}: an alert resolves below where it opens")
+        return value
+
+    @property
+    def clear_level(self) -> float:
+        return self.above * 0.8 if self.clear_below is None else self.clear_below
+
+
+def _default_alert_rules() -> list[AlertRule]:
+    return [
+        AlertRule(name="critical_run_queue_delay", signal="run_queue_delay", above=5.0,
+                  clear_below=2.0, for_s=30, severity="critical",
+                  tiers=["ultra_critical", "critical"]),
+        AlertRule(name="pool_overcommitted", signal="pool_busy", above=95.0, clear_below=80.0,
+                  for_s=30),
+        AlertRule(name="core_hot", signal="core_temperature", above=95.0, clear_below=85.0,
+                  for_s=10, severity="critical"),
+        AlertRule(name="memory_pressure", signal="memory_pressure", above=20.0,
+                  clear_below=10.0, for_s=30),
+        AlertRule(name="recorder_lagging", signal="recorder_lag", above=30.0, clear_below=10.0,
+                  for_s=30),
+    ]
+
+
+class WebhookSettings(_Section):
+    """Where alert transitions are posted: ``slack`` posts Slack-compatible JSON
+    (``{"text": ...}``, for Slack, Mattermost or Rocket.Chat incoming webhooks); ``generic``
+    posts the alert event itself. A failed post is retried with back-off (doubling from
+    ``backoff_s`` up to ``max_backoff_s``) ``retries`` times, then dropped and counted."""
+    url: str = Field(pattern=r"^https?://[^\s/]+")
+    format: Literal["slack", "generic"] = "generic"
+    min_severity: Literal["info", "warning", "critical"] = "info"
+    timeout_s: float = Field(5.0, gt=0, le=120)
+    retries: int = Field(5, ge=0, le=100)
+    backoff_s: float = Field(1.0, gt=0)
+    max_backoff_s: float = Field(60.0, gt=0)
+    queue: int = Field(1000, ge=1)                 # transitions waiting; the oldest go first
+
+
+class AlertSettings(_Section):
+    """Rules corelane checks on every host sample, and where it says so. The classifier's
+    model-drift alerts, the recorder's history-write alerts and the collector's container
+    alerts are raised by those parts; every alert goes to the webhooks."""
+    rules: list[AlertRule] = Field(default_factory=_default_alert_rules)
+    webhooks: list[WebhookSettings] = []
+
+    @field_validator("rules")
+    @classmethod
+    def _unique(cls, value: list[AlertRule]) -> list[AlertRule]:
+        names = [r.name for r in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"each rule needs its own name; given more than once: "
+                             f"{', '.join(twice)}")
+        return value
+
+
 class ScopeSettings(_Section):
     pids: list[int] = []
     patterns: list[str] = []                     # regexes over name and command line
@@ -343,6 +432,7 @@ class Settings(_Section):
     applier: ApplierSettings = ApplierSettings()
     classifier: ClassifierSettings = ClassifierSettings()
     closed_loop: ClosedLoopSettings = ClosedLoopSettings()
+    alerts: AlertSettings = AlertSettings()
 
     source: str = Field("<defaults>", exclude=True)
 
