@@ -84,7 +84,7 @@ class AlerterAgent:
     async def _publish(self, host: str, changes: list[Alert]) -> None:
         self.stats.checks += 1
         for alert in changes:
-            log.warning("alert %s: %s", "opened" if alert.state == "open" else "resolved",
+            log.debug("alert %s: %s", "opened" if alert.state == "open" else "resolved",
                         alert.message)
             await self.publisher.publish_many([self.publisher.stamper.stamp(alert, host=host)])
             if alert.state == "open":

@@ -38,6 +38,7 @@ from api.auth import ensure_token
 from api.live import LiveState
 from api.server import create_api
 from api.service import ApiService
+from corelane.narration import Narrator
 from pipeline import commands
 from pipeline.bus import Publisher, Stamper, ensure_topics
 from pipeline.bus.hub import EventHub
@@ -53,6 +54,9 @@ from storage.history import HistoryStore, StoreError
 from storage.query import QueryEngine
 
 log = logging.getLogger(__name__)
+
+# The terminal's one-line summary of every host comes this often.
+SUMMARY_EVERY_S = 60.0
 
 
 class UpError(RuntimeError):
@@ -234,6 +238,8 @@ async def run_up(settings: Settings, dry_run: bool = False,
                               else [])
         hub, live = EventHub(), LiveState()
         hub.on_event(live.apply)
+        narrator = Narrator(live, settings.host)
+        hub.on_event(narrator.on_event)
         hub.on_event(lambda event: _stop_on_shutdown(event, settings.host, started, stop))
         recorder = Recorder(settings, store, publisher, hub=hub)
         applier = ApplierAgent(settings, publisher, own_pids=lambda: own_pids(settings),
@@ -293,6 +299,8 @@ async def run_up(settings: Settings, dry_run: bool = False,
                           stop=stop_collecting))
         log.info("collecting every %.1fs as host %s", settings.collector.interval_s,
                  settings.host)
+        tasks["summary"] = asyncio.create_task(every(SUMMARY_EVERY_S, narrator.summarise,
+                                                     stop_collecting))
 
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopper, *tasks.values()],

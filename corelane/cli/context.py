@@ -99,14 +99,36 @@ class CliContext:
         sys.stdout.write(json.dumps(value, indent=2) + "\n")
 
     def start_logging(self, level: str) -> None:
-        handler = RichHandler(console=self.err, show_path=False)
+        """Rich lines on a terminal; plain, unwrapped lines with a timestamp in a file or a
+        journal, one per event, so that grep and log shippers read them whole."""
+        handler: logging.Handler
+        if self.err.is_terminal:
+            handler = RichHandler(console=self.err, show_path=False)
+            fmt = "%(message)s"
+        else:
+            handler = logging.StreamHandler(sys.stderr)
+            fmt = "%(asctime)s %(levelname)s %(message)s"
         # A broker outage makes the Kafka client say the same thing hundreds of times a
         # second: once per message, then a reminder with the count, is enough.
         handler.addFilter(RepeatFilter(prefixes=("aiokafka", "kafka", "faust", "mode")))
-        logging.basicConfig(level=level.upper(), format="%(message)s", datefmt="%H:%M:%S",
+        if level.upper() != "DEBUG":
+            handler.addFilter(TransientFilter())
+        logging.basicConfig(level=level.upper(), format=fmt, datefmt="%H:%M:%S",
                             handlers=[handler])
         for noisy in _NOISY:
             logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+class TransientFilter(logging.Filter):
+    """Holds back what the Kafka client logs as an error while a consumer group forms (the
+    coordinator is elected a moment after a broker starts, and the client retries): it is
+    the normal course of a start, not a problem. At debug level everything shows."""
+    TRANSIENT = ("Group Coordinator Request failed", "GroupCoordinatorNotAvailable")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(("aiokafka", "faust", "mode")):
+            return True
+        return not any(t in str(record.msg) for t in self.TRANSIENT)
 
 
 class RepeatFilter(logging.Filter):
