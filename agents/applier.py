@@ -15,6 +15,10 @@ enforcements topic, so a plan re-read after a restart does not undo a newer one.
 
 On stop it restores every journalled target still alive; after a crash, the first plan it
 sees decides what is still managed (kept) and what is not (restored).
+
+An operator's ``pause`` command stops every change (plans, tier groups, children's resets)
+until ``resume``, which applies the newest plan held meanwhile at once. What was already
+changed stays as it is; a stop still restores it.
 """
 from __future__ import annotations
 
@@ -39,13 +43,13 @@ from agents.enforcement.inheritance import demoted, reset_child
 from agents.enforcement.journal import JournalEntry
 from agents.enforcement.process import read_threads, summarize
 from agents.enforcement.safety import OUT_OF_SCOPE
-from pipeline import procfs
-from pipeline.bus import Publisher, read_tail, topic_types
+from pipeline import commands, procfs
+from pipeline.bus import Publisher, read_tail, replay_topic, topic_types
 from pipeline.cgroups import Layout, read_layout
 from pipeline.collectors.proc_events import ProcEvent
 from pipeline.events import (Chunks, Decision, Decisions, Enforcement, Enforcements, Envelope,
                              joined)
-from pipeline.health import PartHealth
+from pipeline.health import PartHealth, degraded
 from pipeline.settings import Settings
 from pipeline.stats import counter, gauge
 from pipeline.vocabulary import HOUSEKEEPING
@@ -102,6 +106,9 @@ class ApplierStats(AgentStats):
     last_plan_seq: int | None = gauge("the number of the last plan applied")
     resets: int = counter("children of demoted parents put back to neutral")
     last_reset_ms: float | None = gauge("from the last such child's fork to its reset (ms)")
+    paused: bool = gauge("1 while an operator's pause holds: plans are received, not applied",
+                         False)
+    held_plans: int = counter("plans received while paused, not applied")
 
 
 class ApplierAgent:
@@ -136,6 +143,9 @@ class ApplierAgent:
         self._pending: dict[int, tuple[int, float]] = {}
         self._layout: Layout | None = None        # the host's cgroup hierarchies, read once
         self._groups: dict[str, GroupLimits] = {}  # tier -> its group's limits, this plan
+        # an operator's pause: since when, and the newest plan held back meanwhile
+        self.paused_since: float | None = None
+        self._held: tuple[Decisions, list[Decision]] | None = None
 
     # --- applying ------------------------------------------------------------------------------
 
@@ -218,6 +228,8 @@ class ApplierAgent:
         """A child of a process corelane demoted goes back to neutral at once (on the
         event loop: a few system calls). One caught between its fork and its exec (no
         command line yet, starved at its inherited SCHED_IDLE) is tried again at its exec."""
+        if self.paused_since is not None:
+            return
         for e in events:
             if e.what == "fork" and e.parent in self._demoted:
                 self._reset(e.pid, e.parent, e.ts_ns)
@@ -402,14 +414,38 @@ class ApplierAgent:
         self.last_applied_ts = time.time()
         return joined(parts, "items")
 
+    def on_command(self, event: Envelope) -> bool:
+        """Take a pause or resume meant for this host; returns whether it resumed."""
+        command = event.data
+        if command.name not in (commands.PAUSE, commands.RESUME) or \
+                not commands.applies_to(command, self.settings.host):
+            return False
+        if command.name == commands.PAUSE:
+            if self.paused_since is None:
+                self.paused_since = event.ts
+                log.info("paused by command %s: observing and deciding, changing nothing",
+                         event.id)
+            self.stats.paused = True
+            return False
+        was = self.paused_since is not None
+        self.paused_since, self.stats.paused = None, False
+        self._full_at = None                     # every decision is checked again
+        if was:
+            log.info("resumed by command %s: enforcing the plans again", event.id)
+        return was
+
     def handlers(self) -> Sequence[Handler]:
-        return [Handler("decisions", self._decisions)]
+        return [Handler("decisions", self._decisions), Handler("command", self._command)]
 
     def timers(self) -> Sequence[Timer]:
         return []
 
     async def warm_up(self) -> None:
-        """The last plan this host applied before a restart, from the enforcements topic."""
+        """The last plan this host applied before a restart, from the enforcements topic,
+        and whether an operator's pause holds (the commands topic: the last one wins)."""
+        async for event in replay_topic(self.settings, "command",
+                                        topic_types(self.settings, ["command"])):
+            self.on_command(event)
         span = 2 * self.settings.allocator.heartbeat_s
         async for event in read_tail(self.settings, "enforcements",
                                      topic_types(self.settings, ["enforcements"]), span):
@@ -417,16 +453,29 @@ class ApplierAgent:
                 self.last_plan_seq = self.stats.last_plan_seq = event.data.plan_seq
                 self.last_applied_ts = event.ts
 
+    async def _command(self, event: Envelope, at: Position) -> None:
+        if self.on_command(event) and self._held is not None:
+            held, self._held = self._held, None
+            await self._apply(*held)
+
     async def _decisions(self, event: Envelope, at: Position) -> None:
         plan = self.on_decisions(event)
         if plan is None:
             return
+        if self.paused_since is not None:
+            self._held = (event.data, plan)
+            self.stats.held_plans += 1
+            await self._publish(event.data, [])  # received; nothing changed
+            return
+        await self._apply(event.data, plan)
+
+    async def _apply(self, data: Decisions, plan: list[Decision]) -> None:
         results = await asyncio.to_thread(self.apply_plan, plan)
         self.stats.plans += 1
         if self._newly_demoted:
             self.rescan(self._newly_demoted)
         self._retry_pending()
-        await self._publish(event.data, results)
+        await self._publish(data, results)
 
     async def _publish(self, plan: Decisions, results: list[ApplyResult]) -> None:
         items: list[Enforcement] = [r.to_enforcement() for r in results]
@@ -439,6 +488,10 @@ class ApplierAgent:
                                                           plan_id=plan.batch)])
 
     def health(self, now: float) -> PartHealth:
+        if self.paused_since is not None:
+            return degraded(f"paused by an operator for {now - self.paused_since:.0f} s: "
+                            f"plans are received and recorded, nothing is changed "
+                            f"(`corelane resume`)")
         return event_health(self.stats, now, quiet_after_s=None)
 
     def close(self) -> None:

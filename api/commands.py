@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path
 
 from api.auth import token_dependency
 from api.models import (Accepted, ClassifyRequest, DecisionRow, Judgement, LabelRequest,
-                        Message, ModeRequest, PriorityRequest, RebalanceRequest,
+                        Message, ModeRequest, PriorityRequest, HostsRequest,
                         RegisterRequest, ShutdownRequest)
 from api.service import ApiService
 from pipeline import commands
@@ -96,9 +96,20 @@ def commands_router(service: ApiService) -> APIRouter:
         return await publish(build(commands.mode, wanted=body.mode, hosts=body.hosts))
 
     @router.post("/rebalance", status_code=202, response_model=Accepted)
-    async def rebalance(body: RebalanceRequest | None = None) -> Accepted:
+    async def rebalance(body: HostsRequest | None = None) -> Accepted:
         """Plan now, and publish the plan even if nothing changed."""
         return await publish(build(commands.rebalance, hosts=body.hosts if body else []))
+
+    @router.post("/pause", status_code=202, response_model=Accepted)
+    async def pause(body: HostsRequest | None = None) -> Accepted:
+        """Stop changing anything on the hosts (every host without a list) until a resume;
+        corelane goes on observing, judging and planning."""
+        return await publish(commands.pause(body.hosts if body else []))
+
+    @router.post("/resume", status_code=202, response_model=Accepted)
+    async def resume(body: HostsRequest | None = None) -> Accepted:
+        """Enforce the plans on the hosts again, the newest at once."""
+        return await publish(commands.resume(body.hosts if body else []))
 
     @router.post("/containers/{container_id}/priority", status_code=202,
                  response_model=Accepted)

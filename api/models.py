@@ -342,7 +342,8 @@ class ModeRequest(BaseModel):
     hosts: list[str] = Field([], max_length=1000)
 
 
-class RebalanceRequest(BaseModel):
+class HostsRequest(BaseModel):
+    """Which hosts a command is for (rebalance, pause, resume); none: every host."""
     model_config = ConfigDict(extra="forbid")
     hosts: list[str] = Field([], max_length=1000)
 

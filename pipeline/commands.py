@@ -20,6 +20,8 @@ MODE: Final = "mode"
 REBALANCE: Final = "rebalance"
 CONTAINER_PRIORITY: Final = "container_priority"
 SHUTDOWN: Final = "shutdown"
+PAUSE: Final = "pause"
+RESUME: Final = "resume"
 
 
 class CommandError(ValueError):
@@ -68,6 +70,23 @@ def mode(wanted: str, hosts: Sequence[str] = ()) -> Command:
     if hosts:
         args["hosts"] = list(hosts)
     return Command(name=MODE, args=args)
+
+
+def pause(hosts: Sequence[str] = ()) -> Command:
+    """Stop changing anything on ``hosts`` (every host when empty) until a resume: corelane
+    goes on observing, judging and planning, and what it already changed stays."""
+    return Command(name=PAUSE, args={"hosts": list(hosts)} if hosts else {})
+
+
+def resume(hosts: Sequence[str] = ()) -> Command:
+    """Enforce the plans on ``hosts`` (every host when empty) again, the newest at once."""
+    return Command(name=RESUME, args={"hosts": list(hosts)} if hosts else {})
+
+
+def applies_to(command: Command, host: str) -> bool:
+    """Whether a command with an optional ``hosts`` list is meant for ``host``."""
+    hosts = command.args.get("hosts")
+    return not hosts or host in hosts
 
 
 def rebalance(hosts: Sequence[str] = ()) -> Command:

@@ -6,6 +6,7 @@ results go to stdout, messages for a person to stderr.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -120,15 +121,20 @@ class CliContext:
 
 
 class TransientFilter(logging.Filter):
-    """Holds back what the Kafka client logs as an error while a consumer group forms (the
-    coordinator is elected a moment after a broker starts, and the client retries): it is
-    the normal course of a start, not a problem. At debug level everything shows."""
+    """Holds back what the Kafka client and faust log as errors in the normal course of a
+    consumer group: the coordinator not elected yet a moment after a broker starts (the
+    client retries), and an agent's task cancelled to be restarted on a rebalance (faust
+    logs that as a crash, with its traceback). At debug level everything shows."""
     TRANSIENT = ("Group Coordinator Request failed", "GroupCoordinatorNotAvailable")
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith(("aiokafka", "faust", "mode")):
             return True
-        return not any(t in str(record.msg) for t in self.TRANSIENT)
+        message = str(record.msg)
+        if "Crashed reason=" in message and isinstance(record.args, tuple) and any(
+                isinstance(a, asyncio.CancelledError) for a in record.args):
+            return False
+        return not any(t in message for t in self.TRANSIENT)
 
 
 class RepeatFilter(logging.Filter):

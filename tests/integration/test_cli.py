@@ -15,6 +15,7 @@ from pipeline import events as ev
 from pipeline.kafka.broker import LocalBroker, is_answering
 from support.corelane_instance import Instance
 from support.ports import free_port
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,9 +155,42 @@ def test_up_serves_health_collects_and_stops_cleanly(kafka_bootstrap: str,
         assert 'corelane_bus_published_total{type="process_samples"}' in metrics.text
         assert "corelane_collector_last_sweep_s" in metrics.text
         assert "corelane_classifier_events_total" in metrics.text
+
+        def applier() -> dict:
+            return httpx.get(f"http://{api}/api/v1/health", timeout=5).json()["parts"]["applier"]
+
+        paused = corelane.run("pause")
+        assert paused.returncode == 0 and "every host: paused" in paused.stderr, paused.stderr
+        wait_for("the applier reporting its pause", lambda: "paused" in applier()["reason"], 30)
+        assert applier()["state"] == "degraded"
+        resumed = corelane.run("resume", "--host", "nowhere")
+        assert resumed.returncode == 0, resumed.stderr
+        time.sleep(1.0)
+        assert "paused" in applier()["reason"], "a resume for another host leaves it paused"
+        assert corelane.run("resume").returncode == 0
+        wait_for("the applier enforcing again", lambda: applier()["state"] == "ok", 30)
     finally:
         stderr = corelane.terminate()
     assert "Traceback" not in stderr
+    assert "paused by command" in stderr and "resumed by command" in stderr
+    assert "command pause" in stderr, "the terminal tells of the operator's command"
+
+
+def test_check_validates_a_configuration_and_its_rules_without_starting(tmp_path: Path) -> None:
+    good = corelane("check")
+    assert good.returncode == 0 and "valid;" in good.stderr, good.stderr
+    bad_rules = tmp_path / "rules.yml"
+    bad_rules.write_text("rules:\n  - name: r\n    match: {name: '(unclosed'}\n    class: idle\n")
+    config = tmp_path / "c.yml"
+    config.write_text(f"classifier: {{rules_file: '{bad_rules}'}}\n")
+    done = corelane("check", str(config))
+    assert done.returncode == 2, done.stderr
+    assert str(bad_rules) in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    config.write_text("alerts: {rules: [{name: hot, signal: core_temperature, above: 9, "
+                      "clear_below: 20}]}\n")
+    done = corelane("check", str(config))
+    assert done.returncode == 2 and "alerts.rules.0.clear_below" in done.stderr, done.stderr
 
 
 def test_up_starts_a_broker_when_none_answers_and_stops_it(tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -442,3 +444,48 @@ def test_memory_pressure_holds_a_host_in_emergency_with_hysteresis(settings: Set
         cpu_percent=[0.0], cpu_freq_khz=[None], load=(0.0, 0.0, 0.0), mem_total_bytes=1,
         mem_available_bytes=1, pressure={"memory_full": 90.0}), "h", 1))
     assert quiet.mode_for("h", noon) == "balanced"
+
+
+def test_a_pause_holds_every_change_until_resume_applies_the_newest_plan(
+        settings: Settings) -> None:
+    agent = applier(settings)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with open(f"/proc/{child.pid}/stat", "rb") as f:
+            start = int(f.read().rsplit(b")", 1)[1].split()[19])
+        published: list[tuple[int, int]] = []
+
+        async def publish(plan: ev.Decisions, results: list[ApplyResult]) -> None:
+            published.append((plan.plan_seq, len(results)))
+
+        agent._publish = publish  # type: ignore[method-assign]
+        settings.host_id = "h"
+
+        def told(seq: int, nice: int) -> ev.Envelope:
+            return plan_events("h", seq, [ev.Decision(target="process", tier="low", cpus="0-1",
+                                                      pid=child.pid, start_time=start,
+                                                      nice=nice)], 10)[0]
+
+        async def scenario() -> None:
+            other = ev.envelope(commands.pause(["elsewhere"]), "ops", 1)
+            await agent._command(other, None)              # type: ignore[arg-type]
+            assert agent.paused_since is None, "a pause for another host"
+            await agent._command(ev.envelope(commands.pause(), "ops", 2), None)  # type: ignore[arg-type]
+            await agent._decisions(told(1, 5), None)       # type: ignore[arg-type]
+            await agent._decisions(told(2, 7), None)       # type: ignore[arg-type]
+            assert os.getpriority(os.PRIO_PROCESS, child.pid) == 0, "paused: nothing changes"
+            assert published == [(1, 0), (2, 0)], "each plan is still answered"
+            health = agent.health(time.time())
+            assert health.state == "degraded" and "paused" in health.reason
+            await agent._command(ev.envelope(commands.resume(["h"]), "ops", 3), None)  # type: ignore[arg-type]
+            assert os.getpriority(os.PRIO_PROCESS, child.pid) == 7, "the newest plan, at once"
+            assert published[-1] == (2, 1)
+            assert agent.health(time.time()).state == "ok"
+
+        asyncio.run(scenario())
+        assert agent.stats.held_plans == 2
+    finally:
+        agent.close()                                      # puts the child's nice back
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == 0
+        child.kill()
+        child.wait()

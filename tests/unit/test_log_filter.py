@@ -1,9 +1,11 @@
-"""A library that repeats itself during an outage is said once, then reminded with a count."""
+"""A library that repeats itself during an outage is said once, then reminded with a count;
+what it logs as an error in the normal course of a consumer group is held back."""
 from __future__ import annotations
 
+import asyncio
 import logging
 
-from corelane.cli.context import RepeatFilter
+from corelane.cli.context import RepeatFilter, TransientFilter
 
 
 def record(name: str, msg: str, *args: object) -> logging.LogRecord:
@@ -22,3 +24,15 @@ def test_repeats_are_held_back_and_counted() -> None:
     now[0] = 31.0
     reminder = record("aiokafka.conn", line, 1, "refused")
     assert f.filter(reminder) and "7000 more like it" in reminder.getMessage()
+
+
+def test_a_group_forming_and_a_rebalance_restart_are_not_errors_at_the_default_level() -> None:
+    held = TransientFilter()
+    assert not held.filter(record("aiokafka.consumer.group_coordinator",
+                                  "Group Coordinator Request failed: %s", "[Error 15]"))
+    assert not held.filter(record("faust.agents.agent", "[^-Agent]: Crashed reason=%r",
+                                  asyncio.CancelledError()))
+    # a real crash, and corelane's own lines, always show
+    assert held.filter(record("faust.agents.agent", "[^-Agent]: Crashed reason=%r",
+                              ValueError("bad")))
+    assert held.filter(record("corelane.runtime", "Group Coordinator Request failed: %s", "x"))
