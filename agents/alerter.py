@@ -19,7 +19,7 @@ from agents.contract import AgentStats, Handler, Position, Timer, event_health
 from pipeline.bus import Publisher, read_tail, topic_types
 from pipeline.events import Alert, Envelope
 from pipeline.health import PartHealth
-from pipeline.settings import Settings
+from pipeline.settings import AlertRule, Settings
 from pipeline.stats import counter, gauge
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,10 @@ class AlerterAgent:
         host = self.publisher.stamper.host
         figures = {} if lag is None else {"recorder_lag": {"recorder": lag}}
         await self._publish(host, self.book.check(host, figures, time.time(), LOCAL_SIGNALS))
+
+    async def use_rules(self, rules: Sequence[AlertRule]) -> None:
+        """The rules of a reloaded configuration, from now on."""
+        await self._publish(self.publisher.stamper.host, self.book.use_rules(rules, time.time()))
 
     async def _publish(self, host: str, changes: list[Alert]) -> None:
         self.stats.checks += 1

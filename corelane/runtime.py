@@ -39,6 +39,7 @@ from api.live import LiveState
 from api.server import create_api
 from api.service import ApiService
 from corelane.narration import Narrator
+from corelane.reload import reload_running
 from pipeline import commands
 from pipeline.bus import Publisher, Stamper, ensure_topics
 from pipeline.bus.hub import EventHub
@@ -246,13 +247,14 @@ async def run_up(settings: Settings, dry_run: bool = False,
                                dry_run=dry_run,
                                docker_client=lambda: engine_client(settings.collector.docker_host))
         classifier = ClassifierAgent(settings, publisher, rules=rules)
+        alerter = AlerterAgent(settings, publisher,
+                               recorder_lag=lambda: recorder.health(time.time()).lag_s)
         agents = [
             classifier,
             AllocatorAgent(settings, publisher, topology,
                            housekeeping_pids=lambda: own_pids(settings)),
             applier,
-            AlerterAgent(settings, publisher,
-                         recorder_lag=lambda: recorder.health(time.time()).lag_s),
+            alerter,
             NotifierAgent(settings),
             *([tuner] if tuner else []),
             *(ShadowAgent(spec, publisher, topology,
@@ -301,6 +303,14 @@ async def run_up(settings: Settings, dry_run: bool = False,
                  settings.host)
         tasks["summary"] = asyncio.create_task(every(SUMMARY_EVERY_S, narrator.summarise,
                                                      stop_collecting))
+        reloads: set[asyncio.Task[None]] = set()
+
+        def on_hangup() -> None:
+            task = asyncio.ensure_future(reload_running(settings, publisher, classifier,
+                                                        alerter))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
 
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopper, *tasks.values()],
@@ -336,5 +346,5 @@ async def run_up(settings: Settings, dry_run: bool = False,
         if broker is not None:
             await asyncio.to_thread(broker.stop)
         sock.close()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)

@@ -37,6 +37,22 @@ class AlertBook:
     def open(self) -> list[Alert]:
         return [t.alert for t in self._tracks.values() if t.alert is not None]
 
+    def use_rules(self, rules: Sequence[AlertRule], now: float) -> list[Alert]:
+        """Check ``rules`` from now on; the open alerts of a rule no longer among them (or
+        whose rule changed) resolve, and a changed rule starts afresh."""
+        kept = {r.name: r for r in rules}
+        out = []
+        for key, track in list(self._tracks.items()):
+            old = next((r for r in self.rules if r.name == key[0]), None)
+            if kept.get(key[0]) == old and old is not None:
+                continue
+            if track.alert is not None:
+                out.append(resolve_alert(track.alert, now, f"{key[0]}: the rule was changed "
+                                                           f"or removed by a reload"))
+            del self._tracks[key]
+        self.rules = list(rules)
+        return out
+
     def adopt(self, host: str, alert: Alert) -> None:
         """Hold ``alert`` (opened by an earlier book) open until its figure clears."""
         self._tracks[(alert.rule, host, alert.details["subject"])] = _Track(alert=alert)

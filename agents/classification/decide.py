@@ -370,6 +370,11 @@ class Classifier:
         if changed:
             self._rule_cache.clear()
 
+    def use_rules(self, rules: RuleSet) -> None:
+        """Judge with ``rules`` from the next window on (a reloaded rules file)."""
+        self.rules = rules
+        self._rule_cache.clear()
+
     def explain(self, pid: int, start_time: int | None = None) -> Explanation | None:
         """The judgement of the newest identity with ``pid`` (or exactly ``pid`` and
         ``start_time``) and the features behind it; None when no window holds it."""

@@ -36,6 +36,12 @@ class HostClassifiers:
                 classifier.apply_label(label, label_id)
         return classifier
 
+    def use_rules(self, rules: RuleSet) -> None:
+        """Every host's classifier, and those made later, judge with ``rules`` from now on."""
+        self.rules = rules
+        for classifier in self.hosts.values():
+            classifier.use_rules(rules)
+
     def on_samples(self, event: Envelope) -> SweepResult:
         data: ProcessSamples = event.data
         return self.classifier_for(event.host).sweep(event.ts, data.samples)

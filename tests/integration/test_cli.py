@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -256,6 +257,45 @@ def test_mode_command_switches_the_plans_and_auto_hands_back(kafka_bootstrap: st
         back = corelane.run("mode", "auto")
         assert back.returncode == 0, back.stderr
         assert wait_for("balanced") == "balanced"
+    finally:
+        stderr = corelane.terminate()
+    assert "Traceback" not in stderr
+
+
+def test_sighup_reloads_what_it_can_and_refuses_a_bad_file(kafka_bootstrap: str,
+                                                          tmp_path: Path) -> None:
+    corelane = Instance(tmp_path, kafka_bootstrap, f"e2e-hup-{os.getpid()}.",
+                        collector="{interval_s: 0.5, containers: false}",
+                        allocator="{interval_s: 0.5, mode: balanced}",
+                        closed_loop="{enabled: false}")
+    corelane.start()
+    try:
+        corelane.wait_recording()
+        base = corelane.config.read_text()
+        assert corelane.proc is not None
+        corelane.config.write_text(base.replace("mode: balanced", "mode: turbo"))
+        corelane.proc.send_signal(signal.SIGHUP)
+        wait_for("a bad file's refusal", lambda: "reload refused" in corelane.log_text(), 30)
+        assert "key 'allocator.mode'" in corelane.log_text()
+        corelane.config.write_text(base.replace("mode: balanced", "mode: power_save")
+                                   + "storage: {flush_rows: 500}\n")
+        corelane.proc.send_signal(signal.SIGHUP)
+        wait_for("the reload", lambda: "reloaded from" in corelane.log_text(), 30)
+        line = next(x for x in corelane.log_text().splitlines() if "reloaded from" in x)
+        assert "allocator.mode" in line and "at the next start: storage.flush_rows" in line
+
+        def newest_mode() -> str:
+            health = httpx.get(f"http://{corelane.api}/api/v1/tiers", timeout=5).json()
+            return health.get("mode") or ""
+        wait_for("a plan in the reloaded mode", lambda: newest_mode() == "power_save", 30)
+
+        def configurations() -> str:
+            done = corelane.run("query", "select count(distinct hash) from configurations",
+                                "--format", "csv")
+            assert done.returncode == 0, done.stderr
+            return done.stdout.strip().splitlines()[-1]
+        wait_for("the reloaded configuration in the history", lambda: configurations() == "2",
+                 30)
     finally:
         stderr = corelane.terminate()
     assert "Traceback" not in stderr
