@@ -214,7 +214,9 @@
     const { cells, times } = rows.length ? columns(stepS, windowMin) : { cells: [], times: [] };
     const drawn = cells.filter((column) => column.size > 0).length;
     heat.rows = rows; heat.cells = cells; heat.times = times;
-    heat.rowPx = rows.length <= 32 ? 18 : Math.max(3, Math.floor(576 / rows.length));
+    // Few CPUs get tall rows; many get thin ones, so a big host still fits on a screen.
+    heat.rowPx = rows.length <= 8 ? 28 : rows.length <= 32 ? 16
+      : Math.max(3, Math.floor(576 / rows.length));
     document.documentElement.style.setProperty("--row", `${heat.rowPx}px`);
 
     const pools = poolsByCpu();
@@ -315,7 +317,7 @@
         ? `cpus ${pool.cpus || "none"} · ${count(pool.cores, "core")} · ` +
           `${count(pool.members, "member")} · ` +
           `demand ${pool.demand_cores.toFixed(2)} cores · delay ${pool.run_delay_ms_s.toFixed(1)} ms/s`
-        : "not in the newest plan";
+        : "classified into this tier; no pool in the newest plan yet";
       return el("section", { class: "tier", "data-tier": tier, "data-members": members.length },
         el("h3", {}, tier),
         el("p", { class: "meta" }, meta),
@@ -346,12 +348,17 @@
     return `${row.target} ${(row.container_id || "").slice(0, 12)}`;
   }
 
+  function reasonCell(text, extra) {
+    return el("td", { class: extra ? `reason ${extra}` : "reason" },
+              el("div", { class: "clamp", title: text }, text));
+  }
+
   function drawDecisions(page) {
     const rows = page.items.map((d) => el("tr", {
         "data-pid": d.pid, "data-tier": d.tier, "data-plan": d.plan_seq },
       el("td", { class: "when" }, clock(d.ts)), el("td", {}, target(d)), el("td", {}, d.tier),
       el("td", { class: "mono" }, d.cpus), el("td", {}, d.nice ?? ""), el("td", {}, d.policy || ""),
-      el("td", { class: "reason" }, d.reason)));
+      reasonCell(d.reason)));
     $("decision-rows").replaceChildren(...rows);
     show("decisions-empty", rows.length ? "" : "waiting for data: no decision recorded yet");
   }
@@ -368,8 +375,8 @@
     const rows = page.items.map((e) => el("tr", {
         "data-pid": e.pid, "data-outcome": e.outcome, "data-plan": e.plan_seq },
       el("td", { class: "when" }, clock(e.ts)), el("td", {}, target(e)), el("td", {}, e.tier || ""),
-      el("td", { class: `outcome-${e.outcome}` }, e.outcome), el("td", { class: "reason" }, e.reason),
-      el("td", { class: "reason mono" }, change(e.before, e.after))));
+      el("td", { class: `outcome-${e.outcome}` }, e.outcome), reasonCell(e.reason),
+      reasonCell(change(e.before, e.after), "mono")));
     $("enforcement-rows").replaceChildren(...rows);
     show("enforcements-empty", rows.length ? "" : "waiting for data: nothing enforced yet");
   }
