@@ -405,12 +405,22 @@
     return out;
   }
 
+  // The window comes from the history; until it is open, the newest sample alone.
+  async function readCores(windowMin, stepS) {
+    try {
+      return await read(`core-utilization?from=-${windowMin}m&step=${stepS}`);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 503) return read("core-utilization");
+      throw err;
+    }
+  }
+
   const refreshes = {
     // the live view: the cores, the plan, health (cheap: no query but the window's)
     async live() {
       const { stepS, windowMin } = chosenWindow();
       const [cores, tiers, health] = await Promise.all([
-        read(`core-utilization?from=-${windowMin}m&step=${stepS}`), read("tiers"), read("health")]);
+        readCores(windowMin, stepS), read("tiers"), read("health")]);
       if (!known.topology || (tiers.host && known.topology.host !== tiers.host)) {
         known.topology = await read("topology");
       }
