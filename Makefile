@@ -15,7 +15,8 @@ test: setup
 
 setup: system venv jars
 
-# Debian packages (Java, Maven, Docker engine, busybox-static), installed only where missing.
+# Debian packages (Java, Maven, Docker engine, busybox-static, chromium and its driver),
+# installed only where missing.
 system:
 	@bash scripts/install-system-deps.sh
 

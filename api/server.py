@@ -1,5 +1,6 @@
 """The HTTP API of a running corelane, under ``/api/v1`` (schema at ``/api/v1/openapi.json``,
-docs at ``/api/v1/docs``), and its Prometheus metrics at ``/metrics``.
+docs at ``/api/v1/docs``), its Prometheus metrics at ``/metrics``, and the operator's live
+page at ``/`` (``api.page``).
 
 Reads answer from the live view and the history (``api.reads``), commands publish events
 (``api.commands``), the stream follows the events as they are read (``api.stream``), and
@@ -26,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message as AsgiMessage, Receive, Scope, Send
 
 from api.commands import commands_router
+from api.page import page_router
 from api.paths import API_PREFIX, HEALTH_PATH, METRICS_PATH, QUERY_PATH
 from api.query import query_router
 from api.reads import reads_router
@@ -226,6 +228,7 @@ def create_api(service: ApiService) -> FastAPI:
     app.include_router(stream_router(service), prefix=API_PREFIX)
     app.include_router(replay_router(service), prefix=API_PREFIX)
     app.include_router(query_router(service.get_engine))
+    app.include_router(page_router())
     app.mount(METRICS_PATH, make_asgi_app(registry=metrics_registry(service.parts)))
     app.add_middleware(BodyGuard, max_bytes=service.settings.api.max_body_bytes)
     app.add_middleware(ReadCache, ttl_s=service.settings.api.read_cache_s)

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages corelane needs, and only those that are missing:
 # Java 17+ and Maven (the local Kafka broker), docker.io (a Docker engine for the container
-# tests where none runs), busybox-static (the root file system of the test image) and
-# chromium (the headless browser that opens the replay's HTML page in its test).
+# tests where none runs), busybox-static (the root file system of the test image),
+# chromium (the headless browser that opens the replay's HTML page and the live page in
+# their tests) and chromium-driver (its WebDriver, through which the live page's test waits
+# for what the page draws).
 set -euo pipefail
 
 missing=()
@@ -11,6 +13,7 @@ command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -29,9 +29,11 @@ class Filter:
     limit: int = 100
     offset: int = 0
 
-    def where(self, alias: str = "", tier: bool = True) -> tuple[str, list[Any]]:
+    def where(self, item: str, alias: str = "", tier: bool = True) -> tuple[str, list[Any]]:
+        """The filters as a WHERE clause on a batch table's item rows: ``item`` is a column
+        every item has, NULL only in the row an empty chunk is stored as."""
         a = f"{alias}." if alias else ""
-        clauses, params = ["TRUE"], []
+        clauses, params = [f"{a}{item} IS NOT NULL"], []
         for column, value in ((f"{a}ts >= ?", self.t_from), (f"{a}ts < ?", self.t_to),
                               (f"{a}host = ?", self.host), (f"{a}pid = ?", self.pid),
                               (f"{a}start_time = ?", self.start_time),
@@ -46,7 +48,7 @@ class Filter:
 
 
 def classifications(f: Filter) -> Sql:
-    where, params = f.where()
+    where, params = f.where("pid")
     page, more = f.page()
     return (f"""
 SELECT ts, host, pid, start_time, class, tier, confidence, source, reason
@@ -55,7 +57,7 @@ ORDER BY ts DESC, pid {page}""", params + more)
 
 
 def decisions(f: Filter) -> Sql:
-    where, params = f.where()
+    where, params = f.where("target")
     page, more = f.page()
     return (f"""
 SELECT ts, host, plan_seq, batch AS plan_id, mode, strategy, target, tier, cpus, pid,
@@ -67,7 +69,7 @@ ORDER BY ts DESC, target, pid {page}""", params + more)
 
 def enforcements(f: Filter) -> Sql:
     """Each result with the tier its decision gave (a plan is its decisions batch)."""
-    where, params = f.where("e", tier=False)
+    where, params = f.where("target", "e", tier=False)
     page, more = f.page()
     tier_clause = "AND d.tier = ?" if f.tier is not None else ""
     tier_params = [f.tier] if f.tier is not None else []

@@ -94,6 +94,22 @@ def test_event_lists_filter_by_tier_pid_and_time(world: ApiWorld) -> None:
     assert "cannot read the time" in get(world, "/decisions?from=yesterday", 400)["message"]
 
 
+def test_event_lists_leave_out_the_rows_of_empty_chunks(world: ApiWorld) -> None:
+    # An empty batch is kept as one row with its item columns NULL (so a replay reads it
+    # back); it is no classification, decision or enforcement to list.
+    before = {path: get(world, path)["items"]
+              for path in ("/classifications", "/decisions", "/enforcements")}
+    world.record(ev.Classifications(batch="c-empty", items=[]), at=8.0)
+    world.record(ev.Decisions(batch="plan-empty", plan_seq=4, mode="balanced", items=[]),
+                 at=8.1)
+    world.record(ev.Enforcements(batch="e-empty", plan_seq=4, plan_id="plan-empty",
+                                 items=[]), at=8.2)
+    rows = world.engine.run("SELECT count(*) FROM enforcements WHERE target IS NULL", [])
+    assert rows.rows == [(1,)], "the empty batch should be stored as a row"
+    for path, items in before.items():
+        assert get(world, path)["items"] == items, path
+
+
 def test_tiers_are_pools_members_and_demand(world: ApiWorld) -> None:
     body = get(world, "/tiers")
     assert (body["plan_seq"], body["mode"], body["strategy"]) == (3, "balanced", "exclusive")
