@@ -20,14 +20,14 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from agents.allocation import pool_states, to_decisions
+from agents.allocation import pool_cores, pool_states, to_decisions
 from agents.allocation.hosts import Planner, last_plans
 from agents.contract import AgentStats, Handler, Position, Timer, event_health, keep_going
 from pipeline.bus import Publisher, read_tail, replay_topic, topic_types
 from pipeline.events import Decisions, Envelope
 from pipeline.health import PartHealth
 from pipeline.settings import Settings
-from pipeline.stats import counter
+from pipeline.stats import counter, labelled, labelled_gauge
 from pipeline.topology import Topology, cpulist_format
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,13 @@ class AllocatorStats(AgentStats):
     plans: int = counter("plans made")
     published: int = counter("plans published (changed, or a heartbeat)")
     decisions: int = counter("decisions published")
+    decisions_by_tier: dict[str, int] = labelled("decisions published, by tier", "tier")
+    decisions_by_target: dict[str, int] = labelled(
+        "decisions published, by what they place: process, container, cpu (an idle-state "
+        "limit) or cgroup (a tier group's limits)", "target")
     restored: int = counter("hosts whose plan numbering continued from a previous run")
+    pool_cores: dict[str, int] = labelled_gauge("cores each pool holds in this host's newest "
+                                                "plan", "pool")
 
 
 class AllocatorAgent(Planner):
@@ -80,6 +86,8 @@ class AllocatorAgent(Planner):
         if result is None:
             return
         self.stats.plans += 1
+        if host == self.local_host:
+            self.stats.pool_cores = pool_cores(result, self.topology_for(host) or self.topology)
         decisions = to_decisions(result)
         if not self.due(host, result, decisions, now, force):
             return
@@ -91,6 +99,10 @@ class AllocatorAgent(Planner):
         await self.publisher.publish_many(events)
         self.stats.published += 1
         self.stats.decisions += len(decisions)
+        for d in decisions:
+            for counts, key in ((self.stats.decisions_by_tier, d.tier),
+                                (self.stats.decisions_by_target, d.target)):
+                counts[key] = counts.get(key, 0) + 1
 
     def handlers(self) -> Sequence[Handler]:
         return [Handler("classifications", self._classifications),

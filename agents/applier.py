@@ -51,7 +51,7 @@ from pipeline.events import (Chunks, Decision, Decisions, Enforcement, Enforceme
                              joined)
 from pipeline.health import PartHealth, degraded
 from pipeline.settings import Settings
-from pipeline.stats import counter, gauge
+from pipeline.stats import counter, gauge, labelled
 from pipeline.vocabulary import HOUSEKEEPING
 
 log = logging.getLogger(__name__)
@@ -95,11 +95,11 @@ def make_guard(settings: Settings, own_pids: Iterable[int]) -> Guard:
 class ApplierStats(AgentStats):
     plans: int = counter("plans applied")
     dropped: int = counter("plans dropped because a newer one was applied already")
-    applied: int = counter("targets whose settings are as planned")
+    outcomes: dict[str, int] = labelled(
+        "targets by the outcome of their apply: applied (their settings are as planned), "
+        "skipped (left alone: gone, protected, not permitted, changed by someone else, dry "
+        "run) or failed (a change failed)", "outcome")
     changed: int = counter("targets corelane changed")
-    skipped: int = counter("targets left alone (gone, protected, not permitted, changed by "
-                           "someone else, dry run)")
-    failed: int = counter("targets a change failed on")
     out_of_scope: int = counter("targets outside applier.scope, not reported one by one")
     unchanged: int = counter("decisions as the last plan had them, not applied again until "
                              "the next full pass (applier.reassert_s)")
@@ -208,7 +208,8 @@ class ApplierAgent:
             if result.reason == OUT_OF_SCOPE:
                 self.stats.out_of_scope += 1
                 continue
-            setattr(self.stats, result.outcome, getattr(self.stats, result.outcome) + 1)
+            outcomes = self.stats.outcomes
+            outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
             self.stats.changed += bool(result.changed)
             results.append(result)
         self._actions = actions

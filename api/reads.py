@@ -21,6 +21,7 @@ from api.models import (AlertRow, ClassificationRow, ContainerPoint, ContainerSt
                         ProcessDetail, ProcessView, StatsDocument, TiersDocument, TierView,
                         TopologyInfo)
 from api.service import ApiService
+from pipeline.health import current_stats
 from pipeline.topology import cpulist_format, cpulist_parse
 from pipeline.stats import Stats
 from pipeline.times import TimeError, from_epoch, parse_when
@@ -194,6 +195,8 @@ def split_stats(stats: Stats) -> tuple[dict[str, float], dict[str, float | None]
             counters[f.name] = float(value)
         elif f.kind == "labelled" and isinstance(value, dict):
             counters.update((f"{f.name}.{label}", float(n)) for label, n in value.items())
+        elif f.kind == "labelled_gauge" and isinstance(value, dict):
+            gauges.update((f"{f.name}.{label}", float(n)) for label, n in value.items())
         elif f.kind == "gauge" and (value is None or isinstance(value, (int, float))):
             gauges[f.name] = None if value is None else float(value)
     return counters, gauges
@@ -228,7 +231,8 @@ def reads_router(service: ApiService) -> APIRouter:
     async def stats() -> StatsDocument:
         """Counts since start, and rates per second, per part of corelane."""
         now = time.time()
-        split = {name: split_stats(part.stats) for name, part in service.parts.items()}
+        split = {name: split_stats(stats)
+                 for name, stats in current_stats(service.parts, now).items()}
         per_s = rates.rates(now, {name: c for name, (c, _) in split.items()})
         return StatsDocument(host=service.host, uptime_s=round(now - service.started_at, 3),
                              parts={name: PartStats(counters=c, rates=per_s.get(name, {}),

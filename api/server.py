@@ -34,7 +34,7 @@ from api.reads import reads_router
 from api.replay import replay_router
 from api.service import ApiService
 from api.stream import stream_router
-from pipeline.health import HealthDocument, Reporting, health_document
+from pipeline.health import HealthDocument, Reporting, current_stats, health_document
 from pipeline.stats import StatsExporter
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ MAX_JSON_DEPTH = 64
 def metrics_registry(parts: Mapping[str, Reporting]) -> CollectorRegistry:
     """Every part's stats, and this process's own CPU and memory."""
     registry = CollectorRegistry()
-    registry.register(StatsExporter(lambda: {name: p.stats for name, p in parts.items()}))
+    registry.register(StatsExporter(lambda: current_stats(parts, time.time())))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)

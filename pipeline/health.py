@@ -58,11 +58,25 @@ def down(reason: str) -> PartHealth:
     return PartHealth(state="down", reason=reason)
 
 
+def part_health(part: Reporting, now: float) -> PartHealth:
+    """A part's health at ``now``; its lag goes into its stats too, for /metrics."""
+    h = part.health(now)
+    part.stats.lag_s = h.lag_s
+    return h
+
+
+def current_stats(parts: Mapping[str, Reporting], now: float) -> dict[str, Stats]:
+    """Each part's stats, with its lag as of ``now``."""
+    for part in parts.values():
+        part_health(part, now)
+    return {name: part.stats for name, part in parts.items()}
+
+
 def health_document(host: str, uptime_s: float, parts: Mapping[str, Reporting],
                     now: float) -> HealthDocument:
     reports = {}
     for name, part in parts.items():
-        h = part.health(now)
+        h = part_health(part, now)
         reports[name] = PartReport(**h.model_dump(), stats=part.stats.to_json())
     status = max((r.state for r in reports.values()), key=_ORDER.__getitem__, default="ok")
     return HealthDocument(status=status, ready=status != "down", host=host, uptime_s=round(uptime_s, 3), parts=reports)

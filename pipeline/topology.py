@@ -203,6 +203,11 @@ class Topology:
             out.setdefault(c.core, []).append(c.cpu)
         return {k: tuple(v) for k, v in sorted(out.items())}
 
+    def cores_of(self, cpus: Iterable[int]) -> set[int]:
+        """The global indexes of the cores these CPUs are on (CPUs it lacks left out)."""
+        ids = self._by_id
+        return {ids[c].core for c in cpus if c in ids}
+
     @property
     def packages(self) -> tuple[int, ...]:
         return tuple(sorted({c.package for c in self.cpus}))

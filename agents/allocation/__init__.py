@@ -6,13 +6,13 @@ offline in replay.
 """
 from agents.allocation.plan import (
     Assignment, ContainerTarget, CpuIdleLimit, Plan, ProcessTarget, Target, Utilization, action,
-    plan, plan_from_decisions, pool_states, process_targets, to_decisions,
+    plan, plan_from_decisions, pool_cores, pool_states, process_targets, to_decisions,
 )
 from agents.allocation.pools import AllocationError, Pool
 
 __all__ = [
     "AllocationError", "Assignment", "ContainerTarget", "CpuIdleLimit", "Plan", "Pool",
     "ProcessTarget", "Target",
-    "Utilization", "action", "plan", "plan_from_decisions", "pool_states", "process_targets",
+    "Utilization", "action", "plan", "plan_from_decisions", "pool_cores", "pool_states", "process_targets",
     "to_decisions",
 ]

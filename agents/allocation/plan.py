@@ -438,7 +438,7 @@ def plan(topology: Topology,
         p = prev_pools.get(name)
         if not p:
             return set()
-        return {topology.cpu(c).core for c in p.cpus if c in topology.cpu_ids}
+        return topology.cores_of(p.cpus)
 
     last_excl: str | None = None
     for w in excl:
@@ -455,7 +455,7 @@ def plan(topology: Topology,
     home = next((cores[placed[w.name][0]].node for w in excl if placed.get(w.name)), None)
     reserve_prev: set[int] = set()
     if previous_plan:
-        reserve_prev = {topology.cpu(c).core for c in previous_plan.reserve if c in topology.cpu_ids}
+        reserve_prev = topology.cores_of(previous_plan.reserve)
         # in an emergency the reserve lives inside the first exclusive pool; keep it there
         first_prev = next((prev_pools[w.name] for w in excl if w.name in prev_pools), None)
         if first_prev and previous_plan.mode == "emergency" and not previous_plan.reserve:
@@ -512,7 +512,7 @@ def plan(topology: Topology,
             cpus = _cpus_of(placed[src], cores, smt_idle and wants[src].exclusive) if src else ()
         pool_cpus[name] = cpus
         core_ids = placed.get(name, ())
-        what = describe(core_ids or {topology.cpu(c).core for c in cpus}, cores, multi_node)
+        what = describe(core_ids or topology.cores_of(cpus), cores, multi_node)
         bits = [what, f"demand {w.demand:.1f} cores + {w.headroom:.0%} headroom"]
         if w.exclusive and name in placed:
             bits.append("exclusive")
@@ -775,6 +775,11 @@ def pool_states(plan: Plan) -> dict[str, dict[str, Any]]:
                      "grow": p.grow_streak, "shrink": p.shrink_streak} for p in plan.pools}
 
 
+def pool_cores(plan: Plan, topology: Topology) -> dict[str, int]:
+    """How many cores each pool's CPUs are on (a pool sharing another's cores counts them)."""
+    return {p.name: len(topology.cores_of(p.cpus)) for p in plan.pools}
+
+
 def plan_from_decisions(topology: Topology, decisions: Iterable[Decision], seq: int,
                         mode: str = "balanced", strategy: str = STRATEGIES[0],
                         pools: Mapping[str, Mapping[str, Any]] | None = None,
@@ -811,7 +816,7 @@ def plan_from_decisions(topology: Topology, decisions: Iterable[Decision], seq: 
                                  reason="restored from a decisions event"))
         elif name in cpus_by_pool and not pools:
             cpus = tuple(sorted(cpus_by_pool[name]))
-            size = max(1, len({topology.cpu(c).core for c in cpus}))
+            size = max(1, len(topology.cores_of(cpus)))
             restored.append(Pool(name=name, cpus=cpus, size=size, demand=0.0, need=0.0,
                                  reason="restored from a decisions event"))
     return Plan(seq=seq, mode=mode, pools=tuple(restored), assignments=tuple(assignments),

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline import events as ev
 from pipeline.kafka.broker import LocalBroker, is_answering
@@ -136,26 +138,56 @@ def test_unknown_profile_lists_the_known_ones() -> None:
     assert "apple-m4-max" in done.stderr and "Traceback" not in done.stderr
 
 
+def scrape(api: str) -> dict[str, Metric]:
+    """/metrics of the instance at ``api``, by family name (a counter's without _total)."""
+    text = httpx.get(f"http://{api}/metrics/", timeout=5).text
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
 def test_up_serves_health_collects_and_stops_cleanly(kafka_bootstrap: str,
                                                       tmp_path: Path) -> None:
     corelane = Instance(tmp_path, kafka_bootstrap, "e2e-up.",
-                        collector="{interval_s: 0.5, containers: false}")
+                        collector="{interval_s: 0.5, containers: false}",
+                        allocator="{interval_s: 0.5}", closed_loop="{enabled: true}")
     corelane.start()
     try:
         health = corelane.wait_recording()
         assert health["status"] == "ok", health
         assert set(health["parts"]) >= {"collector", "bus", "recorder", "classifier",
-                                         "allocator", "applier"}
+                                         "allocator", "applier", "tuner"}
         assert health["parts"]["bus"]["stats"]["published"]["process_samples"] >= 2
         assert health["parts"]["collector"]["lag_s"] < 5
         api = corelane.api
         missing = httpx.get(f"http://{api}/api/v1/nothing-here", timeout=2)
         assert missing.status_code == 404 and "message" in missing.json()
-        metrics = httpx.get(f"http://{api}/metrics/", timeout=2)
-        assert metrics.status_code == 200
-        assert 'corelane_bus_published_total{type="process_samples"}' in metrics.text
-        assert "corelane_collector_last_sweep_s" in metrics.text
-        assert "corelane_classifier_events_total" in metrics.text
+
+        # /metrics: every part the health document lists, each family with its help
+        def applied() -> dict[str, Metric] | None:
+            families = scrape(api)
+            outcomes = families.get("corelane_applier_outcomes")
+            return families if outcomes is not None and outcomes.samples else None
+
+        families = wait_for("a plan applied, in /metrics", applied)
+        for part in health["parts"]:
+            mine = [f for name, f in families.items() if name.startswith(f"corelane_{part}_")]
+            assert mine, f"no corelane_{part}_ family in /metrics"
+            assert all(f.documentation for f in mine), [f.name for f in mine
+                                                        if not f.documentation]
+        published = {s.labels["type"] for s in families["corelane_bus_published"].samples}
+        assert "process_samples" in published
+        assert families["corelane_collector_last_sweep_s"].samples[0].value > 0
+        for agent in ("classifier", "allocator", "applier"):
+            assert families[f"corelane_{agent}_lag_s"].type == "gauge"
+        pools = {s.labels["pool"]: s.value for s in families["corelane_allocator_pool_cores"]
+                 .samples}
+        assert pools.get("housekeeping", 0) >= 1 and sum(pools.values()) <= os.cpu_count()
+        tiers = {s.labels["tier"] for s in families["corelane_allocator_decisions_by_tier"]
+                 .samples}
+        assert "housekeeping" in tiers
+        # a dry run applies nothing: every target it met was skipped
+        assert {s.labels["outcome"] for s in families["corelane_applier_outcomes"].samples} \
+            == {"skipped"}
+        assert families["process_resident_memory_bytes"].samples[0].value > 0
 
         def applier() -> dict:
             return httpx.get(f"http://{api}/api/v1/health", timeout=5).json()["parts"]["applier"]

@@ -22,7 +22,7 @@ from pipeline import commands
 from pipeline import events as ev
 from pipeline.bus import Publisher
 from pipeline.settings import Settings, load_settings
-from pipeline.topology import Topology, load_profile
+from pipeline.topology import Topology, cpulist_parse, load_profile
 
 
 @pytest.fixture
@@ -88,6 +88,32 @@ def test_every_live_process_gets_a_decision_and_isolation_follows_tiers(
     assert by_pid[3].nice is None
     assert not set(by_pid[1].cpus) & set(by_pid[2].cpus)    # critical alone on its cores
     assert not set(by_pid[1].cpus) & set(by_pid[3].cpus)
+
+
+def test_a_published_plan_counts_its_decisions_by_tier_and_target_and_its_pool_cores(
+        settings: Settings) -> None:
+    agent = allocator(settings)
+    sent: list[ev.Envelope] = []
+
+    async def publish_many(events: list[ev.Envelope]) -> None:
+        sent.extend(events)
+
+    agent.publisher.publish_many = publish_many  # type: ignore[method-assign]
+    for part in sweep("h", [sample(1, 0.02), sample(2, 1.0), sample(3, 0.0)], size=10):
+        agent.on_samples(part)
+    agent.on_classifications(classes("h", (1, "latency_critical", "ultra_critical"),
+                                      (2, "compute_batch", "low")))
+    asyncio.run(agent.replan("h"))
+    decisions = [d for e in sent for d in e.data.items]
+    stats = agent.stats
+    assert sum(stats.decisions_by_tier.values()) == stats.decisions == len(decisions) > 0
+    assert stats.decisions_by_tier["ultra_critical"] == sum(
+        d.tier == "ultra_critical" for d in decisions) >= 1
+    assert stats.decisions_by_target["process"] == 3
+    pools = {name: state["cpus"] for name, state in sent[0].data.pools.items()}
+    # apple-m4-max has one CPU per core: a pool's cores are its CPUs
+    assert stats.pool_cores == {name: len(cpulist_parse(cpus)) for name, cpus in pools.items()}
+    assert stats.pool_cores["ultra_critical"] >= 1
 
 
 def host_sample(host: str, topology: Topology | None) -> ev.Envelope:
@@ -272,6 +298,7 @@ def test_dry_run_reports_what_would_change_and_changes_nothing(settings: Setting
     (result,) = agent.apply_plan([ev.Decision(target="process", tier="low", cpus="0",
                                               pid=pid, start_time=start, nice=10)])
     assert (result.outcome, result.reason) == ("skipped", "dry run")
+    assert agent.stats.outcomes == {"skipped": 1}
     assert result.after["nice"] == 10 and result.after["cpus"] == "0"
     assert (os.sched_getaffinity(0), os.getpriority(os.PRIO_PROCESS, 0)) == before
     assert not list(agent.journal.entries())                      # nothing to undo

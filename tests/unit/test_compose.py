@@ -15,14 +15,28 @@ def compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
-def test_compose_parses_with_two_services() -> None:
+def test_compose_parses_with_its_services() -> None:
     doc = compose()
-    assert set(doc["services"]) == {"kafka", "corelane"}
+    assert set(doc["services"]) == {"kafka", "corelane", "prometheus", "grafana"}
     for name, service in doc["services"].items():
         assert "image" in service or "build" in service, name
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
-            assert source.startswith("/") or source in doc["volumes"], (name, volume)
+            if source.startswith("./"):             # a file of this repository
+                assert (ROOT / source).exists(), (name, volume)
+            else:
+                assert source.startswith("/") or source in doc["volumes"], (name, volume)
+
+
+def test_prometheus_and_grafana_are_pinned_and_on_loopback() -> None:
+    services = compose()["services"]
+    for name in ("prometheus", "grafana"):
+        image = services[name]["image"]
+        assert ":" in image and not image.endswith(":latest"), image
+        assert services[name]["network_mode"] == "host"
+    assert "--web.listen-address=127.0.0.1:9090" in services["prometheus"]["command"]
+    env = services["grafana"]["environment"]
+    assert (env["GF_SERVER_HTTP_ADDR"], env["GF_SERVER_HTTP_PORT"]) == ("127.0.0.1", "3000")
 
 
 def test_kafka_is_a_single_kraft_node_on_loopback() -> None:

@@ -73,6 +73,8 @@ def test_desktop_not_hybrid(sysfs):
     assert not topo.is_hybrid
     assert all(c.core_type is None for c in topo.cpus)
     assert topo.siblings(0) == (10,)
+    # siblings are one core; a CPU it does not have is none of its cores
+    assert topo.cores_of([0, 10, 1, 99]) == {topo.cpu(0).core, topo.cpu(1).core}
 
 
 def test_server_core_ids_repeat_across_packages(sysfs):
