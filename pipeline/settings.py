@@ -300,7 +300,7 @@ class ClosedLoopSettings(_Section):
 # it measures.
 ALERT_SIGNALS: dict[str, tuple[str, str]] = {
     "run_queue_delay": ("ms/s", "time a tier's processes waited for a CPU, summed over them"),
-    "pool_busy": ("%", "how busy a pool's cores were, on average over them"),
+    "pool_load": ("%", "a tier's own CPU use as a share of its pool's cores"),
     "core_temperature": ("°C", "a CPU's temperature (its core's sensor, else its package's)"),
     "memory_pressure": ("%", "share of the last 10 s some task waited on memory (PSI)"),
     "recorder_lag": ("s", "how far the history is behind the newest event it has read"),
@@ -319,7 +319,7 @@ class AlertRule(_Section):
     clear_below: float | None = Field(None, ge=0)   # null: 80% of `above`
     clear_for_s: float = Field(10.0, ge=0)
     severity: Literal["info", "warning", "critical"] = "warning"
-    tiers: list[Tier] = []                          # run_queue_delay, pool_busy: which ones
+    tiers: list[Tier] = []                          # run_queue_delay, pool_load: which ones
                                                     # (none: every tier)
 
     @field_validator("clear_below")
@@ -341,7 +341,7 @@ def _default_alert_rules() -> list[AlertRule]:
         AlertRule(name="critical_run_queue_delay", signal="run_queue_delay", above=5.0,
                   clear_below=2.0, for_s=30, severity="critical",
                   tiers=["ultra_critical", "critical"]),
-        AlertRule(name="pool_overcommitted", signal="pool_busy", above=95.0, clear_below=80.0,
+        AlertRule(name="pool_overcommitted", signal="pool_load", above=95.0, clear_below=80.0,
                   for_s=30),
         AlertRule(name="core_hot", signal="core_temperature", above=95.0, clear_below=85.0,
                   for_s=10, severity="critical"),

@@ -81,7 +81,7 @@ def test_the_book_takes_up_an_alert_a_previous_run_left_open() -> None:
     assert resolved.id == opened.id
 
 
-def test_figures_sum_each_tiers_run_queue_delay_over_whole_sweeps_and_pool_busy() -> None:
+def test_figures_sum_each_tiers_run_queue_delay_over_whole_sweeps_and_pool_load() -> None:
     f = HostFigures()
     f.take_plan(ev.Decisions(batch="p1", pools={"critical": {"cpus": "0"}, "low": {"cpus": "1-2"}},
                              items=[ev.Decision(target="process", tier="critical", cpus="0",
@@ -91,7 +91,8 @@ def test_figures_sum_each_tiers_run_queue_delay_over_whole_sweeps_and_pool_busy(
 
     def sweep(ts: float, delays: dict[int, int], partial: bool = False) -> None:
         f.take_sweep(ev.ProcessSamples(batch=f"s{ts}", partial=partial, samples=[
-            ev.ProcessSample(pid=p, start_time=p * 10, ppid=0, name="x", run_delay_ns=d)
+            ev.ProcessSample(pid=p, start_time=p * 10, ppid=0, name="x", run_delay_ns=d,
+                             cpu_share=0.3 if p == 1 else 1.9)
             for p, d in delays.items()]), ts)
 
     sweep(0.0, {1: 0, 2: 0})
@@ -103,7 +104,7 @@ def test_figures_sum_each_tiers_run_queue_delay_over_whole_sweeps_and_pool_busy(
                                      pressure={"memory_some": 3.0}))
     got = f.figures()
     assert got["run_queue_delay"] == {"critical": 4.0, "low": 200.0}
-    assert got["pool_busy"] == {"critical": 10.0, "low": 95.0}
+    assert got["pool_load"] == {"critical": 30.0, "low": 95.0}, "own use over own cores"
     assert got["core_temperature"] == {"cpu 0": 50.0, "cpu 2": 70.0}
     assert got["memory_pressure"] == {"host": 3.0}
 
@@ -113,8 +114,8 @@ def test_alert_settings_name_the_key_of_a_mistake() -> None:
         "critical_run_queue_delay", "pool_overcommitted", "core_hot", "memory_pressure",
         "recorder_lagging"]
     with pytest.raises(ConfigError, match=r"alerts\.rules': .*more than once: a"):
-        parse_settings("alerts: {rules: [{name: a, signal: pool_busy, above: 5}, "
-                       "{name: a, signal: pool_busy, above: 6}]}", "c.yml", env={})
+        parse_settings("alerts: {rules: [{name: a, signal: pool_load, above: 5}, "
+                       "{name: a, signal: pool_load, above: 6}]}", "c.yml", env={})
     with pytest.raises(ConfigError, match=r"c\.yml: key 'alerts\.webhooks\.0\.url'"):
         parse_settings("alerts: {webhooks: [{url: 'ftp://example'}]}", "c.yml", env={})
 

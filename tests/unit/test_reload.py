@@ -59,9 +59,9 @@ def test_changed_keys_and_what_is_live() -> None:
 
 def test_a_changed_or_removed_rule_resolves_its_open_alerts() -> None:
     hot = AlertRule(name="hot", signal="core_temperature", above=90, for_s=0)
-    busy = AlertRule(name="busy", signal="pool_busy", above=90, for_s=0)
+    busy = AlertRule(name="busy", signal="pool_load", above=90, for_s=0)
     book = AlertBook([hot, busy])
-    book.check("h", {"core_temperature": {"cpu 0": 95.0}, "pool_busy": {"low": 99.0}}, 1.0)
+    book.check("h", {"core_temperature": {"cpu 0": 95.0}, "pool_load": {"low": 99.0}}, 1.0)
     assert len(book.open) == 2
     resolved = book.use_rules([busy, AlertRule(name="hot", signal="core_temperature",
                                                 above=99, for_s=0)], 2.0)
