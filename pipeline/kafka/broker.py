@@ -17,6 +17,7 @@ import base64
 import hashlib
 import ipaddress
 import os
+import re
 import shutil
 import signal
 import socket
@@ -24,9 +25,11 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from pipeline import procfs
 from pipeline.hostpaths import LIVE
@@ -41,6 +44,8 @@ _COMPLETE_MARKER = ".complete"
 # The JVM's main classes; a pid whose command line lacks this is not our broker.
 _BROKER_MAIN = "kafka.Kafka"
 _STORAGE_TOOL = "kafka.tools.StorageTool"
+# How many of Maven's lines an error quotes.
+_MAVEN_LINES = 20
 
 
 class BrokerError(Exception):
@@ -63,7 +68,58 @@ class BrokerStatus:
     log_file: Path
 
 
+@dataclass(frozen=True)
+class MavenStep:
+    """One artifact Maven reports while it resolves the broker's jars: a file it starts to
+    download, one it has downloaded (with its size), or a jar it copied into place."""
+
+    action: Literal["downloading", "downloaded", "copied"]
+    artifact: str                 # the file's name, e.g. kafka_2.13-4.1.0.jar
+    size_bytes: int | None = None
+
+
+class StartProgress(Protocol):
+    """Told how a fetch and a cold start go, to show them: each step Maven reports, the
+    seconds waited so far for the broker to answer (about twice a second), and its answer."""
+
+    def maven(self, step: MavenStep) -> None: ...
+
+    def waiting(self, elapsed_s: float, timeout_s: float) -> None: ...
+
+    def answered(self) -> None: ...
+
+
 # --------------------------------------------------------------------------- pure helpers
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_MAVEN_TRANSFER = re.compile(r"^\[INFO\] (Downloading|Downloaded) from [^:]+: (\S+)"
+                             r"(?: \((\d+(?:\.\d+)?) (B|kB|MB|GB)\b)?")
+_MAVEN_COPY = re.compile(r"^\[INFO\] Copying (\S+) to ")
+_UNITS = {"B": 1, "kB": 1_000, "MB": 1_000_000, "GB": 1_000_000_000}
+
+
+def maven_step(line: str) -> MavenStep | None:
+    """What one line of Maven's batch-mode output says about an artifact, if anything.
+
+    Maven prints ``Downloading from central: URL``, then ``Downloaded from central: URL
+    (3.9 kB at 12 kB/s)`` for every pom and jar it has no copy of, and the dependency
+    plugin ``Copying NAME.jar to PATH`` for every jar it puts in the output folder.
+    """
+    line = _ANSI.sub("", line).rstrip()
+    copied = _MAVEN_COPY.match(line)
+    if copied:
+        return MavenStep("copied", copied.group(1))
+    transfer = _MAVEN_TRANSFER.match(line)
+    if transfer is None:
+        return None
+    verb, url, amount, unit = transfer.groups()
+    artifact = url.rsplit("/", 1)[-1]
+    if verb == "Downloading":
+        return MavenStep("downloading", artifact)
+    size = round(float(amount) * _UNITS[unit]) if amount else None
+    return MavenStep("downloaded", artifact, size)
+
+
 
 def default_cache_dir() -> Path:
     """Where resolved jars are kept: ``$CORELANE_CACHE`` or ``~/.cache/corelane``."""
@@ -308,8 +364,9 @@ class LocalBroker:
         return self.cache_dir / f"kafka-{pom_digest()}"
 
     # jars ----------------------------------------------------------------------------------
-    def fetch(self) -> Path:
-        """Resolve the broker's jars with Maven unless this pom's jars are already cached.
+    def fetch(self, on_step: Callable[[MavenStep], None] | None = None) -> Path:
+        """Resolve the broker's jars with Maven unless this pom's jars are already cached;
+        ``on_step`` is told of each artifact Maven reports as it goes.
 
         Maven writes into a temporary folder that is renamed into place only on success, so
         an interrupted download never passes for a complete one. The pom is copied there
@@ -328,15 +385,29 @@ class LocalBroker:
         try:
             shutil.copyfile(POM, work / "pom.xml")
             jars = work / "jars"
-            result = subprocess.run(
-                [mvn, "-q", "-B", "-f", str(work / "pom.xml"),
-                 "dependency:copy-dependencies", "-DincludeScope=runtime",
-                 f"-DoutputDirectory={jars}"],
-                cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
-            if result.returncode != 0 or not any(jars.glob("kafka_*.jar")):
-                output = "\n".join(result.stdout.decode("utf-8", "replace").splitlines()[-20:])
+            # Not quiet: its lines say which artifact it is at, for ``on_step``.
+            with subprocess.Popen(
+                    [mvn, "-B", "-Dstyle.color=never", "-f", str(work / "pom.xml"),
+                     "dependency:copy-dependencies", "-DincludeScope=runtime",
+                     f"-DoutputDirectory={jars}"],
+                    cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL) as maven:
+                assert maven.stdout is not None
+                last: deque[str] = deque(maxlen=_MAVEN_LINES)
+                errors: deque[str] = deque(maxlen=_MAVEN_LINES)
+                for raw in maven.stdout:
+                    line = _ANSI.sub("", raw.decode("utf-8", "replace")).rstrip()
+                    last.append(line)
+                    if line.startswith("[ERROR]"):
+                        errors.append(line)
+                    step = maven_step(line) if on_step is not None else None
+                    if step is not None:
+                        on_step(step)
+                returncode = maven.wait()
+            if returncode != 0 or not any(jars.glob("kafka_*.jar")):
+                output = "\n".join(errors or last)
                 raise BrokerError(f"Maven could not resolve the Kafka broker's jars "
-                                  f"(exit code {result.returncode}); its last lines:\n"
+                                  f"(exit code {returncode}); its last lines:\n"
                                   f"{output or '(no output)'}")
             (jars / _COMPLETE_MARKER).write_text(POM.read_text())
             try:
@@ -378,14 +449,16 @@ class LocalBroker:
         return _BROKER_MAIN in cmdline and str(self.config_file) in cmdline
 
     # lifecycle -----------------------------------------------------------------------------
-    def start(self, timeout: float = 120.0) -> BrokerStatus:
+    def start(self, timeout: float = 120.0,
+              progress: StartProgress | None = None) -> BrokerStatus:
         """Start the broker if needed and return once it answers a metadata request.
 
         Returns at once if this home's broker already runs and answers, or if some other
         broker already answers at the address (then nothing is started: the address is
         served). Raises BrokerError with the broker log's last lines if the JVM dies or
         does not answer within ``timeout`` seconds; a broker that timed out is stopped, so
-        it does not hold the ports against the next attempt.
+        it does not hold the ports against the next attempt. ``progress`` is told how the
+        fetch of the jars (when they are missing) and the wait go.
         """
         if not is_loopback(self.host):
             raise BrokerError(f"the kafka bootstrap address {self.bootstrap} is not on this "
@@ -402,8 +475,11 @@ class LocalBroker:
                     raise BrokerError(f"port {port} on {self.host}, wanted for the Kafka "
                                       f"{what}, is already taken by another program that is "
                                       "not a Kafka broker; free it or choose another port")
+            self.fetch(progress.maven if progress is not None else None)
             pid = self._launch()
-        self._wait_until_answering(pid, timeout)
+        self._wait_until_answering(pid, timeout, progress)
+        if progress is not None:
+            progress.answered()
         return self.status()
 
     def _java(self) -> str:
@@ -473,9 +549,13 @@ class LocalBroker:
                 parts.append(f"--- last lines of {path} ---\n{text}")
         return "\n".join(parts) or f"(the broker wrote nothing to {self.log_file})"
 
-    def _wait_until_answering(self, pid: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    def _wait_until_answering(self, pid: int, timeout: float,
+                              progress: StartProgress | None = None) -> None:
+        started = time.monotonic()
+        deadline = started + timeout
         while True:
+            if progress is not None:
+                progress.waiting(time.monotonic() - started, timeout)
             if not self._is_our_broker(pid):
                 self.pid_file.unlink(missing_ok=True)
                 raise BrokerError(f"the Kafka broker (pid {pid}) exited while starting\n"

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.kafka import broker as broker_mod
-from pipeline.kafka.broker import (BrokerError, LocalBroker, is_answering, new_cluster_id,
-                                   parse_bootstrap, pom_digest, server_properties)
+from pipeline.kafka.broker import (BrokerError, LocalBroker, MavenStep, is_answering,
+                                   maven_step, new_cluster_id, parse_bootstrap, pom_digest,
+                                   server_properties)
 from pipeline.settings import load_settings
 
 
@@ -179,6 +180,60 @@ def test_failing_maven_shows_its_last_lines_and_caches_nothing(tmp_path: Path,
     assert "Could not transfer artifact kafka_2.13" in str(caught.value)
     assert not broker.jar_dir.exists()
     assert [p.name for p in cache.iterdir()] == []  # the temporary folder is gone too
+
+
+# Lines of `mvn -B dependency:copy-dependencies` on pipeline/kafka/pom.xml with an empty
+# local repository, as Maven 3.8 printed them (the first one with its colour resets).
+MAVEN_LINES = [
+    "\x1b[0m\x1b[0m[INFO] Scanning for projects...",
+    "[INFO] Downloading from central: https://repo.maven.apache.org/maven2/org/apache/maven/"
+    "plugins/maven-clean-plugin/2.5/maven-clean-plugin-2.5.pom",
+    "[INFO] Downloaded from central: https://repo.maven.apache.org/maven2/org/apache/maven/"
+    "plugins/maven-clean-plugin/2.5/maven-clean-plugin-2.5.pom (3.9 kB at 12 kB/s)",
+    "[INFO] Downloaded from central: https://repo.maven.apache.org/maven2/org/apache/maven/"
+    "plugins/maven-site-plugin/3.3/maven-site-plugin-3.3.jar (124 kB at 4.1 MB/s)",
+    "[INFO] --- maven-dependency-plugin:2.8:copy-dependencies (default-cli) @ "
+    "corelane-local-kafka ---",
+    "[INFO] Copying kafka-server-common-4.4.0.jar to /home/me/.cache/corelane/"
+    ".kafka-c5919b36a4b5-k2x9/jars/kafka-server-common-4.4.0.jar",
+    "[INFO] Copying kafka_2.13-4.4.0.jar to /home/me/.cache/corelane/"
+    ".kafka-c5919b36a4b5-k2x9/jars/kafka_2.13-4.4.0.jar",
+    "[INFO] BUILD SUCCESS",
+    "[INFO] Total time:  7.743 s",
+]
+MAVEN_STEPS = [
+    None,
+    MavenStep("downloading", "maven-clean-plugin-2.5.pom"),
+    MavenStep("downloaded", "maven-clean-plugin-2.5.pom", 3_900),
+    MavenStep("downloaded", "maven-site-plugin-3.3.jar", 124_000),
+    None,
+    MavenStep("copied", "kafka-server-common-4.4.0.jar"),
+    MavenStep("copied", "kafka_2.13-4.4.0.jar"),
+    None,
+    None,
+]
+
+
+def test_mavens_lines_are_the_artifacts_it_fetches_and_copies() -> None:
+    assert [maven_step(line) for line in MAVEN_LINES] == MAVEN_STEPS
+
+
+def test_fetch_tells_each_artifact_as_maven_reports_it(tmp_path: Path, monkeypatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (tmp_path / "out.txt").write_text("\n".join(MAVEN_LINES) + "\n")
+    fake = bin_dir / "mvn"
+    # prints what Maven printed and leaves a broker jar where it was asked to
+    fake.write_text(f"#!/bin/sh\ncat '{tmp_path / 'out.txt'}'\n"
+                    "for a; do case $a in -DoutputDirectory=*) out=${a#*=};; esac; done\n"
+                    "mkdir -p \"$out\" && touch \"$out/kafka_2.13-4.4.0.jar\"\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    broker = LocalBroker("127.0.0.1:29092", home=tmp_path, cache_dir=tmp_path / "cache")
+    told: list[MavenStep] = []
+    assert broker.fetch(told.append) == broker.jar_dir
+    assert told == [step for step in MAVEN_STEPS if step is not None]
+    assert (broker.jar_dir / "kafka_2.13-4.4.0.jar").exists()
 
 
 def test_pom_digest_follows_the_pom(tmp_path: Path) -> None:
