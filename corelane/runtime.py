@@ -48,7 +48,8 @@ from pipeline.collectors.collector import Collector, KafkaSink, run_collector
 from pipeline.collectors.containers import engine_client
 from pipeline.collectors.proc_events import ProcEventWatcher
 from pipeline.health import Reporting
-from pipeline.kafka.broker import LocalBroker, is_answering, is_loopback, parse_bootstrap
+from pipeline.kafka.broker import (LocalBroker, StartProgress, is_answering, is_loopback,
+                                   parse_bootstrap)
 from pipeline.settings import Settings
 from pipeline.topology import load_profile, read_topology
 from storage.history import HistoryStore, StoreError
@@ -90,8 +91,10 @@ def _bind(listen: str) -> socket.socket:
     return sock
 
 
-async def ensure_broker(settings: Settings) -> LocalBroker | None:
-    """Start the local broker if nothing answers; returns it when this call started it."""
+async def ensure_broker(settings: Settings,
+                        progress: StartProgress | None = None) -> LocalBroker | None:
+    """Start the local broker if nothing answers; returns it when this call started it.
+    ``progress`` is told how the fetch of its jars and its start go."""
     bootstrap = settings.kafka.bootstrap
     if await asyncio.to_thread(is_answering, bootstrap, 3.0):
         log.info("using the Kafka broker at %s", bootstrap)
@@ -102,7 +105,7 @@ async def ensure_broker(settings: Settings) -> LocalBroker | None:
     broker = LocalBroker.from_settings(settings)
     log.info("starting a local Kafka broker at %s (data in %s); this can take up to a minute",
              bootstrap, broker.state_dir)
-    await asyncio.to_thread(broker.start, settings.kafka.broker.start_timeout_s)
+    await asyncio.to_thread(broker.start, settings.kafka.broker.start_timeout_s, progress)
     return broker
 
 
@@ -130,13 +133,15 @@ def lingering_threads(join_s: float) -> list[threading.Thread]:
 
 
 def up(settings: Settings, dry_run: bool = False, leftover_timeout_s: float = 5.0,
-       shadows: Sequence[ShadowSpec] = ()) -> None:
+       shadows: Sequence[ShadowSpec] = (), broker_progress: StartProgress | None = None) -> None:
     """Run corelane until SIGINT/SIGTERM. Tasks that a library leaves behind after the parts
     have stopped get a bounded time to finish, so a stop never hangs on them (threads that
-    outlive that too are the caller's to abandon: see ``lingering_threads``)."""
+    outlive that too are the caller's to abandon: see ``lingering_threads``).
+    ``broker_progress`` is told how a local broker's start goes, when one is started."""
     loop = asyncio.new_event_loop()
     try:
-        loop.run_until_complete(run_up(settings, dry_run=dry_run, shadows=shadows))
+        loop.run_until_complete(run_up(settings, dry_run=dry_run, shadows=shadows,
+                                       broker_progress=broker_progress))
     finally:
         leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
         for task in leftovers:
@@ -195,7 +200,8 @@ def check_before_start(settings: Settings) -> RuleSet:
 
 
 async def run_up(settings: Settings, dry_run: bool = False,
-                 shadows: Sequence[ShadowSpec] = ()) -> None:
+                 shadows: Sequence[ShadowSpec] = (),
+                 broker_progress: StartProgress | None = None) -> None:
     rules = check_before_start(settings)
     for spec in shadows:
         try:
@@ -275,7 +281,7 @@ async def run_up(settings: Settings, dry_run: bool = False,
         log.info("API on http://%s/api/v1/health; history in %s", settings.api.listen,
                  store.path)
 
-        broker = await ensure_broker(settings)
+        broker = await ensure_broker(settings, broker_progress)
         created = await ensure_topics(settings)
         if created:
             log.info("created topics: %s", ", ".join(created))

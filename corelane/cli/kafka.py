@@ -1,5 +1,8 @@
 """`corelane kafka start|stop|status|fetch`: the local single-node broker.
 
+On a terminal, fetching the jars shows the artifacts Maven fetches, and a start a bar of
+the seconds waited against the timeout (``corelane.cli.progress``).
+
 Every failure a person can fix (bad configuration, no Maven or Java, a port in use, a
 broker that will not start) ends as one message on stderr and exit code 1, not a traceback.
 """
@@ -11,6 +14,7 @@ import typer
 from rich.table import Table
 
 from corelane.cli.context import CliContext, context
+from corelane.cli.progress import BrokerProgress
 from pipeline.kafka.broker import BrokerError, LocalBroker
 
 app = typer.Typer(
@@ -35,8 +39,9 @@ def fetch(ctx: typer.Context) -> None:
     """Download the broker's jars with Maven (start does this too when they are missing)."""
     cli, broker = _broker(ctx)
     try:
-        with cli.err.status("resolving the Kafka broker's jars with Maven"):
-            jars = broker.fetch()
+        with BrokerProgress(cli.err) as progress:
+            jars = broker.fetch(progress.maven)
+            progress.fetched()
     except BrokerError as exc:
         cli.fail(str(exc))
     cli.out.print(f"broker jars in {jars}")
@@ -52,9 +57,8 @@ def start(ctx: typer.Context,
     cli, broker = _broker(ctx)
     wait = timeout if timeout is not None else cli.settings().kafka.broker.start_timeout_s
     try:
-        with cli.err.status(f"starting the Kafka broker at {broker.bootstrap} "
-                            "(a cold start takes up to a minute)"):
-            status = broker.start(wait)
+        with BrokerProgress(cli.err, f"the Kafka broker at {broker.bootstrap}") as progress:
+            status = broker.start(wait, progress)
     except BrokerError as exc:
         cli.fail(str(exc))
     if status.pid is None:

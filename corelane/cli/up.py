@@ -24,6 +24,7 @@ def run(ctx: typer.Context,
         ) -> None:
     """Run corelane on this host: broker if none answers, collector, agents, recorder, API."""
     from agents.shadow import parse_shadow
+    from corelane.cli.progress import BrokerProgress
     from corelane.runtime import ConfigInvalid, UpError, lingering_threads, up
     from pipeline.kafka.broker import BrokerError
     from pipeline.settings import ConfigError
@@ -38,7 +39,10 @@ def run(ctx: typer.Context,
         cli.fail("--shadow: each shadow policy needs a name of its own", 2)
     cli.start_logging(settings.log_level)
     try:
-        up(settings, dry_run=dry_run, shadows=shadows)
+        # the bar of a broker's cold start, on a terminal; the log lines say it elsewhere
+        with BrokerProgress(cli.err,
+                            f"the Kafka broker at {settings.kafka.bootstrap}") as progress:
+            up(settings, dry_run=dry_run, shadows=shadows, broker_progress=progress)
     except ConfigInvalid as exc:
         cli.fail(str(exc), 2)
     except (UpError, BrokerError) as exc:
