@@ -8,14 +8,14 @@ from typing import Optional
 import typer
 
 from corelane.cli import (check, collect, explain, kafka, label, mode, pause, query, replay,
-                          revert, status, topology, up)
+                          revert, status, top, topology, up)
 from corelane.cli.context import CliContext
 
 app = typer.Typer(name="corelane", no_args_is_help=True, add_completion=False,
                   help="Keeps latency-critical work on quiet CPU cores.")
 
 for command in (up, collect, topology, query, label, status, explain, mode, revert, replay,
-                check):
+                check, top):
     app.command(command.NAME)(command.run)
 app.command("pause")(pause.pause)
 app.command("resume")(pause.resume)
