@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -149,6 +150,7 @@ def test_up_serves_health_collects_and_stops_cleanly(kafka_bootstrap: str,
     corelane = Instance(tmp_path, kafka_bootstrap, "e2e-up.",
                         collector="{interval_s: 0.5, containers: false}",
                         allocator="{interval_s: 0.5}", closed_loop="{enabled: true}")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     corelane.start()
     try:
         health = corelane.wait_recording()
@@ -189,6 +191,18 @@ def test_up_serves_health_collects_and_stops_cleanly(kafka_bootstrap: str,
             == {"skipped"}
         assert families["process_resident_memory_bytes"].samples[0].value > 0
 
+        # corelane top: one frame of this instance shows the sleeper in its tier
+        labelled = corelane.run("label", "--pid", str(sleeper.pid), "--tier", "critical")
+        assert labelled.returncode == 0, labelled.stderr
+        wait_for("the sleeper in the critical pool", lambda: any(
+            t["tier"] == "critical" and t["members"] for t in httpx.get(
+                f"http://{api}/api/v1/tiers", timeout=5).json()["tiers"]))
+        top = corelane.run("top", "--once")
+        assert top.returncode == 0, top.stderr
+        members = top.stdout.split("members", 1)[1].split("newest decisions", 1)[0]
+        assert re.search(rf"critical\s+{sleeper.pid}\s+python", members), top.stdout
+        assert "pools" in top.stdout and "open alerts" in top.stdout
+
         def applier() -> dict:
             return httpx.get(f"http://{api}/api/v1/health", timeout=5).json()["parts"]["applier"]
 
@@ -203,6 +217,8 @@ def test_up_serves_health_collects_and_stops_cleanly(kafka_bootstrap: str,
         assert corelane.run("resume").returncode == 0
         wait_for("the applier enforcing again", lambda: applier()["state"] == "ok", 30)
     finally:
+        sleeper.kill()
+        sleeper.wait()
         stderr = corelane.terminate()
     assert "Traceback" not in stderr
     assert "paused by command" in stderr and "resumed by command" in stderr
@@ -224,6 +240,14 @@ def test_check_validates_a_configuration_and_its_rules_without_starting(tmp_path
                       "clear_below: 20}]}\n")
     done = corelane("check", str(config))
     assert done.returncode == 2 and "alerts.rules.0.clear_below" in done.stderr, done.stderr
+
+
+def test_top_without_a_running_instance_is_one_line(tmp_path: Path) -> None:
+    done = corelane("top", "--once", env={"CORELANE_API": f"127.0.0.1:{free_port()}",
+                                          "CORELANE_HOME": str(tmp_path)})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "no corelane answers at" in done.stderr
+    assert done.stdout == ""
 
 
 def test_up_starts_a_broker_when_none_answers_and_stops_it(tmp_path: Path) -> None:
