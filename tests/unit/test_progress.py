@@ -19,13 +19,18 @@ def console(terminal: bool) -> tuple[Console, io.StringIO]:
     return Console(file=out, force_terminal=terminal, width=160, color_system=None), out
 
 
+def fetch_and_start(progress: BrokerProgress) -> None:
+    """What a cold start with the jars missing tells its progress."""
+    for step in STEPS:
+        progress.maven(step)
+    progress.waiting(3.0, 60.0)
+    progress.answered()
+
+
 def test_on_a_terminal_the_fetch_counts_artifacts_and_the_start_fills_its_bar() -> None:
     screen, out = console(terminal=True)
     with BrokerProgress(screen, "the Kafka broker at 127.0.0.1:9092") as progress:
-        for step in STEPS:
-            progress.maven(step)
-        progress.waiting(3.0, 60.0)
-        progress.answered()
+        fetch_and_start(progress)
     text = out.getvalue()
     assert "2 files (6.1 MB) fetched, 1 jars in place" in text
     assert "starting the Kafka broker at 127.0.0.1:9092" in text
@@ -39,8 +44,5 @@ def test_on_a_terminal_the_fetch_counts_artifacts_and_the_start_fills_its_bar() 
 def test_in_a_log_it_draws_nothing() -> None:
     log, out = console(terminal=False)
     with BrokerProgress(log) as progress:
-        for step in STEPS:
-            progress.maven(step)
-        progress.waiting(3.0, 60.0)
-        progress.answered()
+        fetch_and_start(progress)
     assert out.getvalue() == ""
