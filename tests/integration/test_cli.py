@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -200,7 +199,16 @@ def test_up_serves_health_collects_and_stops_cleanly(kafka_bootstrap: str,
         top = corelane.run("top", "--once")
         assert top.returncode == 0, top.stderr
         members = top.stdout.split("members", 1)[1].split("newest decisions", 1)[0]
-        assert re.search(rf"critical\s+{sleeper.pid}\s+python", members), top.stdout
+        # a tier is named on its first member's row only: the rows after it are its own
+        tier_of, tier = {}, ""
+        for row in members.splitlines():
+            cells = row.split()
+            if len(cells) >= 2 and cells[0].isdigit():
+                tier_of[int(cells[0])] = tier
+            elif len(cells) >= 3 and cells[1].isdigit():
+                tier = cells[0]
+                tier_of[int(cells[1])] = tier
+        assert tier_of.get(sleeper.pid) == "critical", top.stdout
         assert "pools" in top.stdout and "open alerts" in top.stdout
 
         def applier() -> dict:

@@ -56,12 +56,12 @@ def test_a_huge_unreadable_message_is_dead_lettered_in_bounds_and_corelane_goes_
         asyncio.run(produce(kafka_bootstrap, prefix + "samples.process", junk))
         asyncio.run(produce(kafka_bootstrap, prefix + "commands", blob))
         digest = hashlib.sha256(junk).hexdigest()
-        # The recorder and both agents that read samples each say so once, in bounds.
+        # The recorder and the three agents that read samples each say so once, in bounds.
         letters = wait_for("the dead-letter records", lambda: (lambda got: got if len(
-            got) >= 3 else None)(rows(corelane, f"SELECT reader, size, length(payload_b64), "
+            got) >= 4 else None)(rows(corelane, f"SELECT reader, size, length(payload_b64), "
                                                 f"payload_b64 FROM deadletter WHERE sha256 = "
                                                 f"'{digest}' ORDER BY reader")), timeout_s=60)
-        assert [r[0] for r in letters] == ["allocator", "classifier", "recorder"]
+        assert [r[0] for r in letters] == ["alerter", "allocator", "classifier", "recorder"]
         for _, size, b64_len, b64 in letters:
             assert size == 900_000 and b64_len <= 64 * 1024 * 4 // 3 + 4
             assert base64.b64decode(b64) == junk[:64 * 1024]
@@ -84,7 +84,7 @@ def test_a_huge_unreadable_message_is_dead_lettered_in_bounds_and_corelane_goes_
         time.sleep(2)
         assert corelane.proc.poll() is None
         counted = rows(corelane, f"SELECT count(*) FROM deadletter WHERE sha256 = '{digest}'")
-        assert counted == [[3]]
+        assert counted == [[4]]
     finally:
         corelane.terminate()
 
