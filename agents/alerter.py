@@ -8,7 +8,6 @@ recorder's lag is this instance's own figure, checked on a timer.
 """
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,8 +20,6 @@ from pipeline.events import Alert, Envelope
 from pipeline.health import PartHealth
 from pipeline.settings import AlertRule, Settings
 from pipeline.stats import counter, gauge
-
-log = logging.getLogger(__name__)
 
 LOCAL_SIGNALS = ("recorder_lag",)
 # How far back an unresolved alert of a previous run is looked for.
@@ -87,14 +84,12 @@ class AlerterAgent:
 
     async def _publish(self, host: str, changes: list[Alert]) -> None:
         self.stats.checks += 1
-        for alert in changes:
-            log.debug("alert %s: %s", "opened" if alert.state == "open" else "resolved",
-                        alert.message)
-            await self.publisher.publish_many([self.publisher.stamper.stamp(alert, host=host)])
-            if alert.state == "open":
-                self.stats.opened += 1
-            else:
-                self.stats.resolved += 1
+        if changes:
+            stamp = self.publisher.stamper.stamp
+            await self.publisher.publish_many([stamp(alert, host=host) for alert in changes])
+            opened = sum(alert.state == "open" for alert in changes)
+            self.stats.opened += opened
+            self.stats.resolved += len(changes) - opened
         self.stats.open_alerts = len(self.book.open)
 
     async def warm_up(self) -> None:

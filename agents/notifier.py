@@ -55,11 +55,9 @@ def slack_payload(event: Envelope) -> dict[str, Any]:
                 {"title": "alert", "value": alert.id, "short": False}]}]}
 
 
-def payload(hook: WebhookSettings, event: Envelope) -> tuple[bytes, str]:
-    """The body of a post and its content type: Slack-compatible, or the event itself."""
-    if hook.format == "slack":
-        return msgspec.json.encode(slack_payload(event)), "application/json"
-    return encode(event), "application/json"
+def payload(hook: WebhookSettings, event: Envelope) -> bytes:
+    """The JSON body of a post: Slack-compatible, or the event itself."""
+    return msgspec.json.encode(slack_payload(event)) if hook.format == "slack" else encode(event)
 
 
 def backoff_s(hook: WebhookSettings, attempt: int) -> float:
@@ -96,14 +94,14 @@ class Webhook:
                 await self._send(client, self.waiting.popleft())
 
     async def _send(self, client: httpx.AsyncClient, event: Envelope) -> None:
-        body, content_type = payload(self.hook, event)
+        body = payload(self.hook, event)
         for attempt in range(self.hook.retries + 1):
             if attempt:
                 self.stats.retried += 1
                 await asyncio.sleep(backoff_s(self.hook, attempt))
             try:
                 answer = await client.post(self.hook.url, content=body,
-                                           headers={"content-type": content_type})
+                                           headers={"content-type": "application/json"})
                 if 200 <= answer.status_code < 300:
                     self.stats.posted += 1
                     if self.failing:

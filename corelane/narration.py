@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from agents.allocation import action
 from api.live import HostState, LiveState, Plan
 from pipeline.events import Alert, Decision, Envelope
 from pipeline.vocabulary import HOUSEKEEPING, TIERS
@@ -36,10 +37,6 @@ def _told(d: Decision) -> str:
     return ", ".join(bits)
 
 
-def _what(d: Decision) -> tuple:
-    return (d.cpus, d.nice, d.policy, d.ioclass, d.iolevel, d.cgroup)
-
-
 def plan_lines(before: Plan | None, after: Plan, h: HostState,
                limit: int = MAX_LINES_PER_PLAN) -> list[str]:
     """One line per process the new plan places or tells otherwise than the one before
@@ -51,7 +48,7 @@ def plan_lines(before: Plan | None, after: Plan, h: HostState,
         if d.tier == HOUSEKEEPING:
             continue
         old = before.processes.get(key) if before else None
-        if old is not None and _what(old) == _what(d) and old.tier == d.tier:
+        if old is not None and action(old) == action(d) and old.tier == d.tier:
             continue
         changed.append((key, d))
     for key, d in changed[:limit]:

@@ -58,8 +58,12 @@ def changed_keys(old: Settings, new: Settings) -> list[str]:
     return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
 
 
+def _under(key: str, prefix: str) -> bool:
+    return key == prefix or key.startswith(prefix + ".")
+
+
 def is_live(key: str) -> bool:
-    return any(key == p or key.startswith(p + ".") for p in LIVE)
+    return any(_under(key, prefix) for prefix in LIVE)
 
 
 def prepare(current: Settings) -> Reload:
@@ -82,7 +86,7 @@ def prepare(current: Settings) -> Reload:
 def take(current: Settings, reload: Reload) -> None:
     """Put the live keys of ``reload`` into ``current``, which every part shares."""
     for prefix in LIVE:
-        if not any(k == prefix or k.startswith(prefix + ".") for k in reload.live):
+        if not any(_under(key, prefix) for key in reload.live):
             continue
         *owners, name = prefix.split(".")
         target: Any = current

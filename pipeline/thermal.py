@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline import procfs
 from pipeline.topology import Topology
 
 # Readings outside this range are a sensor's error codes, not temperatures.
@@ -53,19 +54,18 @@ class Sensor:
         return f"{chip}/{self.label}"
 
 
+def _text(path: Path) -> str:
+    """A sysfs file's text, "" where it cannot be read (procfs's reader: read every sweep)."""
+    data = procfs.read_bytes(str(path))
+    return "" if data is None else data.decode("utf-8", "replace").strip()
+
+
 def _millidegrees(path: Path) -> float | None:
     try:
-        value = int(path.read_text().strip()) / 1000.0
-    except (OSError, ValueError):
+        value = int(_text(path)) / 1000.0
+    except ValueError:
         return None
     return value if PLAUSIBLE_C[0] <= value <= PLAUSIBLE_C[1] else None
-
-
-def _text(path: Path) -> str:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return ""
 
 
 def _device_index(hwmon: Path) -> int | None:

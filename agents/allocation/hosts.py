@@ -16,7 +16,7 @@ from datetime import datetime
 import msgspec
 
 from agents.allocation.plan import (ContainerTarget, Plan, ProcessTarget, Utilization, action,
-                                    plan, plan_from_decisions, process_targets)
+                                    describe_hot, plan, plan_from_decisions, process_targets)
 from pipeline import commands
 from pipeline.events import (Chunks, Classification, Command, ContainerSample, Decision,
                              Decisions, Envelope, HostSample, ProcessSample, joined)
@@ -101,10 +101,6 @@ def last_plans(events: Iterable[Envelope]) -> dict[str, Decisions]:
         if old is None or (data.plan_seq, event.ts) >= (old[1].plan_seq, old[0]):
             newest[event.host] = (event.ts, whole)
     return {host: plan for host, (_, plan) in newest.items()}
-
-
-def _hot_cpus(hot: dict[int, float]) -> str:
-    return ", ".join(f"cpu {cpu} at {c:.0f} °C" for cpu, c in sorted(hot.items()))
 
 
 class Planner:
@@ -260,7 +256,7 @@ class Planner:
         if commanded:
             return commanded, "by command"
         if view.hot and self.settings.allocator.thermal.action == POWER_SAVE:
-            return POWER_SAVE, "thermal: " + _hot_cpus(view.hot)
+            return POWER_SAVE, "thermal: " + describe_hot(view.hot)
         if view.pressed:
             return EMERGENCY, "memory pressure"
         scheduled = scheduled_mode(self.settings, datetime.fromtimestamp(now))
@@ -272,16 +268,17 @@ class Planner:
         """Which of the host's cores are hot, from its newest sample (with hysteresis: hot
         from thermal.hot_c until below thermal.cool_c)."""
         thermal = self.settings.allocator.thermal
+        if thermal.hot_c is None:
+            view.hot = {}
+            return
         temps = view.host_sample.cpu_temperatures_c if view.host_sample else []
         topology = self.topology_for(host)
-        if thermal.hot_c is None or topology is None or len(temps) != len(topology.cpu_ids):
-            if thermal.hot_c is None:
-                view.hot = {}
-            return                               # off, or no sensors: as it was
+        if topology is None or len(temps) != len(topology.cpu_ids):
+            return                               # no sensors in this sample: as it was
         hot = {cpu: c for cpu, c in zip(topology.cpu_ids, temps) if c is not None
                and c >= (thermal.cool_c if cpu in view.hot else thermal.hot_c)}
         if hot.keys() != view.hot.keys():
-            log.info("host %s: %s", host, f"hot: {_hot_cpus(hot)} (from {thermal.hot_c:g} °C "
+            log.info("host %s: %s", host, f"hot: {describe_hot(hot)} (from {thermal.hot_c:g} °C "
                      f"until below {thermal.cool_c:g} °C)" if hot else
                      f"every core below {thermal.cool_c:g} °C: thermal protection over")
         view.hot = hot

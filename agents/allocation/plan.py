@@ -545,11 +545,12 @@ def plan(topology: Topology,
                                 f"sized {p.size} for {p.reason}") for p in pools]
     if hot_cpus:
         pools, pool_cpus = _off_hot_cpus(pools, hot_cpus)
-        notes.append("hot: " + ", ".join(f"cpu {c} at {t:.0f} °C" for c, t in sorted(hot_cpus.items())))
+        notes.append(f"hot: {describe_hot(hot_cpus)}")
     if mode_reason:
         pools = [replace(p, reason=f"{p.reason}; mode {mode}: {mode_reason}") for p in pools]
-    lent = tuple(c for c in (_lent_cpus(pools, policy) if strategy == "exclusive_lend" else ())
-                 if c not in (hot_cpus or {}))
+    lent = _lent_cpus(pools, policy) if strategy == "exclusive_lend" else ()
+    if hot_cpus:
+        lent = tuple(c for c in lent if c not in hot_cpus)
 
     # -- decisions --
     groups = _tier_groups(pools, policy, mode, len(topology.cpu_ids))
@@ -569,6 +570,11 @@ def plan(topology: Topology,
                 idle_limits=(_idle_limits(pools, policy, tuning, mode)
                              if strategy == "exclusive_poll" else ()),
                 strategy=strategy, lent=lent, groups=groups)
+
+
+def describe_hot(hot_cpus: Mapping[int, float]) -> str:
+    """Hot cores as plans and logs name them: "cpu 3 at 97 °C, cpu 7 at 97 °C"."""
+    return ", ".join(f"cpu {cpu} at {c:.0f} °C" for cpu, c in sorted(hot_cpus.items()))
 
 
 def _off_hot_cpus(pools: Sequence[Pool], hot_cpus: Mapping[int, float]
