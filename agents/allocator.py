@@ -29,7 +29,7 @@ from pipeline.collectors.collector import TOPOLOGY_EVERY_S
 from pipeline.events import Decisions, Envelope
 from pipeline.health import PartHealth
 from pipeline.settings import Settings
-from pipeline.stats import counter, labelled, labelled_gauge
+from pipeline.stats import counter, gauge, labelled, labelled_gauge, note
 from pipeline.topology import Topology, cpulist_format
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,11 @@ class AllocatorStats(AgentStats):
     restored: int = counter("hosts whose plan numbering continued from a previous run")
     pool_cores: dict[str, int] = labelled_gauge("cores each pool holds in this host's newest "
                                                 "plan", "pool")
+    hosts: int = gauge("hosts this allocator plans", 0)
+    taken_over: int = counter("hosts taken over from another worker, their plans going on")
+    planning: list[str] = note("the hosts this allocator plans", factory=list)
+    partitions: list[int] = note("the partitions this worker owns (a worker of a group)",
+                                 factory=list)
 
 
 class AllocatorAgent(Planner):
@@ -120,6 +125,7 @@ class AllocatorAgent(Planner):
                                      partitions=partitions):
             self.on_host_sample(event)
         self.taken_over.update(hosts)
+        self.stats.taken_over += len(hosts)
         log.info("allocator took over partitions %s: plans of %s go on",
                  sorted(partitions), ", ".join(sorted(hosts)) or "no host yet")
 
@@ -190,6 +196,10 @@ class AllocatorAgent(Planner):
                 await self.replan(host)
 
     def health(self, now: float) -> PartHealth:
+        planning = sorted(host for host, view in self.hosts.items() if view.samples)
+        self.stats.hosts, self.stats.planning = len(planning), planning
+        if self.ownership is not None:
+            self.stats.partitions = sorted(self.ownership.owned)
         return event_health(self.stats, now, quiet_after_s=None)
 
     def close(self) -> None:

@@ -26,20 +26,24 @@ class Instance:
     """`corelane up` as a user runs it, on the test broker, with its own files."""
 
     def __init__(self, tmp: Path, bootstrap: str, prefix: str, broker: str | None = None,
-                 dry_run: bool = True, up_args: tuple[str, ...] = (), **sections: str) -> None:
-        """``broker`` is the kafka.broker section and ``sections`` are other top-level
-        sections, each as a YAML flow mapping; ``up_args`` go to ``corelane up``. A dry run
-        (the default) changes nothing on the host."""
+                 dry_run: bool = True, up_args: tuple[str, ...] = (), kafka_extra: str = "",
+                 env: dict[str, str] | None = None, **sections: str) -> None:
+        """``broker`` is the kafka.broker section, ``kafka_extra`` more keys of the kafka
+        section (``"partitions: 4"``) and ``sections`` are other top-level sections, each as
+        a YAML flow mapping; ``up_args`` go to ``corelane up``, ``env`` to its environment
+        (``CORELANE_HOST``). A dry run (the default) changes nothing on the host."""
+        tmp.mkdir(parents=True, exist_ok=True)
         self.api = f"127.0.0.1:{free_port()}"
         self.db = tmp / "history.duckdb"
         self.config = config = tmp / "corelane.yml"
-        kafka = f"topic_prefix: '{prefix}', chunk_rows: 40" + (f", broker: {broker}" if broker else "")
+        kafka = f"topic_prefix: '{prefix}', chunk_rows: 40" + (f", broker: {broker}" if broker else "") \
+            + (f", {kafka_extra}" if kafka_extra else "")
         config.write_text(f"kafka: {{{kafka}}}\n" + "".join(
             f"{name}: {value}\n" for name, value in sections.items()))
         # Every command a test runs against this instance reads the same configuration.
         self.env = {**os.environ, "PYTHONFAULTHANDLER": "1", "CORELANE_CONFIG": str(config),
                     "CORELANE_KAFKA": bootstrap, "CORELANE_API": self.api,
-                    "CORELANE_HOME": str(tmp), "CORELANE_DB": str(self.db)}
+                    "CORELANE_HOME": str(tmp), "CORELANE_DB": str(self.db), **(env or {})}
         self.cmd = [sys.executable, "-m", "corelane", "up", *(["--dry-run"] if dry_run else []),
                     *up_args]
         self.proc: subprocess.Popen[str] | None = None
@@ -51,6 +55,13 @@ class Instance:
         with open(self.log, "a") as log:
             self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, text=True,
                                          stdout=subprocess.DEVNULL, stderr=log)
+
+    def health(self) -> dict | None:
+        """Its health document, or None while it does not answer."""
+        try:
+            return httpx.get(f"http://{self.api}/api/v1/health", timeout=2).json()
+        except (httpx.HTTPError, ValueError):
+            return None
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
