@@ -84,9 +84,18 @@ class AllocatorAgent(Planner):
                                         topic_types(self.settings, ["command"])):
             self.on_command(event)
 
+    def mine(self, event: Envelope) -> bool:
+        """Whether the event's host is this allocator's to plan (every host, but for a
+        worker of a group)."""
+        return self.ownership is None or self.ownership.owns(event.host)
+
     async def _restore_hosts(self, partitions: frozenset[int] | None) -> list[str]:
-        """Each host's last plan and strategy (of ``partitions``, when given); returns the
+        """Each host's last plan and strategy (of ``partitions``, when given; what this
+        allocator held of those hosts goes: the plan on the topic is newer); returns the
         hosts whose plan was found."""
+        if partitions is not None and self.ownership is not None:
+            for host in self.ownership.hosts_in(list(self.hosts), partitions):
+                del self.hosts[host]
         # Every live host's plan is republished each heartbeat: two of them before the
         # newest message cover every host planned when the previous run stopped.
         span = 2 * self.settings.allocator.heartbeat_s + self.settings.allocator.interval_s
@@ -115,8 +124,9 @@ class AllocatorAgent(Planner):
         """The hosts of ``partitions`` are this worker's now: their last plans (numbering and
         placement go on from them, so nothing moves back), their strategies, their newest
         host samples (the topology comes once a minute; without it a host would wait that
-        long for a plan) and the commands (a mode given for a host). The first plan for
-        each is published even if unchanged, so its applier hears from the new owner."""
+        long for a plan), their classes and the commands (a mode given for a host). The first
+        plan for each is published even if unchanged, so its applier hears from the new
+        owner."""
         await self._replay_commands()
         hosts = await self._restore_hosts(partitions)
         span = TOPOLOGY_EVERY_S + 2 * self.settings.collector.interval_s
@@ -124,6 +134,15 @@ class AllocatorAgent(Planner):
                                      topic_types(self.settings, ["host_sample"]), span,
                                      partitions=partitions):
             self.on_host_sample(event)
+        # The classes in force (each is said again every classifier.heartbeat_s): the first
+        # plan here must not find the host's processes unjudged and move them off their
+        # tiers while their classes are still on the way.
+        classifier = self.settings.classifier
+        async for event in read_tail(self.settings, "classifications",
+                                     topic_types(self.settings, ["classifications"]),
+                                     classifier.heartbeat_s + classifier.window_s,
+                                     partitions=partitions):
+            self.on_classifications(event)
         self.taken_over.update(hosts)
         self.stats.taken_over += len(hosts)
         log.info("allocator took over partitions %s: plans of %s go on",
@@ -169,29 +188,36 @@ class AllocatorAgent(Planner):
         return [Timer("plan cycle", self.settings.allocator.interval_s, self._cycle)]
 
     async def _classifications(self, event: Envelope, at: Position) -> None:
-        if self.on_classifications(event):
+        if self.mine(event) and self.on_classifications(event):
             await self.replan(event.host)
 
     async def _samples(self, event: Envelope, at: Position) -> None:
-        self.on_samples(event)
+        if self.mine(event):
+            self.on_samples(event)
 
     async def _containers(self, event: Envelope, at: Position) -> None:
-        self.on_containers(event)
+        if self.mine(event):
+            self.on_containers(event)
 
     async def _host_sample(self, event: Envelope, at: Position) -> None:
-        self.on_host_sample(event)
+        if self.mine(event):
+            self.on_host_sample(event)
 
     async def _command(self, event: Envelope, at: Position) -> None:
         forced = set(self.on_command(event))
         for host in list(self.hosts):
-            await self.replan(host, force=host in forced)
+            if self.ownership is None or self.ownership.owns(host):
+                await self.replan(host, force=host in forced)
 
     async def _strategy(self, event: Envelope, at: Position) -> None:
-        self.on_strategy(event)
-        await self.replan(event.host)
+        if self.mine(event):
+            self.on_strategy(event)
+            await self.replan(event.host)
 
     async def _cycle(self) -> None:
         for host in list(self.hosts):
+            if self.ownership is not None and not self.ownership.owns(host):
+                continue
             with keep_going(f"planning for {host}", self.stats):
                 await self.replan(host)
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agents.classification.decide import SweepResult
+from agents.classification import sharing
 from agents.classification.hosts import HostClassifiers
 from agents.classification.model import OnlineModel
 from agents.classification.rules import RuleSet, load_rule_set
@@ -37,6 +39,8 @@ class ClassifierStats(AgentStats):
     classifications: int = counter("classifications published")
     alerts: int = counter("alerts published (model drift)")
     learned: int = counter("labelled windows the model learned from")
+    shared: int = counter("model snapshots published for the other workers")
+    merged: int = counter("other workers' model snapshots merged into this one")
 
 
 class ClassifierAgent(HostClassifiers):
@@ -57,6 +61,9 @@ class ClassifierAgent(HostClassifiers):
         self.publisher = publisher
         self.ownership = ownership
         self.share_model = share_model
+        self.origin = f"{settings.host}:{os.getpid()}"   # this worker, to the others
+        self._learned_before = self.model.n_learned      # what it knew on start...
+        self._given = 0                                  # ...and what the others gave it
         self.last_offset: int | None = None
         self.last_ts: float | None = None      # of the last sample event learned from
         self.stats = ClassifierStats()
@@ -77,7 +84,14 @@ class ClassifierAgent(HostClassifiers):
         return [Timer("model snapshot", self.settings.classifier.snapshot_interval_s,
                       self._snapshot)]
 
+    def mine(self, event: Envelope) -> bool:
+        """Whether the event's host is this classifier's to judge (every host, but for a
+        worker of a group: an event still buffered from a partition that moved is not)."""
+        return self.ownership is None or self.ownership.owns(event.host)
+
     async def _samples(self, event: Envelope, at: Position) -> None:
+        if not self.mine(event):
+            return
         await self._publish(event.host, self.on_samples(event))
         self.last_offset, self.last_ts = at.offset, event.ts
 
@@ -85,10 +99,42 @@ class ClassifierAgent(HostClassifiers):
         self.on_label(event)
 
     async def _containers(self, event: Envelope, at: Position) -> None:
-        self.on_containers(event)
+        if self.mine(event):
+            self.on_containers(event)
 
     async def _snapshot(self) -> None:
         await asyncio.to_thread(self.save_model)
+        if self.share_model:
+            await self.exchange_model()
+
+    @property
+    def learned_here(self) -> int:
+        """Windows this worker's model learned itself since it started (its weight when
+        the models meet)."""
+        return self.model.n_learned - self._learned_before - self._given
+
+    async def exchange_model(self, publish: bool = True) -> int:
+        """Publish this model for the other workers (``publish``), then merge in the newest
+        snapshot of each other worker (``agents.classification.sharing``); returns how many
+        were merged."""
+        if publish:
+            mine = sharing.export(self.model, self.origin, self.learned_here)
+            if mine is not None and mine.learned > 0:
+                await self.publisher.publish(mine)
+                self.stats.shared += 1
+        span = 3 * self.settings.classifier.snapshot_interval_s
+        peers = sharing.newest_per_origin(
+            [e.data async for e in read_tail(self.settings, "model_snapshot",
+                                             topic_types(self.settings, ["model_snapshot"]),
+                                             span)], skip=self.origin)
+        before = self.model.n_learned
+        merged = sharing.merge(self.model, self.learned_here, peers)
+        self._given += self.model.n_learned - before
+        if merged:
+            self.stats.merged += merged
+            log.debug("model %s merged with %d other workers' (%s)", self.model.tag, merged,
+                      ", ".join(p.origin for p in peers))
+        return merged
 
     def health(self, now: float) -> PartHealth:
         return event_health(self.stats, now, quiet_after_s=None)
@@ -118,6 +164,12 @@ class ClassifierAgent(HostClassifiers):
         log.info("model snapshot v%d saved to %s", version, shelf.folder)
 
     async def warm_up(self) -> None:
+        if self.share_model:
+            # a worker that joins judges with what the group has learned from the start
+            merged = await self.exchange_model(publish=False)
+            if merged:
+                log.info("model %s: took in what %d other workers learned", self.model.tag,
+                         merged)
         if self.ownership is None:
             await self.rebuild_windows()
         # else: no host is this worker's until faust assigns it partitions (take_over)
@@ -137,6 +189,8 @@ class ClassifierAgent(HostClassifiers):
         is taken as the judgement in force, so that it changes only as it would have under
         the previous owner, then the windows are rebuilt from the samples topic."""
         cfg = self.settings.classifier
+        if self.ownership is not None:   # what it held of them is older than the topics
+            self.forget_hosts(self.ownership.hosts_in(list(self.hosts), partitions))
         said: dict[str, dict[tuple[int, int], tuple[float, Classification]]] = {}
         async for event in read_tail(self.settings, "classifications",
                                      topic_types(self.settings, ["classifications"]),

@@ -38,10 +38,17 @@ class Ownership:
     def __init__(self, partitions: int) -> None:
         self.partitions = partitions
         self.owned: frozenset[int] = frozenset()
+        self.suspended: frozenset[int] = frozenset()   # revoked, until the new assignment
         self.rebalances = 0
 
     def owns(self, host: str) -> bool:
-        return partition_of(host, self.partitions) in self.owned
+        """Whether this worker judges and plans ``host`` now (not while its partition is
+        revoked: an event still in a buffer must not make a plan another worker makes)."""
+        p = partition_of(host, self.partitions)
+        return p in self.owned and p not in self.suspended
+
+    def revoke(self, partitions: Iterable[int]) -> None:
+        self.suspended = self.suspended | frozenset(partitions)
 
     def hosts_in(self, hosts: Iterable[str], partitions: Iterable[int]) -> list[str]:
         """Those of ``hosts`` whose events land on one of ``partitions``."""
@@ -52,7 +59,7 @@ class Ownership:
         """Take a new assignment; returns (partitions gained, partitions lost)."""
         new = frozenset(assigned)
         gained, lost = new - self.owned, self.owned - new
-        self.owned = new
+        self.owned, self.suspended = new, frozenset()
         self.rebalances += 1
         return gained, lost
 
@@ -90,4 +97,8 @@ def follow_partitions(app: Any, settings: Settings, ownership: Ownership,
                 with keep_going(f"{part.name}: taking over partitions {sorted(gained)}"):
                     await part.take_over(gained)
 
+    async def on_revoked(_sender: Any, revoked: Iterable[Any], **_: Any) -> None:
+        ownership.revoke(tp.partition for tp in revoked if tp.topic == topic)
+
+    app.on_partitions_revoked.connect(on_revoked)
     app.on_partitions_assigned.connect(on_assigned)

@@ -303,6 +303,19 @@ class Measurement(msgspec.Struct, kw_only=True):
     critical_delay_ms_s: float = 0.0         # the critical tiers' run-queue delay, ms/s
 
 
+class ModelSnapshot(msgspec.Struct, kw_only=True):
+    """A worker's online model as plain numbers, for the other workers of a group to merge
+    (``agents.classification.sharing``): a reader never unpickles what a topic carries.
+    The logistic model only (a scaler and a linear model per class); trees do not average."""
+    origin: str                              # the worker that sent it (host:pid)
+    kind: str                                # classifier.model
+    learned: int                             # windows it learned itself since it started
+    n_learned: int = 0                       # everything its model learned, merges included
+    version: int = 0
+    scaler: dict[str, Any] = {}              # feature -> [count, mean, variance]
+    classes: dict[str, Any] = {}             # class -> {"intercept": b, "weights": {feature: w}}
+
+
 class DeadLetter(msgspec.Struct, kw_only=True):
     """A message a reader could not read: where it was, why, and enough of it to look at
     (``dead_letter_payload`` builds one that always fits under the broker's limit). Each
@@ -320,7 +333,7 @@ class DeadLetter(msgspec.Struct, kw_only=True):
 
 Payload = Union[HostSample, ProcessSamples, ContainerSamples, Label, Classifications,
                 Decisions, ShadowDecisions, Enforcements, Alert, Command, Configuration, StrategyChoice,
-                Measurement, DeadLetter]
+                Measurement, ModelSnapshot, DeadLetter]
 
 
 @dataclass(frozen=True)
@@ -346,6 +359,7 @@ EVENT_TYPES: dict[str, EventType] = {e.name: e for e in (
     EventType("configuration", Configuration, "configuration", "configurations"),
     EventType("strategy", StrategyChoice, "strategy", "strategies"),
     EventType("measurement", Measurement, "measurements", "measurements"),
+    EventType("model_snapshot", ModelSnapshot, "model.snapshots", "model_snapshots"),
     EventType("deadletter", DeadLetter, "deadletter", "deadletter"),
 )}
 TYPE_OF_PAYLOAD: dict[type, str] = {e.payload: e.name for e in EVENT_TYPES.values()}

@@ -7,6 +7,7 @@ Modules:
 - ``features`` per-identity rolling windows of samples and the features computed from them
 - ``rules``    YAML rules and explicit labels
 - ``model``    the online river model, its drift detector and its snapshots
+- ``sharing``  how the workers of a group merge their models (snapshots as plain numbers)
 - ``decide``   labels > rules > model, with hysteresis and heartbeats; ``Classifier`` ties
                everything together for a stream of sweeps
 """

@@ -2,10 +2,10 @@
 `corelane up --role ...` process (the synthetic edge a publisher of its own), on a broker
 whose topics have four partitions.
 
-Both hosts are classified and planned; the workers split the partitions; when the worker
-that plans a host is killed (SIGKILL, by its own pid), the other takes its partitions over
-and the host's plans go on: numbered on from the last one, its processes at the tiers they
-had. The gap is printed, not asserted tightly: it is the group's session timeout, the
+Both hosts are classified and planned; the workers split the partitions; the models meet
+(the survivor merges the model the other learned); when the worker that plans a host is
+killed (SIGKILL, by its own pid), the other takes its partitions over and the host's plans
+go on: numbered on from the last one, its processes at the tiers they had. The gap is printed, not asserted tightly: it is the group's session timeout, the
 rebalance and the takeover's reads.
 """
 from __future__ import annotations
@@ -88,13 +88,39 @@ def fleet(fleet_bootstrap: str, tmp_path: Path) -> Iterator[dict[str, Instance]]
             started.append(made[name])
         yield made
     finally:
+        failures = []
         for instance in reversed(started):
             if instance.proc is not None and instance.proc.poll() is None:
-                instance.terminate()
+                try:
+                    instance.terminate()
+                except (AssertionError, OSError) as exc:   # the others are stopped still
+                    failures.append(exc)
+        if failures:
+            raise failures[0]
+
+
+def tails(fleet: dict[str, Instance]) -> str:
+    """Each process's hand-overs and last log lines, and each worker's allocator, for a
+    failure to show where it stood."""
+    out = []
+    for name, instance in fleet.items():
+        lines = instance.log_text().splitlines()
+        moves = [line for line in lines if "partitions" in line or "took over" in line]
+        out.append(f"--- {name}\n" + "\n".join(moves[-12:] + ["..."] + lines[-15:]))
+        if name.startswith("worker"):
+            out.append(f"allocator: {allocator_stats(instance)}")
+    return "\n".join(out)
 
 
 def test_workers_split_the_hosts_and_one_takes_over_a_killed_workers_hosts(
         fleet: dict[str, Instance]) -> None:
+    try:
+        scenario(fleet)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{tails(fleet)}") from None
+
+
+def scenario(fleet: dict[str, Instance]) -> None:
     recorder, workers = fleet["recorder"], [fleet["worker1"], fleet["worker2"]]
     real, synth = socket.gethostname(), fleet["synthetic"].env["CORELANE_HOST"]
 
@@ -119,6 +145,16 @@ def test_workers_split_the_hosts_and_one_takes_over_a_killed_workers_hosts(
     victim_index = next(i for i, s in enumerate(owned) if synth in s["planning"])
     victim, survivor = workers[victim_index], workers[1 - victim_index]
     moved = owned[victim_index]["planning"]                    # the hosts it planned
+
+    # The models met: the victim learned from its hosts and published its model; the
+    # survivor merged it, so what the victim learned outlives it.
+    def classifier_stats(worker: Instance) -> dict:
+        health = worker.health()
+        return health["parts"]["classifier"]["stats"] if health else {}
+    wait("the victim's model merged by the survivor", lambda: classifier_stats(
+        victim).get("shared", 0) >= 1 and classifier_stats(survivor).get("merged", 0) >= 1,
+        timeout_s=60)
+    assert query(recorder, "SELECT count(*), min(learned) FROM model_snapshots")[0][1] > 0
 
     killed_at = time.time()
     victim.kill()

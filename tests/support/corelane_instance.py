@@ -89,7 +89,7 @@ class Instance:
     def kill(self) -> None:
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
+        self.proc.wait(timeout=60)      # a loaded machine can take its time to reap it
 
     def terminate(self) -> str:
         """Stop it as a user would; returns what it logged."""

@@ -47,6 +47,9 @@ SAMPLES: list[ev.Payload] = [
                       previous="exclusive", figures={"shared": {"p99_us": 40.0}}),
     ev.Measurement(strategy="shared", plan_id="b4", cpus="0-1", wakeups=300, interval_us=1000,
                    p50_us=12.0, p99_us=40.5, max_us=90.0, span_s=0.36, batch_cpu=1.9),
+    ev.ModelSnapshot(origin="w1:42", kind="logistic", learned=12, n_learned=30,
+                     scaler={"cpu_mean": [30, 0.4, 0.01]},
+                     classes={"idle": {"intercept": -0.3, "weights": {"cpu_mean": -1.5}}}),
     ev.DeadLetter(topic="corelane.labels", partition=0, offset=5, reason="not JSON",
                   reader="classifier", size=9, sha256="0" * 64, payload_b64="/2dhcmJhZ2U="),
 ]
@@ -73,7 +76,7 @@ def test_topics_follow_the_design() -> None:
         "corelane.shadow.decisions",
         "corelane.enforcements", "corelane.alerts", "corelane.commands",
         "corelane.configuration", "corelane.strategy", "corelane.measurements",
-        "corelane.deadletter"]
+        "corelane.model.snapshots", "corelane.deadletter"]
     assert ev.topic_name("process_samples", "x.") == "x.samples.process"
 
 

@@ -69,7 +69,9 @@ def test_reassign_says_what_moved_and_which_hosts_are_owned() -> None:
 class FakeApp:
     def __init__(self) -> None:
         self.receivers: list = []
+        self.revokers: list = []
         self.on_partitions_assigned = SimpleNamespace(connect=self.receivers.append)
+        self.on_partitions_revoked = SimpleNamespace(connect=self.revokers.append)
 
 
 class Part:
@@ -103,8 +105,15 @@ def test_an_assignment_releases_what_moved_away_before_rebuilding_what_came(
     # a part that fails to take over costs its own state, never the other part's
     assert part.calls[1:] == [("release", {0}), ("take_over", {2})]
     assert failing.calls[-2:] == [("release", {0}), ("take_over", {2})]
+    # While a rebalance runs, no host of a revoked partition is anyone's here: an event
+    # still buffered from it must not make a plan its next owner makes too.
+    [on_revoked] = app.revokers
+    host = next(h for h in (f"h{i}" for i in range(50)) if partition_of(h, 4) == 1)
+    assert own.owns(host)
+    asyncio.run(on_revoked(app, {tp(samples, 1), tp(samples, 2)}))
+    assert not own.owns(host)
     asyncio.run(on_assigned(app, {tp(samples, 1), tp(samples, 2)}))   # nothing moved
-    assert len(part.calls) == 3
+    assert len(part.calls) == 3 and own.owns(host)
 
 
 class Quiet:
