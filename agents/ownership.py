@@ -39,13 +39,16 @@ class Ownership:
         self.partitions = partitions
         self.owned: frozenset[int] = frozenset()
         self.suspended: frozenset[int] = frozenset()   # revoked, until the new assignment
+        self.pending: frozenset[int] = frozenset()     # gained, until their state is rebuilt
         self.rebalances = 0
 
     def owns(self, host: str) -> bool:
-        """Whether this worker judges and plans ``host`` now (not while its partition is
-        revoked: an event still in a buffer must not make a plan another worker makes)."""
+        """Whether this worker judges and plans ``host`` now: not while its partition is
+        revoked (an event still in a buffer must not make a plan another worker makes),
+        nor while its state is being rebuilt (faust may resume the stream before that is
+        done, and a plan made from half the state would move the host's processes)."""
         p = partition_of(host, self.partitions)
-        return p in self.owned and p not in self.suspended
+        return p in self.owned and p not in self.suspended and p not in self.pending
 
     def revoke(self, partitions: Iterable[int]) -> None:
         self.suspended = self.suspended | frozenset(partitions)
@@ -91,11 +94,15 @@ def follow_partitions(app: Any, settings: Settings, ownership: Ownership,
             if lost:
                 with keep_going(f"{part.name}: releasing partitions {sorted(lost)}"):
                     part.release(lost)
-        for part in parts:
-            if gained:
-                # an exception here would crash the whole app: the part starts cold instead
-                with keep_going(f"{part.name}: taking over partitions {sorted(gained)}"):
-                    await part.take_over(gained)
+        ownership.pending = gained
+        try:
+            for part in parts:
+                if gained:
+                    # an exception here would crash the whole app: the part starts cold
+                    with keep_going(f"{part.name}: taking over partitions {sorted(gained)}"):
+                        await part.take_over(gained)
+        finally:
+            ownership.pending = frozenset()
 
     async def on_revoked(_sender: Any, revoked: Iterable[Any], **_: Any) -> None:
         ownership.revoke(tp.partition for tp in revoked if tp.topic == topic)

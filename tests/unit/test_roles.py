@@ -86,13 +86,18 @@ class Part:
 
     async def take_over(self, partitions: frozenset[int]) -> None:
         self.calls.append(("take_over", set(partitions)))
+        self.owned_meanwhile = [own.owns(h) for h in HOSTS if partition_of(h, 4) in partitions]
         if self.fail:
             raise RuntimeError("broker gone")
 
 
+HOSTS = [f"h{i}" for i in range(50)]
+own = Ownership(4)
+
+
 def test_an_assignment_releases_what_moved_away_before_rebuilding_what_came(
         settings: Settings) -> None:
-    app, own = FakeApp(), Ownership(4)
+    app = FakeApp()
     failing, part = Part(fail=True), Part()
     follow_partitions(app, settings, own, [failing, part])
     [on_assigned] = app.receivers
@@ -101,6 +106,9 @@ def test_an_assignment_releases_what_moved_away_before_rebuilding_what_came(
 
     asyncio.run(on_assigned(app, {tp(samples, 0), tp(samples, 1), tp(other, 3)}))
     assert part.calls == [("take_over", {0, 1})]   # only the samples topic says who owns
+    # while a host's state is rebuilt, its live events wait for the rebuild to finish
+    assert part.owned_meanwhile and not any(part.owned_meanwhile)
+    assert all(own.owns(h) for h in HOSTS if partition_of(h, 4) in (0, 1))
     asyncio.run(on_assigned(app, {tp(samples, 1), tp(samples, 2)}))
     # a part that fails to take over costs its own state, never the other part's
     assert part.calls[1:] == [("release", {0}), ("take_over", {2})]
