@@ -181,8 +181,13 @@ class AllocatorAgent(Planner):
                 Handler("process_samples", self._samples),
                 Handler("container_samples", self._containers),
                 Handler("host_sample", self._host_sample),
-                Handler("command", self._command),
-                Handler("strategy", self._strategy)]
+                Handler("strategy", self._strategy),
+                *(() if self.ownership is not None else self.broadcasts())]
+
+    def broadcasts(self) -> Sequence[Handler]:
+        """What every worker of a group reads on every partition (``follow_broadcasts``):
+        a mode, a rebalance or a container's tier may name any host, or all of them."""
+        return [Handler("command", self._command)]
 
     def timers(self) -> Sequence[Timer]:
         return [Timer("plan cycle", self.settings.allocator.interval_s, self._cycle)]

@@ -77,8 +77,14 @@ class ClassifierAgent(HostClassifiers):
     # --- the shell: the contract, publishing, snapshots -------------------------------------
 
     def handlers(self) -> Sequence[Handler]:
-        return [Handler("process_samples", self._samples), Handler("label", self._label),
-                Handler("container_samples", self._containers)]
+        return [Handler("process_samples", self._samples),
+                Handler("container_samples", self._containers),
+                *(() if self.ownership is not None else self.broadcasts())]
+
+    def broadcasts(self) -> Sequence[Handler]:
+        """What every worker of a group reads on every partition (``follow_broadcasts``):
+        a label by pattern reaches every host, whichever worker judges it."""
+        return [Handler("label", self._label)]
 
     def timers(self) -> Sequence[Timer]:
         return [Timer("model snapshot", self.settings.classifier.snapshot_interval_s,
@@ -96,7 +102,8 @@ class ClassifierAgent(HostClassifiers):
         self.last_offset, self.last_ts = at.offset, event.ts
 
     async def _label(self, event: Envelope, at: Position) -> None:
-        self.on_label(event)
+        if event.data.match is not None or self.mine(event):
+            self.on_label(event)
 
     async def _containers(self, event: Envelope, at: Position) -> None:
         if self.mine(event):

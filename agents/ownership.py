@@ -15,13 +15,16 @@ before their first event is handed to it).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from aiokafka.partitioner import murmur2
 
-from agents.contract import keep_going
+from agents.contract import AgentStats, Handler, Position, keep_going
+from pipeline.bus import follow_topic, topic_types
+from pipeline.events import Envelope
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -109,3 +112,34 @@ def follow_partitions(app: Any, settings: Settings, ownership: Ownership,
 
     app.on_partitions_revoked.connect(on_revoked)
     app.on_partitions_assigned.connect(on_assigned)
+
+
+class Broadcasting(Protocol):
+    """A part some of whose events every worker must see, whichever partitions it holds:
+    an operator's command for every host, a label by pattern. They are keyed by the host
+    that sent them, so a group would hand them to one worker only."""
+    name: str
+    stats: AgentStats
+
+    def broadcasts(self) -> Sequence[Handler]: ...
+
+
+async def follow_broadcasts(settings: Settings, part: Broadcasting, stop: asyncio.Event,
+                            since_s: float = 30.0) -> None:
+    """Each of the part's broadcast handlers on every partition of its topic, until
+    ``stop``. It starts ``since_s`` back, so that nothing published between the part's
+    warm-up and this start is missed (taking a command again is harmless: the last wins)."""
+    async def follow(handler: Handler) -> None:
+        topic = settings.topic(handler.event_type)
+
+        async def handle(event: Envelope) -> None:
+            with keep_going(f"{part.name} on broadcast {event.type} {event.id}", part.stats):
+                await handler.handle(event, Position(topic, -1, -1))
+            part.stats.events += 1
+            part.stats.last_event_ts = event.ts
+
+        await follow_topic(settings, handler.event_type,
+                           topic_types(settings, [handler.event_type]), handle, stop,
+                           since_s=since_s)
+
+    await asyncio.gather(*(follow(h) for h in part.broadcasts()))

@@ -31,7 +31,7 @@ from agents.classification.rules import RuleSet, RulesError, load_rule_set
 from agents.classifier import ClassifierAgent
 from agents.contract import Agent, create_app, install
 from agents.notifier import NotifierAgent
-from agents.ownership import Ownership, follow_partitions
+from agents.ownership import Ownership, follow_broadcasts, follow_partitions
 from agents.recorder import Recorder
 from agents.shadow import ShadowAgent, ShadowSpec
 from agents.tuner import TunerAgent
@@ -332,6 +332,11 @@ async def run_up(settings: Settings, dry_run: bool = False,
             await agent.warm_up()
         if faust_app is not None:
             tasks["agents"] = asyncio.create_task(run_agents(faust_app, stop_agents))
+        if ownership is not None:
+            for part in (classifier, allocator):
+                if part is not None:
+                    tasks[f"{part.name} broadcasts"] = asyncio.create_task(
+                        follow_broadcasts(settings, part, stop_agents))
         if collector is not None:
             # New processes at their fork and exec: faster samples, and no inherited demotion.
             watcher.subscribe(collector.on_proc_events)
@@ -378,6 +383,10 @@ async def run_up(settings: Settings, dry_run: bool = False,
             event.set()
             if name in tasks:
                 await _stop_within(name, tasks[name], deadline, settings.stop_grace_s)
+            if name == "agents":
+                for follower in [n for n in tasks if n.endswith(" broadcasts")]:
+                    await _stop_within(follower, tasks[follower], deadline,
+                                       settings.stop_grace_s)
         # The applier puts back everything corelane changed before the history closes.
         for agent in agents:
             await asyncio.to_thread(agent.close)

@@ -5,12 +5,13 @@ per-event cost is the limit at these rates (STACK.md), while its agents consume.
 """
 from pipeline.bus.publisher import (BrokerUnreachable, BusStats, MessageTooLarge, Publisher,
                                     Stamper, send_one)
-from pipeline.bus.reader import (dead_letter, dead_letter_payload, read_record, read_tail,
-                                 replay_topic)
+from pipeline.bus.reader import (dead_letter, dead_letter_payload, follow_topic, read_record,
+                                 read_tail, replay_topic)
 from pipeline.bus.topics import KafkaTopicError, ensure_topics, topic_partitions, topic_types
 
 __all__ = [
     "BrokerUnreachable", "BusStats", "KafkaTopicError", "MessageTooLarge", "Publisher",
-    "Stamper", "dead_letter", "dead_letter_payload", "ensure_topics", "read_record",
+    "Stamper", "dead_letter", "dead_letter_payload", "ensure_topics", "follow_topic",
+    "read_record",
     "read_tail", "replay_topic", "send_one", "topic_partitions", "topic_types",
 ]

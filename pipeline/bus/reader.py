@@ -2,6 +2,7 @@
 agent rebuilds its state from on start."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -147,3 +148,38 @@ async def read_tail(settings: Settings, event_type: str, types: Mapping[str, str
 
     async for event in _read_range(settings, event_type, types, starts, partitions):
         yield event
+
+
+async def follow_topic(settings: Settings, event_type: str, types: Mapping[str, str],
+                       handle: Callable[[Envelope], Awaitable[None]], stop: asyncio.Event,
+                       since_s: float = 0.0) -> None:
+    """Hand every readable event of one topic, on every partition, to ``handle`` from
+    ``since_s`` seconds ago until ``stop``: for what each member of a consumer group must
+    see whichever partitions it holds (an operator's command for every host). Not a group
+    member itself. Unreadable messages are skipped (the recorder dead-letters them)."""
+    bootstrap = settings.kafka.bootstrap
+    parts = await topic_partitions(bootstrap, [settings.topic(event_type)])
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="latest")
+    await consumer.start()
+    try:
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+        since = int((time.time() - since_s) * 1000)
+        found = await consumer.offsets_for_times({tp: since for tp in parts})
+        for tp in parts:
+            consumer.seek(tp, found[tp].offset if found.get(tp) is not None else ends[tp])
+        while not stop.is_set():
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    try:
+                        event = read_record(record, types)
+                    except EventDecodeError:
+                        continue
+                    try:
+                        await handle(event)
+                    except Exception as exc:  # noqa: BLE001 - one event, never the follower
+                        log.warning("handling %s event %s failed, going on: %s: %s",
+                                    event_type, event.id, type(exc).__name__, exc)
+    finally:
+        await consumer.stop()

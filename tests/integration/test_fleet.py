@@ -156,6 +156,16 @@ def scenario(fleet: dict[str, Instance]) -> None:
         timeout_s=60)
     assert query(recorder, "SELECT count(*), min(learned) FROM model_snapshots")[0][1] > 0
 
+    # An operator's mode for every host reaches every worker, whichever partition the
+    # command landed on: each reads the commands on every partition.
+    done = recorder.run("mode", "power_save")
+    assert done.returncode == 0, done.stderr
+    wait("both workers to take the mode", lambda: all(
+        "mode power_save for every host" in w.log_text() for w in workers), timeout_s=30)
+    wait("both hosts planned in power_save", lambda: dict(query(
+        recorder, "SELECT host, arg_max(mode, plan_seq) FROM decisions GROUP BY host")) == {
+        real: "power_save", synth: "power_save"}, timeout_s=30)
+
     killed_at = time.time()
     victim.kill()
 
@@ -199,6 +209,9 @@ def scenario(fleet: dict[str, Instance]) -> None:
     changed = [(seq, pid, tier, last_tiers.get(pid)) for seq, pid, tier in since
                if tier != last_tiers.get(pid)]
     assert not changed, changed
+    # and the operator's mode held across the takeover
+    assert {m for [m] in query(recorder, f"SELECT DISTINCT mode FROM decisions WHERE "
+                                         f"epoch(ts) > {killed_at}")} == {"power_save"}
     # The killed worker is gone from the group: the survivor plans alone, and the real
     # host's edge still applies (in a dry run) what it is sent.
     assert victim.proc is not None and victim.proc.poll() is not None
