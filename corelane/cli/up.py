@@ -49,6 +49,9 @@ def run(ctx: typer.Context,
         cli.fail(str(exc), 2)
     if len({s.name for s in shadows}) < len(shadows):
         cli.fail("--shadow: each shadow policy needs a name of its own", 2)
+    if shadows and role.value not in ("all", "worker"):
+        cli.fail(f"--shadow runs where the classifier and allocator run: with --role worker "
+                 f"or all, not {role.value}", 2)
     cli.start_logging(settings.log_level)
     try:
         # the bar of a broker's cold start, on a terminal; the log lines say it elsewhere

@@ -11,6 +11,7 @@ from aiokafka import TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from fastapi.testclient import TestClient
 
+from agents.contract import Position
 from agents.ownership import Ownership, follow_partitions, partition_of
 from api.server import create_part_api
 from corelane.roles import PARTS, ROLES, agent_group, partitioned, parts_of
@@ -161,3 +162,47 @@ def test_events_about_another_host_are_keyed_by_that_host(settings: Settings) ->
               stamp(ev.Command(name="x"))]
     asyncio.run(publisher.publish_many(events))
     assert producer.keys == [b"edge-b", b"worker-1"]
+
+
+def test_a_worker_plans_only_its_own_hosts_and_republishes_a_host_it_took_over(
+        settings: Settings) -> None:
+    from agents.allocator import AllocatorAgent
+    from pipeline.topology import load_profile
+    ownership = Ownership(4)
+    mine, theirs = (next(h for h in HOSTS if partition_of(h, 4) == p) for p in (0, 1))
+    ownership.reassign([0])
+    agent = AllocatorAgent(settings, Publisher(settings), load_profile("apple-m4-max"),
+                           housekeeping_pids=lambda: [], ownership=ownership)
+    sent: list[ev.Envelope] = []
+
+    async def publish_many(events: list[ev.Envelope]) -> None:
+        sent.extend(events)
+    agent.publisher.publish_many = publish_many  # type: ignore[method-assign]
+    topo = load_profile("apple-m4-max").to_dict()
+    pos = Position("t", 0, 0)
+
+    async def feed(host: str) -> None:
+        await agent._host_sample(ev.envelope(ev.HostSample(
+            cpu_percent=[], cpu_freq_khz=[], load=(0.0, 0.0, 0.0), mem_total_bytes=1,
+            mem_available_bytes=1, topology=topo), host=host, seq=1), pos)
+        await agent._samples(ev.envelope(ev.ProcessSamples(batch="b", samples=[
+            ev.ProcessSample(pid=7, start_time=70, ppid=1, name="p7")]), host=host, seq=1), pos)
+
+    async def scenario() -> None:
+        await feed(mine)
+        await feed(theirs)                       # another worker's host: not even a view
+        await agent._cycle()
+        assert {e.host for e in sent} == {mine} and theirs not in agent.hosts
+        count = len(sent)
+        await agent._cycle()                     # unchanged, no heartbeat due: not sent
+        assert len(sent) == count
+        agent.taken_over.add(mine)               # as after a takeover: sent anyway, once
+        await agent._cycle()
+        await agent._cycle()
+        assert len(sent) == count + 1 and not agent.taken_over
+        agent.release(frozenset({0}))
+        assert mine not in agent.hosts
+    asyncio.run(scenario())
+    # commands reach every worker through a follower of every partition, not the group
+    assert "command" not in {h.event_type for h in agent.handlers()}
+    assert [h.event_type for h in agent.broadcasts()] == ["command"]
