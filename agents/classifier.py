@@ -63,7 +63,8 @@ class ClassifierAgent(HostClassifiers):
 
     def handlers(self) -> Sequence[Handler]:
         return [Handler("process_samples", self._samples), Handler("label", self._label),
-                Handler("container_samples", self._containers)]
+                Handler("container_samples", self._containers),
+                Handler("host_sample", self._host_sample)]
 
     def timers(self) -> Sequence[Timer]:
         return [Timer("model snapshot", self.settings.classifier.snapshot_interval_s,
@@ -78,6 +79,9 @@ class ClassifierAgent(HostClassifiers):
 
     async def _containers(self, event: Envelope, at: Position) -> None:
         self.on_containers(event)
+
+    async def _host_sample(self, event: Envelope, at: Position) -> None:
+        self.on_host_sample(event)
 
     async def _snapshot(self) -> None:
         await asyncio.to_thread(self.save_model)

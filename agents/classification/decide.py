@@ -283,7 +283,7 @@ class Classifier:
                  labels: LabelBook | None = None,
                  tier_of: Mapping[str, str] = DEFAULT_TIER_OF, *, window_s: float = 20.0,
                  min_interval_s: float = 0.9,
-                 min_samples: int = 5, min_span_s: float = 4.0,
+                 min_samples: int = 5, min_span_s: float = 4.0, startup_s: float = 0.0,
                  early_min_samples: int = 2, early_min_span_s: float = 0.2,
                  early_tiers: Iterable[str] = ("ultra_critical",),
                  hysteresis_windows: int = 3,
@@ -300,6 +300,7 @@ class Classifier:
                                min_model_confidence)
         self.window_s, self.min_samples, self.min_span_s = window_s, min_samples, min_span_s
         self.min_interval_s = min_interval_s
+        self.startup_s = startup_s
         # A new process whose first judgement puts it in an early tier (ultra_critical by
         # default) is judged from a shorter window: it waits for its cores on the
         # housekeeping ones until judged. On held-out data the early calls of that tier
@@ -344,6 +345,7 @@ class Classifier:
                    rules=rules, tier_of=s.classes, window_s=s.window_s,
                    min_interval_s=s.min_interval_s,
                    min_samples=s.min_samples, min_span_s=s.min_span_s,
+                   startup_s=getattr(s, "startup_s", 0.0),
                    early_min_samples=s.early_min_samples, early_min_span_s=s.early_min_span_s,
                    early_tiers=s.early_tiers,
                    hysteresis_windows=s.hysteresis_windows, heartbeat_s=s.heartbeat_s,
@@ -416,7 +418,9 @@ class Classifier:
             window = windows.get(key)
             if window is None:
                 window = windows[key] = FeatureWindow(self.window_s,
-                                                      min_interval_s=self.min_interval_s)
+                                                      min_interval_s=self.min_interval_s,
+                                                      boot_time=self.boot_time,
+                                                      startup_s=self.startup_s)
             window.append(ts, s)
             if window.enough_history(self.min_samples, self.min_span_s):
                 young.pop(key, None)

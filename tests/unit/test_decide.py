@@ -357,3 +357,33 @@ def test_a_tier_label_pins_the_tier_and_keeps_the_judged_class() -> None:
         "compute_batch", "critical", "label", "label L1")
     out = d.decide(KEY, 1.0, label=LabelHit("idle", "L2", "low"), model=sure)
     assert (out.cls, out.tier) == ("idle", "low")
+
+
+def test_a_shell_asleep_after_its_start_up_is_judged_asleep_once_its_age_is_known() -> None:
+    """Two wake-ups while a shell starts read as a light timer (background) over a short
+    window, unless the host's boot time says that they happened during its start-up."""
+    from agents.classification.hosts import HostClassifiers
+    from pipeline.events import HostSample, ProcessSamples, envelope
+    from pipeline.settings import ClassifierSettings
+    boot, born = 1_000_000.0, 1_000_000.0 + 50 / 100
+
+    def judged(with_boot: bool) -> str:
+        hosts = HostClassifiers(ClassifierSettings(), OnlineModel(),
+                                Classifier.from_settings(ClassifierSettings()).rules)
+        if with_boot:
+            hosts.on_host_sample(envelope(HostSample(
+                cpu_percent=[0.0], cpu_freq_khz=[None], load=(0.0, 0.0, 0.0),
+                mem_total_bytes=1, mem_available_bytes=1, boot_time=boot), "h", 1, ts=born))
+        classes = []
+        for k in range(12):                   # at its fork, then at 2 Hz
+            t = born + 0.02 + k * 0.5
+            s = ProcessSample(pid=7, start_time=50, ppid=1, name="bash",
+                              vol_ctx=0 if k == 0 else 2, timeslices=0 if k == 0 else 3)
+            out = hosts.on_samples(envelope(ProcessSamples(batch=f"b{k}", samples=[s]),
+                                            "h", 2 + k, ts=t))
+            classes += [c.cls for c in out.classifications]
+        assert classes, "never judged"
+        return classes[0]
+
+    assert judged(with_boot=False) == "background"
+    assert judged(with_boot=True) == "idle"
