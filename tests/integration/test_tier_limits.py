@@ -191,7 +191,7 @@ def test_a_cpu_hog_in_a_capped_tier_uses_no_more_than_its_quota_and_goes_back_on
         tmp_path, kafka_bootstrap, f"e2e-limits-{os.getpid()}.", dry_run=False,
         collector="{interval_s: 0.5, containers: false}",
         allocator="{interval_s: 0.5, policy: {tiers: {low: {nice: 10, policy: batch, "
-                  "limits: {cpu_weight: 50, cpu_quota: %s}}}}}" % quota,
+                  "limits: {cpu_weight: 50, cpu_quota: %s, memory_high: 1GiB}}}}}" % quota,
         closed_loop="{strategies: [shared], initial: shared}",
         applier=f"{{scope: {{patterns: ['{mark}']}}, cgroup_root: {root}}}")
     corelane.start()
@@ -221,10 +221,21 @@ def test_a_cpu_hog_in_a_capped_tier_uses_no_more_than_its_quota_and_goes_back_on
             assert done.returncode == 0, done.stderr
             return json.loads(done.stdout)["limits"].get("low")
         low = wait_for("status showing the low tier's limits", low_in_status, timeout_s=20)
-        assert low == "cpu weight 50, cpu quota 0.5 cores", low
+        assert low == "cpu weight 50, cpu quota 0.5 cores, memory high 1.0 GiB", low
         shown = corelane.run("status")
         assert "limits: low: cpu weight 50, cpu quota 0.5 cores" in " ".join(
             shown.stdout.split()), shown.stdout
+
+        def low_memory_used() -> str | None:
+            done = corelane.run("status", "--format", "json")
+            plan = json.loads(done.stdout)["plan"]
+            rows = [dict(zip(plan["columns"], row)) for row in plan["rows"]]
+            return next((r["memory_used"] for r in rows if r["tier"] == "low"), None)
+        # the low group's memory use, as its memory controller counts it (a few MiB of a
+        # Python hog)
+        used_text = wait_for("status showing the low group's memory use", low_memory_used,
+                             timeout_s=20)
+        assert used_text.endswith(("KiB", "MiB")), used_text
     finally:
         log = corelane.terminate()
     assert membership(capped.pid) == own, log[-3000:]
