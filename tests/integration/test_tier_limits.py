@@ -12,6 +12,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ import pytest
 from agents.enforcement import Journal, enforce_membership, restorer
 from agents.enforcement.cgroup import (GroupLimits, apply_membership, group_path,
                                        remove_tier_groups, write_tier_group)
+from agents.enforcement.inheritance import demoted_parents, reset_child
 from pipeline import cgroups, procfs
 from pipeline.hostpaths import LIVE
 from support.corelane_instance import ROOT, Instance
@@ -149,6 +151,46 @@ def test_a_moved_process_is_journalled_and_restored_to_its_own_cgroups(
         restored = journal.restore_all(restorer())
     assert [r.outcome for r in restored] == ["applied"], restored
     assert membership(proc.pid) == own
+
+
+# prints the pid of a sleeping child each time it reads a line
+FORKER = """
+import subprocess, sys
+for line in sys.stdin:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    print(child.pid, flush=True)
+"""
+
+
+@needs_cpu
+def test_a_child_of_a_parent_only_moved_into_a_capped_group_leaves_that_group(
+        root: str, started: list[subprocess.Popen], tmp_path: Path) -> None:
+    """A parent corelane moved into a capped tier group but left its priorities: its child
+    inherits the group at fork, and is taken out of it, back to the parent's own groups."""
+    parent = start(started, FORKER)
+    own = membership(parent.pid)
+    group = group_path(root, "low")
+    assert write_tier_group(LAYOUT, root, "low", GroupLimits(cpu_quota_us=50_000)).applied
+    with Journal(tmp_path / "journal") as journal:
+        moved = enforce_membership(journal, parent.pid, start_time(parent.pid),
+                                   {"cpu": group}, layout=LAYOUT, root=root)
+        assert moved is not None and moved.applied and membership(parent.pid)["cpu"] == group
+        parents = demoted_parents(journal.entries())
+        assert set(parents) == {parent.pid}              # moved only: no priority changed
+        assert parent.stdin is not None and parent.stdout is not None
+        parent.stdin.write("go\n")
+        parent.stdin.flush()
+        child = int(parent.stdout.readline())
+        try:
+            assert membership(child)["cpu"] == group             # inherited at fork
+            result = reset_child(journal, child, parents[parent.pid], None, layout=LAYOUT)
+            assert result is not None and result.applied, result
+            assert "moved into a tier group" in result.reason, result.reason
+            assert membership(child) == own
+        finally:
+            os.kill(child, signal.SIGKILL)
+        journal.restore_all(restorer())
+    assert membership(parent.pid) == own
 
 
 @needs_memory
