@@ -157,6 +157,9 @@ class ClassifierSettings(_Section):
     early_min_samples: int = Field(2, ge=2)             # a first judgement into one of
     early_min_span_s: float = Field(0.2, ge=0)          # early_tiers needs only this much
     early_tiers: list[Tier] = ["ultra_critical"]
+    batch_early_min_samples: int = Field(4, ge=2)       # a first judgement into one of
+    batch_early_min_span_s: float = Field(1.0, ge=0)    # batch_early_tiers needs this much
+    batch_early_tiers: list[Tier] = ["low"]
     hysteresis_windows: int = Field(3, ge=1)            # windows agreeing before a model change
     heartbeat_s: float = Field(60.0, gt=0)              # re-emit an unchanged class this often
     min_model_confidence: float = Field(0.5, ge=0, le=1)

@@ -1,6 +1,8 @@
 """Precedence, hysteresis and heartbeats; the whole core over a stream of sweeps."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from agents.classification.decide import Classifier, Decider
@@ -387,3 +389,33 @@ def test_a_shell_asleep_after_its_start_up_is_judged_asleep_once_its_age_is_know
 
     assert judged(with_boot=False) == "background"
     assert judged(with_boot=True) == "idle"
+
+
+def _first_judgement(clf: Classifier, cpu_at: Callable[[float], float]
+                     ) -> tuple[float | None, str | None]:
+    """(when, tier) of a new process's first judgement within 8 s, sampled at 10 Hz, whose
+    CPU time at ``t`` is ``cpu_at(t)``; (None, None) when there is none."""
+    for k in range(80):
+        t = k / 10
+        cpu = cpu_at(t)
+        s = ProcessSample(pid=6, start_time=60, ppid=1, name="y", cpu_time_s=round(cpu, 4),
+                          run_time_ns=int(cpu * 1e9), invol_ctx=int(t * 250),
+                          timeslices=int(t * 250) + 1)
+        out = clf.sweep(2000.0 + t, [s]).classifications
+        if out:
+            return t, out[0].tier
+    return None, None
+
+
+def test_batch_work_is_judged_from_a_second_and_a_start_up_burst_is_not() -> None:
+    from pipeline.settings import ClassifierSettings
+    hog = lambda t: t * 0.99                                          # noqa: E731
+    when, tier = _first_judgement(Classifier.from_settings(ClassifierSettings()), hog)
+    assert tier == "low" and when is not None and when <= 1.5, (when, tier)
+    off = ClassifierSettings(batch_early_tiers=[])
+    late, tier = _first_judgement(Classifier.from_settings(off), hog)
+    assert tier == "low" and late is not None and late >= 3.5, late    # the full window
+    # 0.4 s of imports, then a light steady load: not batch work
+    burst = lambda t: min(t, 0.4) * 0.95 + max(t - 0.4, 0) * 0.05     # noqa: E731
+    _, tier = _first_judgement(Classifier.from_settings(ClassifierSettings()), burst)
+    assert tier != "low", tier
