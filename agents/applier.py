@@ -39,7 +39,7 @@ from agents.enforcement import (ApplyResult, Guard, Identity, Journal, ProcessSe
 from agents.enforcement.cgroup import FIELD as CGROUPS
 from agents.enforcement.cgroup import (GroupLimits, group_limits, group_path, remove_tier_groups,
                                        write_tier_group)
-from agents.enforcement.inheritance import demoted, reset_child
+from agents.enforcement.inheritance import demoted_parents, reset_child
 from agents.enforcement.journal import JournalEntry
 from agents.enforcement.process import read_threads, summarize
 from agents.enforcement.safety import OUT_OF_SCOPE
@@ -216,8 +216,7 @@ class ApplierAgent:
         self._shared_cpus = next((d.cpus for d in decisions if d.target == "process"
                                   and d.tier == HOUSEKEEPING), self._shared_cpus)
         before = set(self._demoted)
-        self._demoted = {int(e.identity.pid or 0): e for e in self.journal.entries()
-                         if demoted(e)}
+        self._demoted = demoted_parents(self.journal.entries())
         # a parent demoted by this plan may have forked while it was being applied
         self._newly_demoted = set(self._demoted) - before
         self._last_guard = guard

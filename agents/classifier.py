@@ -79,6 +79,7 @@ class ClassifierAgent(HostClassifiers):
     def handlers(self) -> Sequence[Handler]:
         return [Handler("process_samples", self._samples),
                 Handler("container_samples", self._containers),
+                Handler("host_sample", self._host_sample),
                 *(() if self.ownership is not None else self.broadcasts())]
 
     def broadcasts(self) -> Sequence[Handler]:
@@ -108,6 +109,10 @@ class ClassifierAgent(HostClassifiers):
     async def _containers(self, event: Envelope, at: Position) -> None:
         if self.mine(event):
             self.on_containers(event)
+
+    async def _host_sample(self, event: Envelope, at: Position) -> None:
+        if self.mine(event):
+            self.on_host_sample(event)
 
     async def _snapshot(self) -> None:
         await asyncio.to_thread(self.save_model)
@@ -207,6 +212,12 @@ class ClassifierAgent(HostClassifiers):
                 classes[(c.pid, c.start_time)] = (event.ts, c)
         for host, classes in said.items():
             self.seed(host, classes)
+        # each host's boot time, which its processes' ages (their start-up) are counted from
+        async for event in read_tail(self.settings, "host_sample",
+                                     topic_types(self.settings, ["host_sample"]),
+                                     2 * self.settings.collector.interval_s,
+                                     partitions=partitions):
+            self.on_host_sample(event)
         read = await self.rebuild_windows(partitions=partitions)
         log.info("classifier took over partitions %s: %d hosts' classes, %d sample batches",
                  sorted(partitions), len(said), read)

@@ -107,6 +107,7 @@ class ShadowAgent:
         self.planner.on_containers(event)
 
     async def _host_sample(self, event: Envelope, at: Position) -> None:
+        self.classifiers.on_host_sample(event)
         self.planner.on_host_sample(event)
 
     async def _command(self, event: Envelope, at: Position) -> None:

@@ -212,6 +212,11 @@ class TierView(BaseModel):
     demand_cores: float = Field(description="the members' summed CPU use (cores)")
     run_delay_ms_s: float = Field(description="the members' summed run-queue delay")
     examples: list[str] = Field(description="some members' names")
+    memory_bytes: int | None = Field(None, description="the memory the tier's group uses "
+                                                       "(tier limits; null: no group)")
+    pressure: dict[str, float] = Field({}, description="the tier group's pressure stall "
+                                       "figures (avg10, %, e.g. memory_some; cgroup v2 with "
+                                       "PSI on only)")
 
 
 class TiersDocument(BaseModel):
@@ -220,6 +225,8 @@ class TiersDocument(BaseModel):
     mode: str | None = None
     strategy: str | None = None
     planned_at: UtcTime | None = None
+    pressure: dict[str, float] = Field({}, description="the host's pressure stall figures "
+                                       "(PSI avg10, %; empty where the kernel has PSI off)")
     tiers: list[TierView]
 
 

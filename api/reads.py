@@ -149,6 +149,11 @@ def tier_views(host: str, h: HostState) -> list[TierView]:
             members.setdefault(d.tier, []).append(key)
     for d in h.plan.containers.values():
         cpus.setdefault(d.tier, set()).update(cpulist_parse(d.cpus))
+    memory = h.host_sample.tier_memory_bytes if h.host_sample else {}
+    pressure: dict[str, dict[str, float]] = {}
+    for key, value in (h.host_sample.tier_pressure if h.host_sample else {}).items():
+        group, _, figure = key.partition(".")
+        pressure.setdefault(group, {})[figure] = value
     out = []
     for tier in sorted(cpus, key=lambda t: TIER_RANK.get(t, len(TIER_RANK)
                                                          + (t == HOUSEKEEPING))):
@@ -159,7 +164,8 @@ def tier_views(host: str, h: HostState) -> list[TierView]:
             cores=len(cpus[tier]), members=len(keys),
             demand_cores=round(sum(h.samples[k].cpu_share for k in keys), 4),
             run_delay_ms_s=round(sum(h.delay_ms_s.get(k, 0.0) for k in keys), 3),
-            examples=list(dict.fromkeys(h.samples[k].name for k in busiest))[:8]))
+            examples=list(dict.fromkeys(h.samples[k].name for k in busiest))[:8],
+            memory_bytes=memory.get(tier), pressure=pressure.get(tier, {})))
     return out
 
 
@@ -407,6 +413,7 @@ def reads_router(service: ApiService) -> APIRouter:
                              mode=plan.mode if plan else None,
                              strategy=plan.strategy if plan else None,
                              planned_at=from_epoch(plan.ts) if plan else None,
+                             pressure=state.host_sample.pressure if state.host_sample else {},
                              tiers=tier_views(name, state))
 
     @router.get("/latency-stats", response_model=LatencyStats)

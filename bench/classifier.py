@@ -62,6 +62,9 @@ MIN_SPAN_S = 4.0
 EARLY_TIERS: tuple[str, ...] = ("ultra_critical",)  # the classifier's default
 EARLY_SAMPLES = ClassifierSettings().early_min_samples
 EARLY_SPAN_S = ClassifierSettings().early_min_span_s
+BATCH_EARLY_TIERS: tuple[str, ...] = tuple(ClassifierSettings().batch_early_tiers)
+BATCH_EARLY_SAMPLES = ClassifierSettings().batch_early_min_samples
+BATCH_EARLY_SPAN_S = ClassifierSettings().batch_early_min_span_s
 MIN_INTERVAL_S = ClassifierSettings().min_interval_s
 
 Record = tuple[float, tuple, str, ProcessSample, bool]  # (t, identity, label, sample, mt)
@@ -324,6 +327,9 @@ def _classifier(model: OnlineModel, rules: RuleSet, learn: bool) -> Classifier:
                       min_interval_s=ClassifierSettings().min_interval_s,
                       min_span_s=MIN_SPAN_S, early_tiers=EARLY_TIERS,
                       early_min_samples=EARLY_SAMPLES, early_min_span_s=EARLY_SPAN_S,
+                      batch_early_tiers=BATCH_EARLY_TIERS,
+                      batch_early_min_samples=BATCH_EARLY_SAMPLES,
+                      batch_early_min_span_s=BATCH_EARLY_SPAN_S,
                       heartbeat_s=1e9,
                       learn=learn,
                       user_name=lambda uid: None)
@@ -411,6 +417,7 @@ def speed(model: OnlineModel, procs: int, sweeps: int,
 
 def main(argv: list[str] | None = None) -> int:
     global MIN_SAMPLES, MIN_SPAN_S, EARLY_TIERS, EARLY_SAMPLES, EARLY_SPAN_S
+    global BATCH_EARLY_TIERS, BATCH_EARLY_SAMPLES, BATCH_EARLY_SPAN_S
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train", type=Path)
     parser.add_argument("--test", type=Path)
@@ -435,7 +442,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--early-tiers", default=",".join(EARLY_TIERS),
                         help="tiers a first judgement may reach from a short window "
                              "(empty: none)")
+    parser.add_argument("--batch-early-samples", type=int, default=BATCH_EARLY_SAMPLES,
+                        help="samples a first judgement into a batch early tier needs")
+    parser.add_argument("--batch-early-span", type=float, default=BATCH_EARLY_SPAN_S,
+                        help="seconds those samples must span")
+    parser.add_argument("--batch-early-tiers", default=",".join(BATCH_EARLY_TIERS),
+                        help="tiers a first judgement may reach from the batch early window "
+                             "(empty: none)")
     args = parser.parse_args(argv)
+    BATCH_EARLY_SAMPLES, BATCH_EARLY_SPAN_S = args.batch_early_samples, args.batch_early_span
+    BATCH_EARLY_TIERS = tuple(t for t in args.batch_early_tiers.split(",") if t)
     MIN_SAMPLES, MIN_SPAN_S = args.min_samples, args.min_span
     EARLY_SAMPLES, EARLY_SPAN_S = args.early_samples, args.early_span
     EARLY_TIERS = tuple(t for t in args.early_tiers.split(",") if t)

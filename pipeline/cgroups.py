@@ -215,6 +215,26 @@ def group_memory(layout: Layout, root: str) -> dict[str, int]:
     return out
 
 
+def group_pressure(layout: Layout, root: str) -> dict[str, float]:
+    """The pressure stall figures (avg10, %) of each group directly under ``root`` in a
+    cgroup v2 hierarchy, keyed ``<group>.<resource>_<some|full>``: only v2 keeps pressure
+    per group, and only where the kernel has PSI on."""
+    out: dict[str, float] = {}
+    for h in layout.hierarchies:
+        if h.version != 2:
+            continue
+        base = h.folder("/" + root.strip("/"))
+        try:
+            names = sorted(n for n in os.listdir(base) if os.path.isdir(os.path.join(base, n)))
+        except OSError:
+            continue
+        for name in names:
+            figures = procfs.read_pressure_files(
+                lambda resource: os.path.join(base, name, f"{resource}.pressure"))
+            out.update({f"{name}.{key}": value for key, value in figures.items()})
+    return out
+
+
 def read_text(path: str) -> str | None:
     """A cgroup or /proc file's text, or None when it cannot be read (gone, no permission)."""
     data = procfs.read_bytes(path)
@@ -222,5 +242,6 @@ def read_text(path: str) -> str | None:
 
 
 __all__ = ["CPU", "CFS_PERIOD_US", "Hierarchy", "Layout", "MEMORY", "UNIFIED", "cgroup_of", "group_memory",
+           "group_pressure",
            "own_limits", "parse_mounts", "within", "parse_proc_cgroup", "process_cgroups", "quota_us",
            "read_layout", "read_text", "shares_for_weight"]

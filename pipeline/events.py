@@ -70,6 +70,9 @@ class HostSample(msgspec.Struct, kw_only=True):
     pressure: dict[str, float] = {}
     # Memory used by each tier's group (tier limits), in bytes.
     tier_memory_bytes: dict[str, int] = {}
+    # Each tier group's pressure stall figures (avg10, %), keyed "<tier>.<resource>_<kind>"
+    # such as "background.memory_some": cgroup v2 only, and only where PSI is on.
+    tier_pressure: dict[str, float] = {}
     # The host's CPU topology (Topology.to_dict()), on a collector's first sweep and every
     # few minutes after: an allocator planning for this host from elsewhere needs it, and
     # so does a replay of this host's history.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from typing import NamedTuple
 
 PF_KTHREAD = 0x00200000            # stat field 9 (flags): a kernel thread
@@ -347,9 +348,15 @@ def parse_pressure(resource: str, text: str) -> dict[str, float]:
 def read_pressure(proc: str) -> dict[str, float]:
     """Host-wide pressure stall figures; empty where the kernel has PSI off (no
     /proc/pressure, or ``psi=0``)."""
+    return read_pressure_files(lambda resource: f"{proc}/pressure/{resource}")
+
+
+def read_pressure_files(path_of: Callable[[str], str]) -> dict[str, float]:
+    """The pressure figures of the PSI files ``path_of(resource)`` names (the host's, or a
+    cgroup's ``<resource>.pressure``); a file that is not there adds nothing."""
     out: dict[str, float] = {}
     for resource in PRESSURE_RESOURCES:
-        data = read_bytes(f"{proc}/pressure/{resource}")
+        data = read_bytes(path_of(resource))
         if data:
             out.update(parse_pressure(resource, data.decode("ascii", "replace")))
     return out

@@ -150,9 +150,16 @@ class ClassifierSettings(_Section):
     min_interval_s: float = Field(0.9, ge=0)
     min_samples: int = Field(5, ge=2)                   # a window classifies once it holds
     min_span_s: float = Field(4.0, ge=0)                # ... this many samples over this span
+    # A process's first seconds are its start-up (loading, an interpreter's imports): its
+    # window starts after them, so a shell's start-up switches do not read as a timer's
+    # wake-ups. Needs the host's boot time (from its host samples) to know a process's age.
+    startup_s: float = Field(0.5, ge=0, le=60)
     early_min_samples: int = Field(2, ge=2)             # a first judgement into one of
     early_min_span_s: float = Field(0.2, ge=0)          # early_tiers needs only this much
     early_tiers: list[Tier] = ["ultra_critical"]
+    batch_early_min_samples: int = Field(4, ge=2)       # a first judgement into one of
+    batch_early_min_span_s: float = Field(1.0, ge=0)    # batch_early_tiers needs this much
+    batch_early_tiers: list[Tier] = ["low"]
     hysteresis_windows: int = Field(3, ge=1)            # windows agreeing before a model change
     heartbeat_s: float = Field(60.0, gt=0)              # re-emit an unchanged class this often
     min_model_confidence: float = Field(0.5, ge=0, le=1)

@@ -17,8 +17,8 @@ def tier_order(column: str) -> str:
 
 def status_sql(host: str) -> str:
     """Each tier's cores and members in the host's newest whole plan (the one recorded
-    last, whatever its number), with some members' names and the cores its processes
-    used over the last minute."""
+    last, whatever its number), with some members' names, the cores its processes used
+    over the last minute and the memory its group uses (tier limits)."""
     h = sql_text(host)
     return f"""
 WITH complete AS (  -- a plan whose every chunk is recorded
@@ -34,6 +34,10 @@ WITH complete AS (  -- a plan whose every chunk is recorded
     SELECT tier, round(arg_max(cores, minute), 2) AS cores_used
     FROM tier_usage(now()::TIMESTAMP - INTERVAL 1 MINUTE, now()::TIMESTAMP)
     WHERE host = {h} GROUP BY tier
+), memory AS (  -- the newest sample of the tier groups' memory (tier limits)
+    SELECT tier_memory_bytes AS bytes FROM host_samples
+    WHERE host = {h} AND ts > now()::TIMESTAMP - INTERVAL 10 MINUTE
+    ORDER BY ts DESC LIMIT 1
 )
 SELECT d.tier, d.cpus, count(*) AS members,
        coalesce(array_to_string(list_slice(
@@ -41,6 +45,7 @@ SELECT d.tier, d.cpus, count(*) AS members,
                FILTER (WHERE coalesce(n.name, d.container_id) IS NOT NULL), 1, 6), ', '),
            '') AS some_members,
        any_value(u.cores_used) AS cores_used,
+       format_bytes(any_value((SELECT bytes FROM memory)[d.tier])) AS memory_used,
        any_value(d.plan_seq) AS plan
 FROM decisions d
 JOIN newest ON d.batch = newest.batch

@@ -40,12 +40,14 @@ history)
         SELECT minute, cpu, percent_avg FROM core_utilization_1m
         WHERE host = 'web1' AND minute >= TIMESTAMP '2025-11-27 09:00' ORDER BY minute, cpu;
 
-``host_pressure`` and ``tier_memory``
+``host_pressure``, ``tier_pressure`` and ``tier_memory``
     Pressure stall figures per host sample (PSI avg10, %: ``cpu_some``, ``memory_some``,
-    ``memory_full``, ``io_some``, ``io_full``; no rows where the kernel has PSI off), and
-    the memory each tier group used (``bytes``), per host sample and tier::
+    ``memory_full``, ``io_some``, ``io_full``; no rows where the kernel has PSI off), the
+    same per tier group (``figure``, ``percent``; cgroup v2 only), and the memory each tier
+    group used (``bytes``), per host sample and tier::
 
         SELECT ts, memory_full FROM host_pressure WHERE host = 'web1' ORDER BY ts DESC LIMIT 5;
+        SELECT tier, max(percent) FROM tier_pressure WHERE figure = 'memory_some' GROUP BY tier;
         SELECT tier, max(bytes) FROM tier_memory GROUP BY tier;
 
 ``top_processes_by_cpu(t_from, t_to, n)`` and ``top_processes_by_delay(t_from, t_to, n)``
@@ -190,6 +192,14 @@ FROM host_samples
 WHERE cardinality(tier_memory_bytes) > 0
 """
 
+_TIER_PRESSURE = """
+CREATE OR REPLACE VIEW tier_pressure AS
+SELECT host, ts, split_part(k, '.', 1) AS tier, split_part(k, '.', 2) AS figure,
+       tier_pressure[k] AS percent
+FROM (SELECT host, ts, tier_pressure, unnest(map_keys(tier_pressure)) AS k
+      FROM host_samples WHERE cardinality(tier_pressure) > 0)
+"""
+
 _CORE_UTILIZATION_1M = """
 CREATE OR REPLACE VIEW core_utilization_1m AS
 SELECT host, time_bucket(INTERVAL 1 MINUTE, ts) AS minute, cpu,
@@ -283,5 +293,5 @@ ORDER BY s.host, s.policy, s.minute, tier
 VIEW_STATEMENTS: list[str] = [
     _LATEST_CLASSIFICATION, _PROCESS_RATES, _TIER_USAGE, _TIER_USAGE_1M,
     _CORE_UTILIZATION, _CORE_UTILIZATION_1M, _TOP_BY_CPU, _TOP_BY_DELAY, _DECISION_OUTCOMES,
-    _SHADOW_VS_LIVE, _HOST_PRESSURE, _TIER_MEMORY,
+    _SHADOW_VS_LIVE, _HOST_PRESSURE, _TIER_PRESSURE, _TIER_MEMORY,
 ]

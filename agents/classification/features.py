@@ -64,15 +64,18 @@ class FeatureWindow:
     ``append`` ignores a sample not newer than the last one (a duplicate or out of order)
     and restarts the window after a gap longer than the span (stale rates would mix in).
     An interval shorter than ``min_interval_s`` is extended by the next sample instead of
-    being followed by another (see ``append``).
+    being followed by another (see ``append``). With ``boot_time`` known, a process's first
+    ``startup_s`` seconds are left out: a sample taken then is only a baseline, replaced by
+    the next, so start-up (loading, imports) does not read as behaviour.
     """
 
-    __slots__ = ("span_s", "clk_tck", "min_interval_s", "keep", "max_gap_s", "quiet_run", "_ts", "_rss", "_dt", "_cpu", "_vol", "_invol",
+    __slots__ = ("span_s", "clk_tck", "min_interval_s", "keep", "max_gap_s", "quiet_run", "_settle_until", "_boot_time", "_startup_s", "_ts", "_rss", "_dt", "_cpu", "_vol", "_invol",
                  "_run", "_delay", "_slices", "_rb", "_wb", "_rc", "_wc", "_last")
 
     def __init__(self, span_s: float = 20.0, clk_tck: int = 100,
                  min_interval_s: float = 0.0, keep: int = 1,
-                 max_gap_s: float | None = None) -> None:
+                 max_gap_s: float | None = None, boot_time: float | None = None,
+                 startup_s: float = 0.0) -> None:
         """``keep``: the newest samples kept even when older than the span; ``max_gap_s``
         (the span by default): a longer gap between samples starts the window afresh."""
         if span_s <= 0:
@@ -83,6 +86,8 @@ class FeatureWindow:
         self.keep = max(1, keep)
         self.max_gap_s = span_s if max_gap_s is None else max_gap_s
         self.quiet_run = 0                        # trailing intervals in which nothing moved
+        self._boot_time, self._startup_s = boot_time, startup_s
+        self._settle_until: float | None = None   # epoch s; a baseline before it is replaced
         self._ts: deque[float] = deque()          # sample times (n)
         self._rss: deque[int] = deque()           # sample RSS (n)
         self._dt: deque[float] = deque()          # interval lengths (n - 1), then deltas:
@@ -137,6 +142,14 @@ class FeatureWindow:
             if dt > self.max_gap_s:
                 self.clear()
                 prev = None
+        elif self._boot_time and self._startup_s:
+            self._settle_until = (self._boot_time + sample.start_time / self.clk_tck
+                                  + self._startup_s)
+        if prev is not None and len(self._ts) == 1 and self._settle_until is not None \
+                and self._ts[0] < self._settle_until:
+            # The baseline was taken during start-up: this sample is the baseline instead.
+            self._ts[0], self._rss[0], self._last = ts, sample.rss_bytes, sample
+            return
         if prev is not None:
             if sample.cpu_time_s or prev.cpu_time_s:
                 d = sample.cpu_time_s - prev.cpu_time_s

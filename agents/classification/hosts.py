@@ -8,13 +8,13 @@ the bus, a replay on recorded events, a shadow policy beside the live one.
 from __future__ import annotations
 
 import logging
-
 from collections.abc import Mapping
 
 from agents.classification.decide import Classifier, Explanation, SweepResult
 from agents.classification.model import OnlineModel
 from agents.classification.rules import LabelError, RuleSet
-from pipeline.events import Classification, ContainerSamples, Envelope, Label, ProcessSamples
+from pipeline.events import (Classification, ContainerSamples, Envelope, HostSample, Label,
+                             ProcessSamples)
 from pipeline.settings import ClassifierSettings
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,12 @@ class HostClassifiers:
     def on_samples(self, event: Envelope) -> SweepResult:
         data: ProcessSamples = event.data
         return self.classifier_for(event.host).sweep(event.ts, data.samples)
+
+    def on_host_sample(self, event: Envelope) -> None:
+        """The host's boot time, which gives its processes' ages (and so their start-up)."""
+        data: HostSample = event.data
+        if data.boot_time:
+            self.classifier_for(event.host).boot_time = data.boot_time
 
     def on_label(self, event: Envelope) -> None:
         label: Label = event.data

@@ -9,7 +9,7 @@ original, so a restore never demotes it again. Then it is judged like any new pr
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from agents.enforcement.cgroup import FIELD as CGROUPS
@@ -37,6 +37,34 @@ def demoted(entry: JournalEntry) -> bool:
     if policy in _LOWER and original.get("policy") != policy:
         return True
     return applied.get("ioclass") == "idle" and original.get("ioclass") != "idle"
+
+
+def moved_into_group(entry: JournalEntry) -> bool:
+    """Whether corelane moved this process into a tier group, whose limits its children
+    would inherit at fork (a process given back its own groups is no longer journalled)."""
+    return entry.identity.target == "cgroup" and bool((entry.applied or {}).get(CGROUPS))
+
+
+def demoted_parents(entries: Iterable[JournalEntry]) -> dict[int, JournalEntry]:
+    """By pid, each process whose children must not keep what they inherit at fork:
+    demoted in priority, or moved into a limited tier group. A parent only moved is given
+    by its process entry where it has one (the priorities a child gets back), else by its
+    membership entry (a child then only leaves the group and goes to the shared cores)."""
+    processes: dict[tuple[int, int], JournalEntry] = {}
+    moved: list[JournalEntry] = []
+    parents: dict[int, JournalEntry] = {}
+    for entry in entries:
+        identity = entry.identity
+        if identity.target == "process":
+            processes[(int(identity.pid or 0), int(identity.start_time or 0))] = entry
+            if demoted(entry):
+                parents[int(identity.pid or 0)] = entry
+        elif moved_into_group(entry):
+            moved.append(entry)
+    for entry in moved:
+        key = (int(entry.identity.pid or 0), int(entry.identity.start_time or 0))
+        parents.setdefault(key[0], processes.get(key, entry))
+    return parents
 
 
 def neutral_for(parent: JournalEntry, shared_cpus: str | None) -> ProcessSettings:
@@ -83,6 +111,8 @@ def reset_child(journal: Journal, pid: int, parent: JournalEntry, shared_cpus: s
             result.reason = "; ".join(r for r in (result.reason, f"cgroups: {moved.reason}") if r)
     if result.applied:
         why = (f"child of {parent.identity.pid}, which corelane demoted: back to its "
-               f"parent's own priorities")
+               f"parent's own priorities" if demoted(parent) else
+               f"child of {parent.identity.pid}, which corelane moved into a tier group: "
+               f"back to its parent's own groups")
         result.reason = "; ".join(r for r in (why, result.reason) if r)
     return result

@@ -137,6 +137,7 @@ class PolicyRun(Side):
             self.classifiers.on_containers(event)
             self.planner.on_containers(event)
         elif kind == "host_sample":
+            self.classifiers.on_host_sample(event)
             self.planner.on_host_sample(event)
         elif kind == "command":
             self.planner.on_command(event)

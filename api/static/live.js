@@ -47,6 +47,25 @@
     return `${n} ${what}${n === 1 ? "" : "s"}`;
   }
 
+  function bytes(n) {
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+    return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+  }
+
+  // A tier group's memory and pressure (tier limits), where the host reports them.
+  function groupUse(pool) {
+    const parts = [];
+    if (pool.memory_bytes !== null && pool.memory_bytes !== undefined) {
+      parts.push(`memory ${bytes(pool.memory_bytes)}`);
+    }
+    for (const [figure, value] of Object.entries(pool.pressure || {})) {
+      if (figure.endsWith("_some")) parts.push(`${figure.replace("_some", "")} pressure ${value.toFixed(1)} %`);
+    }
+    return parts.map((p) => " · " + p).join("");
+  }
+
   function percent(share) {
     return share === null || share === undefined ? "" : `${(share * 100).toFixed(1)} %`;
   }
@@ -316,7 +335,8 @@
       const meta = pool
         ? `cpus ${pool.cpus || "none"} · ${count(pool.cores, "core")} · ` +
           `${count(pool.members, "member")} · ` +
-          `demand ${pool.demand_cores.toFixed(2)} cores · delay ${pool.run_delay_ms_s.toFixed(1)} ms/s`
+          `demand ${pool.demand_cores.toFixed(2)} cores · delay ${pool.run_delay_ms_s.toFixed(1)} ms/s` +
+          groupUse(pool)
         : "classified into this tier; no pool in the newest plan yet";
       return el("section", { class: "tier", "data-tier": tier, "data-members": members.length },
         el("h3", {}, tier),

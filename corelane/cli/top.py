@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 import typer
+from pydantic import ByteSize
 from rich import box
 from rich.console import Group, RenderableType
 from rich.live import Live
@@ -101,13 +102,18 @@ def _table(title: str, columns: tuple[str, ...], right: tuple[str, ...] = (),
     return table
 
 
+def _memory(used: int | None) -> str:
+    """A tier group's memory (tier limits), or nothing where the tier has no group."""
+    return "" if used is None else ByteSize(used).human_readable(separator=" ")
+
+
 def _pools(answers: Answers) -> Table:
     topology = answers.get(TOPOLOGY) or {}
     load = {c["cpu"]: c["percent"] for c in (answers.get(LOAD) or {}).get("live", [])}
     kinds = {c["cpu"]: c.get("core_type") for c in topology.get("cpus", [])}
     table = _table("pools", ("pool", "cpus", "cores", "members", "demand", "delay ms/s",
-                             "load"), right=("cores", "members", "demand", "delay ms/s"),
-                   free="cpus")
+                             "memory", "load"),
+                   right=("cores", "members", "demand", "delay ms/s", "memory"), free="cpus")
     placed: set[int] = set()
     for tier in (answers.get(TIERS) or {}).get("tiers", []):
         cpus = cpulist_parse(tier["cpus"]) if tier["cpus"] else []
@@ -116,11 +122,12 @@ def _pools(answers: Answers) -> Table:
         table.add_row(tier["tier"], tier["cpus"] + (f" ({'/'.join(types)})" if types else ""),
                       str(tier["cores"]), str(tier["members"]),
                       f"{tier['demand_cores']:.2f}", f"{tier['run_delay_ms_s']:.1f}",
+                      _memory(tier.get("memory_bytes")),
                       load_blocks([load[c] for c in cpus if c in load]))
     spare = sorted(set(kinds) - placed)
     if spare:
         table.add_row(Text("in no pool", style="dim"), ",".join(map(str, spare)), "", "", "",
-                      "", load_blocks([load[c] for c in spare if c in load]))
+                      "", "", load_blocks([load[c] for c in spare if c in load]))
     return table
 
 

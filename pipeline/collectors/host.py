@@ -75,6 +75,8 @@ class HostSampler:
             pressure=procfs.read_pressure(self._proc),
             tier_memory_bytes=(cgroups.group_memory(self._layout, self._cgroup_root)
                                if self._layout is not None else {}),
+            tier_pressure=(cgroups.group_pressure(self._layout, self._cgroup_root)
+                           if self._layout is not None else {}),
         )
 
     @staticmethod

@@ -12,6 +12,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ import pytest
 from agents.enforcement import Journal, enforce_membership, restorer
 from agents.enforcement.cgroup import (GroupLimits, apply_membership, group_path,
                                        remove_tier_groups, write_tier_group)
+from agents.enforcement.inheritance import demoted_parents, reset_child
 from pipeline import cgroups, procfs
 from pipeline.hostpaths import LIVE
 from support.corelane_instance import ROOT, Instance
@@ -151,6 +153,46 @@ def test_a_moved_process_is_journalled_and_restored_to_its_own_cgroups(
     assert membership(proc.pid) == own
 
 
+# prints the pid of a sleeping child each time it reads a line
+FORKER = """
+import subprocess, sys
+for line in sys.stdin:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    print(child.pid, flush=True)
+"""
+
+
+@needs_cpu
+def test_a_child_of_a_parent_only_moved_into_a_capped_group_leaves_that_group(
+        root: str, started: list[subprocess.Popen], tmp_path: Path) -> None:
+    """A parent corelane moved into a capped tier group but left its priorities: its child
+    inherits the group at fork, and is taken out of it, back to the parent's own groups."""
+    parent = start(started, FORKER)
+    own = membership(parent.pid)
+    group = group_path(root, "low")
+    assert write_tier_group(LAYOUT, root, "low", GroupLimits(cpu_quota_us=50_000)).applied
+    with Journal(tmp_path / "journal") as journal:
+        moved = enforce_membership(journal, parent.pid, start_time(parent.pid),
+                                   {"cpu": group}, layout=LAYOUT, root=root)
+        assert moved is not None and moved.applied and membership(parent.pid)["cpu"] == group
+        parents = demoted_parents(journal.entries())
+        assert set(parents) == {parent.pid}              # moved only: no priority changed
+        assert parent.stdin is not None and parent.stdout is not None
+        parent.stdin.write("go\n")
+        parent.stdin.flush()
+        child = int(parent.stdout.readline())
+        try:
+            assert membership(child)["cpu"] == group             # inherited at fork
+            result = reset_child(journal, child, parents[parent.pid], None, layout=LAYOUT)
+            assert result is not None and result.applied, result
+            assert "moved into a tier group" in result.reason, result.reason
+            assert membership(child) == own
+        finally:
+            os.kill(child, signal.SIGKILL)
+        journal.restore_all(restorer())
+    assert membership(parent.pid) == own
+
+
 @needs_memory
 def test_a_memory_hog_in_a_tier_with_a_memory_limit_is_held(
         root: str, started: list[subprocess.Popen]) -> None:
@@ -191,7 +233,7 @@ def test_a_cpu_hog_in_a_capped_tier_uses_no_more_than_its_quota_and_goes_back_on
         tmp_path, kafka_bootstrap, f"e2e-limits-{os.getpid()}.", dry_run=False,
         collector="{interval_s: 0.5, containers: false}",
         allocator="{interval_s: 0.5, policy: {tiers: {low: {nice: 10, policy: batch, "
-                  "limits: {cpu_weight: 50, cpu_quota: %s}}}}}" % quota,
+                  "limits: {cpu_weight: 50, cpu_quota: %s, memory_high: 1GiB}}}}}" % quota,
         closed_loop="{strategies: [shared], initial: shared}",
         applier=f"{{scope: {{patterns: ['{mark}']}}, cgroup_root: {root}}}")
     corelane.start()
@@ -221,10 +263,21 @@ def test_a_cpu_hog_in_a_capped_tier_uses_no_more_than_its_quota_and_goes_back_on
             assert done.returncode == 0, done.stderr
             return json.loads(done.stdout)["limits"].get("low")
         low = wait_for("status showing the low tier's limits", low_in_status, timeout_s=20)
-        assert low == "cpu weight 50, cpu quota 0.5 cores", low
+        assert low == "cpu weight 50, cpu quota 0.5 cores, memory high 1.0 GiB", low
         shown = corelane.run("status")
         assert "limits: low: cpu weight 50, cpu quota 0.5 cores" in " ".join(
             shown.stdout.split()), shown.stdout
+
+        def low_memory_used() -> str | None:
+            done = corelane.run("status", "--format", "json")
+            plan = json.loads(done.stdout)["plan"]
+            rows = [dict(zip(plan["columns"], row)) for row in plan["rows"]]
+            return next((r["memory_used"] for r in rows if r["tier"] == "low"), None)
+        # the low group's memory use, as its memory controller counts it (a few MiB of a
+        # Python hog)
+        used_text = wait_for("status showing the low group's memory use", low_memory_used,
+                             timeout_s=20)
+        assert used_text.endswith(("KiB", "MiB")), used_text
     finally:
         log = corelane.terminate()
     assert membership(capped.pid) == own, log[-3000:]

@@ -90,7 +90,10 @@ class ApiWorld:
                        policy=5, container_id=CONTAINER)]), at=float(i))
         self.record(ev.HostSample(cpu_percent=[35.0, 80.0], cpu_freq_khz=[3000.0, None],
                                   load=(1.0, 0.8, 0.5), mem_total_bytes=8 << 30,
-                                  mem_available_bytes=4 << 30), at=7.5)
+                                  mem_available_bytes=4 << 30,
+                                  pressure={"memory_some": 12.5},
+                                  tier_memory_bytes={"low": 3 << 20},
+                                  tier_pressure={"low.memory_some": 4.0}), at=7.5)
         self.record(ev.ContainerSamples(batch="cs1", samples=[ev.ContainerSample(
             id=CONTAINER, name="cruncher-box", image="busybox", status="running",
             pids=[BATCH[0]], cpu_share=0.98, memory_bytes=1 << 20)]), at=7.6)

@@ -117,6 +117,12 @@ def test_tiers_are_pools_members_and_demand(world: ApiWorld) -> None:
     assert [t["tier"] for t in body["tiers"]] == ["ultra_critical", "low"]
     assert tiers["low"]["demand_cores"] == pytest.approx(0.98)
     assert (tiers["ultra_critical"]["cpus"], tiers["ultra_critical"]["members"]) == ("1", 1)
+    # the host's pressure, and the tier group's memory and pressure (tier limits)
+    assert body["pressure"] == {"memory_some": 12.5}
+    assert (tiers["low"]["memory_bytes"], tiers["low"]["pressure"]) == (
+        3 << 20, {"memory_some": 4.0})
+    assert (tiers["ultra_critical"]["memory_bytes"], tiers["ultra_critical"]["pressure"]) == (
+        None, {})
 
 
 def test_containers_and_their_stats(world: ApiWorld) -> None:

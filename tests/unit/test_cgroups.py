@@ -105,3 +105,16 @@ def test_memory_of_each_tier_group(tmp_path: Path) -> None:
                                   str(tmp_path))
     assert cgroups.group_memory(layout, "corelane") == {"low": 1 << 20}
     assert cgroups.group_memory(layout, "elsewhere") == {}
+
+
+def test_pressure_of_each_tier_group_on_cgroup_v2_from_saved_files() -> None:
+    # per-group PSI lives in cgroup v2 only (PSI is off on this kind of VM, so saved files
+    # stand in); a file that is not there (low's memory.pressure) adds nothing
+    layout = cgroups.read_layout(host("v2-systemd"))
+    assert cgroups.group_pressure(layout, "/corelane") == {
+        "background.cpu_some": 35.2, "background.cpu_full": 0.0,
+        "background.memory_some": 8.0, "background.memory_full": 2.5,
+        "low.cpu_some": 0.1, "low.cpu_full": 0.0}
+    assert cgroups.group_pressure(layout, "elsewhere") == {}
+    # v1 hierarchies keep no pressure per group
+    assert cgroups.group_pressure(cgroups.read_layout(host("hybrid-v1")), "corelane") == {}

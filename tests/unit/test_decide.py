@@ -1,6 +1,8 @@
 """Precedence, hysteresis and heartbeats; the whole core over a stream of sweeps."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from agents.classification.decide import Classifier, Decider
@@ -357,3 +359,63 @@ def test_a_tier_label_pins_the_tier_and_keeps_the_judged_class() -> None:
         "compute_batch", "critical", "label", "label L1")
     out = d.decide(KEY, 1.0, label=LabelHit("idle", "L2", "low"), model=sure)
     assert (out.cls, out.tier) == ("idle", "low")
+
+
+def test_a_shell_asleep_after_its_start_up_is_judged_asleep_once_its_age_is_known() -> None:
+    """Two wake-ups while a shell starts read as a light timer (background) over a short
+    window, unless the host's boot time says that they happened during its start-up."""
+    from agents.classification.hosts import HostClassifiers
+    from pipeline.events import HostSample, ProcessSamples, envelope
+    from pipeline.settings import ClassifierSettings
+    boot, born = 1_000_000.0, 1_000_000.0 + 50 / 100
+
+    def judged(with_boot: bool) -> str:
+        hosts = HostClassifiers(ClassifierSettings(), OnlineModel(),
+                                Classifier.from_settings(ClassifierSettings()).rules)
+        if with_boot:
+            hosts.on_host_sample(envelope(HostSample(
+                cpu_percent=[0.0], cpu_freq_khz=[None], load=(0.0, 0.0, 0.0),
+                mem_total_bytes=1, mem_available_bytes=1, boot_time=boot), "h", 1, ts=born))
+        classes = []
+        for k in range(12):                   # at its fork, then at 2 Hz
+            t = born + 0.02 + k * 0.5
+            s = ProcessSample(pid=7, start_time=50, ppid=1, name="bash",
+                              vol_ctx=0 if k == 0 else 2, timeslices=0 if k == 0 else 3)
+            out = hosts.on_samples(envelope(ProcessSamples(batch=f"b{k}", samples=[s]),
+                                            "h", 2 + k, ts=t))
+            classes += [c.cls for c in out.classifications]
+        assert classes, "never judged"
+        return classes[0]
+
+    assert judged(with_boot=False) == "background"
+    assert judged(with_boot=True) == "idle"
+
+
+def _first_judgement(clf: Classifier, cpu_at: Callable[[float], float]
+                     ) -> tuple[float | None, str | None]:
+    """(when, tier) of a new process's first judgement within 8 s, sampled at 10 Hz, whose
+    CPU time at ``t`` is ``cpu_at(t)``; (None, None) when there is none."""
+    for k in range(80):
+        t = k / 10
+        cpu = cpu_at(t)
+        s = ProcessSample(pid=6, start_time=60, ppid=1, name="y", cpu_time_s=round(cpu, 4),
+                          run_time_ns=int(cpu * 1e9), invol_ctx=int(t * 250),
+                          timeslices=int(t * 250) + 1)
+        out = clf.sweep(2000.0 + t, [s]).classifications
+        if out:
+            return t, out[0].tier
+    return None, None
+
+
+def test_batch_work_is_judged_from_a_second_and_a_start_up_burst_is_not() -> None:
+    from pipeline.settings import ClassifierSettings
+    hog = lambda t: t * 0.99                                          # noqa: E731
+    when, tier = _first_judgement(Classifier.from_settings(ClassifierSettings()), hog)
+    assert tier == "low" and when is not None and when <= 1.5, (when, tier)
+    off = ClassifierSettings(batch_early_tiers=[])
+    late, tier = _first_judgement(Classifier.from_settings(off), hog)
+    assert tier == "low" and late is not None and late >= 3.5, late    # the full window
+    # 0.4 s of imports, then a light steady load: not batch work
+    burst = lambda t: min(t, 0.4) * 0.95 + max(t - 0.4, 0) * 0.05     # noqa: E731
+    _, tier = _first_judgement(Classifier.from_settings(ClassifierSettings()), burst)
+    assert tier != "low", tier

@@ -165,3 +165,26 @@ def test_fast_samples_merge_into_intervals_that_read_like_slow_ones() -> None:
         young.append(1000.0 + k / 10, sample(vol_ctx=100 * k))
     assert len(young) == 2 and young.enough_history(2, 0.3)
     assert features(young)["wakeups_s"] == pytest.approx(1000)
+
+
+def _shell_start(window: FeatureWindow, boot: float) -> None:
+    """A shell sampled at its fork (age 0.05 s) and again at 0.3 s, having woken twice while
+    starting up; then asleep, sampled each second."""
+    born = boot + 500 / 100            # start_time 500 ticks at 100 ticks/s
+    window.append(born + 0.05, sample(vol_ctx=0))
+    window.append(born + 0.3, sample(vol_ctx=2))
+    for k in range(1, 6):
+        window.append(born + 0.3 + k, sample(vol_ctx=2))
+
+
+def test_start_up_is_left_out_when_the_age_is_known() -> None:
+    boot = 1_000_000.0
+    known = FeatureWindow(span_s=30, boot_time=boot, startup_s=0.5)
+    _shell_start(known, boot)
+    assert features(known)["wakeups_s"] == 0.0
+    # the first sample past start-up is the baseline: four intervals, not six
+    assert features(known)["samples"] == 5
+
+    unknown = FeatureWindow(span_s=30)
+    _shell_start(unknown, boot)
+    assert features(unknown)["wakeups_s"] == pytest.approx(2 / 5.25)

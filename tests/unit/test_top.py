@@ -50,6 +50,8 @@ def test_each_pool_has_its_cpus_members_and_load() -> None:
                                           str(tier["members"]))
     # CPU 1, the critical pool's, was 5.9% busy
     assert rows["critical"][-2:] == ["▁", "6%"]
+    # the low tier's group holds 3 MiB (tier limits); the critical tier has no group
+    assert "3.0 MiB" in " ".join(rows["low"]) and "MiB" not in " ".join(rows["critical"])
 
 
 def test_each_tier_lists_its_busiest_members_and_counts_the_rest() -> None:

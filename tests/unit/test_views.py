@@ -39,7 +39,9 @@ def store(tmp_path_factory: pytest.TempPathFactory):
                                     load=(1, 1, 1), mem_total_bytes=1,
                                     mem_available_bytes=1,
                                     pressure={"memory_some": 12.5, "memory_full": 3.0},
-                                    tier_memory_bytes={"low": 1 << 20, "background": 4096}),
+                                    tier_memory_bytes={"low": 1 << 20, "background": 4096},
+                                    tier_pressure={"background.memory_some": 8.0,
+                                                   "low.cpu_some": 0.5}),
                          "h", 1, ts=T0 + 1))
     # pid 1 is first classified batch, later critical: the latest counts; pid 3 never
     envs.append(envelope(Classifications(batch="c1", items=[
@@ -115,6 +117,8 @@ def test_host_pressure_and_tier_memory(store: HistoryStore) -> None:
         (12.5, 3.0, None)]                     # the first sample had no PSI: no row
     assert q(store, "SELECT tier, bytes FROM tier_memory ORDER BY tier") == [
         ("background", 4096), ("low", 1 << 20)]
+    assert q(store, "SELECT tier, figure, percent FROM tier_pressure ORDER BY tier") == [
+        ("background", "memory_some", 8.0), ("low", "cpu_some", 0.5)]
 
 
 def test_top_processes(store: HistoryStore) -> None:
