@@ -15,13 +15,14 @@ none.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from agents.allocation import pool_cores, pool_states, to_decisions
-from agents.allocation.hosts import Planner, last_plans
+from agents.allocation.hosts import HostView, Planner, last_plans
 from agents.contract import AgentStats, Handler, Position, Timer, event_health, keep_going
 from agents.ownership import Ownership
 from pipeline.bus import Publisher, read_tail, replay_topic, topic_types
@@ -77,7 +78,7 @@ class AllocatorAgent(Planner):
         host over instead."""
         await self._replay_commands()
         if self.ownership is None:
-            await self._restore_hosts(None)
+            await self._restore_hosts()
 
     async def _replay_commands(self) -> None:
         async for event in replay_topic(self.settings, "command",
@@ -89,64 +90,72 @@ class AllocatorAgent(Planner):
         worker of a group)."""
         return self.ownership is None or self.ownership.owns(event.host)
 
-    async def _restore_hosts(self, partitions: frozenset[int] | None) -> list[str]:
-        """Each host's last plan and strategy (of ``partitions``, when given; what this
-        allocator held of those hosts goes: the plan on the topic is newer); returns the
-        hosts whose plan was found."""
-        if partitions is not None and self.ownership is not None:
-            for host in self.ownership.hosts_in(list(self.hosts), partitions):
-                del self.hosts[host]
+    async def _restore_hosts(self) -> None:
+        """Each host's last plan and strategy, as the previous run left them."""
         # Every live host's plan is republished each heartbeat: two of them before the
         # newest message cover every host planned when the previous run stopped.
         span = 2 * self.settings.allocator.heartbeat_s + self.settings.allocator.interval_s
         tail = [e async for e in read_tail(self.settings, "decisions",
-                                           topic_types(self.settings, ["decisions"]), span,
-                                           partitions=partitions)]
-        plans = last_plans(tail)
-        before = self.restored
-        self.restore(plans)
-        self.stats.restored += self.restored - before
+                                           topic_types(self.settings, ["decisions"]), span)]
+        self.restore(last_plans(tail))
+        self.stats.restored += self.restored
         async for event in read_tail(self.settings, "strategy",
                                      topic_types(self.settings, ["strategy"]),
-                                     self.settings.closed_loop.reexplore_s,
-                                     partitions=partitions):
+                                     self.settings.closed_loop.reexplore_s):
             self.on_strategy(event)
-        return list(plans)
+
+    def _forget(self, host: str) -> None:
+        """Drop what this allocator knows of ``host`` but what operators commanded for it
+        (every worker reads every command, so that stays current)."""
+        old = self.hosts.pop(host)
+        self.taken_over.discard(host)
+        if old.commanded_mode is not None or old.container_tiers:
+            self.hosts[host] = HostView(commanded_mode=old.commanded_mode,
+                                        container_tiers=old.container_tiers)
 
     def release(self, partitions: frozenset[int]) -> None:
         """Forget the hosts of partitions another worker owns now: it plans them."""
         assert self.ownership is not None
         for host in self.ownership.hosts_in(list(self.hosts), partitions):
-            del self.hosts[host]
-            self.taken_over.discard(host)
+            self._forget(host)
 
     async def take_over(self, partitions: frozenset[int]) -> None:
         """The hosts of ``partitions`` are this worker's now: their last plans (numbering and
         placement go on from them, so nothing moves back), their strategies, their newest
         host samples (the topology comes once a minute; without it a host would wait that
-        long for a plan), their classes and the commands (a mode given for a host). The first
-        plan for each is published even if unchanged, so its applier hears from the new
-        owner."""
-        await self._replay_commands()
-        hosts = await self._restore_hosts(partitions)
-        span = TOPOLOGY_EVERY_S + 2 * self.settings.collector.interval_s
-        async for event in read_tail(self.settings, "host_sample",
-                                     topic_types(self.settings, ["host_sample"]), span,
-                                     partitions=partitions):
+        long for a plan) and their classes; what operators commanded for them this worker
+        has read all along. The first plan for each is published even if unchanged, so its
+        applier hears from the new owner."""
+        cfg, classifier = self.settings.allocator, self.settings.classifier
+
+        async def tail(event_type: str, span_s: float) -> list[Envelope]:
+            return [e async for e in read_tail(self.settings, event_type,
+                                               topic_types(self.settings, [event_type]),
+                                               span_s, partitions=partitions)]
+        # Every live host's plan is republished each heartbeat, and each class every
+        # classifier.heartbeat_s: these spans hold the newest of each.
+        plans, strategies, samples, judged = await asyncio.gather(
+            tail("decisions", 2 * cfg.heartbeat_s + cfg.interval_s),
+            tail("strategy", self.settings.closed_loop.reexplore_s),
+            tail("host_sample", TOPOLOGY_EVERY_S + 2 * self.settings.collector.interval_s),
+            tail("classifications", classifier.heartbeat_s + classifier.window_s))
+        # Applied at once, with nothing awaited in between: no plan sees half of it.
+        assert self.ownership is not None
+        for host in self.ownership.hosts_in(list(self.hosts), partitions):
+            self._forget(host)
+        last = last_plans(plans)
+        self.restore(last)
+        self.stats.restored += len(last)
+        for event in strategies:
+            self.on_strategy(event)
+        for event in samples:
             self.on_host_sample(event)
-        # The classes in force (each is said again every classifier.heartbeat_s): the first
-        # plan here must not find the host's processes unjudged and move them off their
-        # tiers while their classes are still on the way.
-        classifier = self.settings.classifier
-        async for event in read_tail(self.settings, "classifications",
-                                     topic_types(self.settings, ["classifications"]),
-                                     classifier.heartbeat_s + classifier.window_s,
-                                     partitions=partitions):
+        for event in judged:
             self.on_classifications(event)
-        self.taken_over.update(hosts)
-        self.stats.taken_over += len(hosts)
+        self.taken_over.update(last)
+        self.stats.taken_over += len(last)
         log.info("allocator took over partitions %s: plans of %s go on",
-                 sorted(partitions), ", ".join(sorted(hosts)) or "no host yet")
+                 sorted(partitions), ", ".join(sorted(last)) or "no host yet")
 
     # --- the shell ---------------------------------------------------------------------------
 

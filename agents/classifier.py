@@ -203,20 +203,23 @@ class ClassifierAgent(HostClassifiers):
         cfg = self.settings.classifier
         if self.ownership is not None:   # what it held of them is older than the topics
             self.forget_hosts(self.ownership.hosts_in(list(self.hosts), partitions))
+
+        async def tail(event_type: str, span_s: float) -> list[Envelope]:
+            return [e async for e in read_tail(self.settings, event_type,
+                                               topic_types(self.settings, [event_type]),
+                                               span_s, partitions=partitions)]
+        # ... and each host's boot time, which its processes' ages (their start-up) count from
+        judged, booted = await asyncio.gather(
+            tail("classifications", cfg.heartbeat_s + cfg.window_s),
+            tail("host_sample", 2 * self.settings.collector.interval_s))
         said: dict[str, dict[tuple[int, int], tuple[float, Classification]]] = {}
-        async for event in read_tail(self.settings, "classifications",
-                                     topic_types(self.settings, ["classifications"]),
-                                     cfg.heartbeat_s + cfg.window_s, partitions=partitions):
+        for event in judged:
             classes = said.setdefault(event.host, {})
             for c in event.data.items:
                 classes[(c.pid, c.start_time)] = (event.ts, c)
         for host, classes in said.items():
             self.seed(host, classes)
-        # each host's boot time, which its processes' ages (their start-up) are counted from
-        async for event in read_tail(self.settings, "host_sample",
-                                     topic_types(self.settings, ["host_sample"]),
-                                     2 * self.settings.collector.interval_s,
-                                     partitions=partitions):
+        for event in booted:
             self.on_host_sample(event)
         read = await self.rebuild_windows(partitions=partitions)
         log.info("classifier took over partitions %s: %d hosts' classes, %d sample batches",

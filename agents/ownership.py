@@ -97,13 +97,15 @@ def follow_partitions(app: Any, settings: Settings, ownership: Ownership,
             if lost:
                 with keep_going(f"{part.name}: releasing partitions {sorted(lost)}"):
                     part.release(lost)
+        async def take_over(part: HandsOver) -> None:
+            # an exception here would crash the whole app: the part starts cold instead
+            with keep_going(f"{part.name}: taking over partitions {sorted(gained)}"):
+                await part.take_over(gained)
+
         ownership.pending = gained
         try:
-            for part in parts:
-                if gained:
-                    # an exception here would crash the whole app: the part starts cold
-                    with keep_going(f"{part.name}: taking over partitions {sorted(gained)}"):
-                        await part.take_over(gained)
+            if gained:   # side by side: one after the other, the hosts would wait for both
+                await asyncio.gather(*(take_over(part) for part in parts))
         finally:
             ownership.pending = frozenset()
 
