@@ -62,12 +62,17 @@ class Ownership:
         return [h for h in hosts if partition_of(h, self.partitions) in wanted]
 
     def reassign(self, assigned: Iterable[int]) -> tuple[frozenset[int], frozenset[int]]:
-        """Take a new assignment; returns (partitions gained, partitions lost)."""
+        """Take a new assignment; returns (partitions gained, partitions lost). The gained
+        are pending until ``rebuilt``."""
         new = frozenset(assigned)
         gained, lost = new - self.owned, self.owned - new
-        self.owned, self.suspended = new, frozenset()
+        self.owned, self.suspended, self.pending = new, frozenset(), gained
         self.rebalances += 1
         return gained, lost
+
+    def rebuilt(self) -> None:
+        """The gained partitions' hosts have their state: their events count from now."""
+        self.pending = frozenset()
 
 
 class HandsOver(Protocol):
@@ -82,8 +87,9 @@ class HandsOver(Protocol):
 def follow_partitions(app: Any, settings: Settings, ownership: Ownership,
                       parts: Sequence[HandsOver]) -> None:
     """On every assignment faust makes, hand the hosts of the partitions that moved: the
-    lost are released first, then the gained are rebuilt, before faust resumes the streams
-    (it awaits this signal while their partitions are paused)."""
+    lost are released first, then the gained are rebuilt. faust may resume a gained
+    partition's stream before this returns (with no tables its recovery is done at once),
+    so the gained stay pending, their events ignored, until every part has rebuilt them."""
     topic = settings.topic("process_samples")
 
     async def on_assigned(_sender: Any, assigned: Iterable[Any], **_: Any) -> None:
@@ -97,17 +103,17 @@ def follow_partitions(app: Any, settings: Settings, ownership: Ownership,
             if lost:
                 with keep_going(f"{part.name}: releasing partitions {sorted(lost)}"):
                     part.release(lost)
+
         async def take_over(part: HandsOver) -> None:
             # an exception here would crash the whole app: the part starts cold instead
             with keep_going(f"{part.name}: taking over partitions {sorted(gained)}"):
                 await part.take_over(gained)
 
-        ownership.pending = gained
         try:
             if gained:   # side by side: one after the other, the hosts would wait for both
                 await asyncio.gather(*(take_over(part) for part in parts))
         finally:
-            ownership.pending = frozenset()
+            ownership.rebuilt()
 
     async def on_revoked(_sender: Any, revoked: Iterable[Any], **_: Any) -> None:
         ownership.revoke(tp.partition for tp in revoked if tp.topic == topic)

@@ -64,6 +64,9 @@ def test_reassign_says_what_moved_and_which_hosts_are_owned() -> None:
     assert own.reassign([0, 1]) == ({0, 1}, set())
     assert own.reassign([1, 2, 3]) == ({2, 3}, {0})
     assert own.hosts_in(hosts, [0]) == [h for h in hosts if partition_of(h, 4) == 0]
+    # the gained are nobody's until their state is rebuilt
+    assert [h for h in hosts if own.owns(h)] == [h for h in hosts if partition_of(h, 4) == 1]
+    own.rebuilt()
     assert [h for h in hosts if own.owns(h)] == [h for h in hosts if partition_of(h, 4) != 0]
 
 
@@ -171,6 +174,7 @@ def test_a_worker_plans_only_its_own_hosts_and_republishes_a_host_it_took_over(
     ownership = Ownership(4)
     mine, theirs = (next(h for h in HOSTS if partition_of(h, 4) == p) for p in (0, 1))
     ownership.reassign([0])
+    ownership.rebuilt()
     agent = AllocatorAgent(settings, Publisher(settings), load_profile("apple-m4-max"),
                            housekeeping_pids=lambda: [], ownership=ownership)
     sent: list[ev.Envelope] = []
