@@ -13,6 +13,8 @@ from aiokafka import AIOKafkaProducer
 
 from pipeline.events import Batch, Envelope, Payload, batched, encode, envelope
 from pipeline.health import PartHealth, degraded, ok
+from pipeline.kafka.broker import answers
+from pipeline.kafka.clients import client_options, describe
 from pipeline.settings import Settings
 from pipeline.stats import Stats, counter, gauge, labelled, note
 
@@ -37,6 +39,21 @@ class BrokerUnreachable(RuntimeError):
     """No broker answers at the configured address."""
 
 
+def connect_failure(settings: Settings, exc: BaseException) -> str:
+    """Why a client could not connect, for a person: the address, how it connected (never
+    the password), what the client said, and which settings to look at."""
+    security = settings.kafka.security
+    said = f"{type(exc).__name__}: {exc}".rstrip(": ")
+    hint = ""
+    if security.uses_sasl:
+        hint = (" (check kafka.security.username and password / CORELANE_KAFKA_PASSWORD, "
+                "and sasl_mechanism)")
+    elif security.uses_tls:
+        hint = " (check kafka.security.ca_file and that the brokers' certificates name them)"
+    return (f"could not connect to the Kafka brokers at {settings.kafka.bootstrap} over "
+            f"{describe(security)}: {said}{hint}")
+
+
 class MessageTooLarge(ValueError):
     """An event whose encoding is over kafka.max_message_bytes."""
 
@@ -56,9 +73,8 @@ async def send_one(settings: Settings, payload: Any) -> Envelope:
     """Publish one event from a short-lived command (a label, a mode): checks that a broker
     answers first, so a stopped corelane is a clear error rather than a long retry."""
     from pipeline.bus.topics import ensure_topics
-    from pipeline.kafka.broker import is_answering
     bootstrap = settings.kafka.bootstrap
-    if not await asyncio.to_thread(is_answering, bootstrap, 5.0):
+    if not await asyncio.to_thread(answers, settings, 5.0):
         raise BrokerUnreachable(f"no Kafka broker answers at {bootstrap} (CORELANE_KAFKA); "
                                 f"is corelane running?")
     await ensure_topics(settings)
@@ -82,7 +98,7 @@ class Publisher:
 
     async def start(self) -> None:
         kafka = self.settings.kafka
-        self._producer = AIOKafkaProducer(
+        producer = AIOKafkaProducer(
             bootstrap_servers=kafka.bootstrap,
             compression_type=None if kafka.compression == "none" else kafka.compression,
             max_request_size=kafka.max_message_bytes,
@@ -91,8 +107,14 @@ class Publisher:
             # a send retried after a broker stall (its first try was appended, its answer
             # lost) must not land twice: the broker drops the retry by its sequence number
             enable_idempotence=True,
+            **client_options(kafka.security),
         )
-        await self._producer.start()
+        try:
+            await producer.start()
+        except Exception as exc:
+            await producer.stop()
+            raise BrokerUnreachable(connect_failure(self.settings, exc)) from exc
+        self._producer = producer
 
     async def stop(self) -> None:
         if self._producer is not None:

@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pipeline.bus.publisher import Publisher
 from pipeline.bus.topics import topic_partitions
 from pipeline.events import DeadLetter, Envelope, EventDecodeError, decode
+from pipeline.kafka.clients import client_options
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,9 +71,11 @@ async def _read_range(settings: Settings, event_type: str, types: Mapping[str, s
     chooses, up to the topic's end as it is when called. Unreadable messages are skipped
     (the live agent dead-letters them when it gets there)."""
     bootstrap = settings.kafka.bootstrap
-    parts = await topic_partitions(bootstrap, [settings.topic(event_type)])
+    client = client_options(settings.kafka.security)
+    parts = await topic_partitions(bootstrap, [settings.topic(event_type)], client=client)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                **client)
     await consumer.start()
     try:
         consumer.assign(parts)

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from pipeline.events import EVENT_TYPES
+from pipeline.kafka.clients import client_options
 from pipeline.settings import Settings
 
 
@@ -21,18 +23,46 @@ def topic_types(settings: Settings, event_types: Iterable[str]) -> dict[str, str
     return {settings.topic(t): t for t in event_types}
 
 
+def _admin(bootstrap: str, timeout_s: float,
+           client: Mapping[str, Any] | None) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(bootstrap_servers=bootstrap,
+                               request_timeout_ms=int(timeout_s * 1000), **(client or {}))
+
+
+async def _replication(admin: AIOKafkaAdminClient, settings: Settings) -> tuple[int, int]:
+    cluster = await admin.describe_cluster()
+    return settings.kafka.replication(len(cluster["brokers"]))
+
+
+async def cluster_replication(settings: Settings, timeout_s: float = 30.0) -> tuple[int, int]:
+    """(replication factor, min in-sync replicas) for topics on the configured cluster:
+    ``kafka.replication_factor`` and ``min_insync_replicas``, or what its node count gives."""
+    admin = _admin(settings.kafka.bootstrap, timeout_s, client_options(settings.kafka.security))
+    await admin.start()
+    try:
+        return await _replication(admin, settings)
+    finally:
+        await admin.close()
+
+
 async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
-    """Create every corelane topic that does not exist yet; returns the ones created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap,
-                                request_timeout_ms=int(timeout_s * 1000))
+    """Create every corelane topic that does not exist yet; returns the ones created.
+
+    Each gets ``kafka.partitions`` partitions and the replication of
+    :func:`cluster_replication`, its min in-sync replicas as a topic setting, so that with
+    the producers' acks=all a write is on that many nodes before it counts as sent.
+    """
+    admin = _admin(settings.kafka.bootstrap, timeout_s, client_options(settings.kafka.security))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [t for t in (settings.topic(name) for name in EVENT_TYPES) if t not in existing]
         if not missing:
             return []
+        factor, least = await _replication(admin, settings)
         response = await admin.create_topics(
-            [NewTopic(t, num_partitions=settings.kafka.partitions, replication_factor=1)
+            [NewTopic(t, num_partitions=settings.kafka.partitions, replication_factor=factor,
+                      topic_configs={"min.insync.replicas": str(least)})
              for t in missing])
         # The listing can lag a creation, and another instance may race us: a topic that
         # already exists is fine, any other refusal is not.
@@ -66,14 +96,14 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str],
         await asyncio.sleep(0.1)
 
 
-async def topic_partitions(bootstrap: str, topics: Iterable[str],
-                           timeout_s: float = 30.0) -> list[TopicPartition]:
-    """Every partition of the given topics, asked of the broker itself.
+async def topic_partitions(bootstrap: str, topics: Iterable[str], timeout_s: float = 30.0, *,
+                           client: Mapping[str, Any] | None = None) -> list[TopicPartition]:
+    """Every partition of the given topics, asked of the broker itself; ``client`` is how
+    to connect (``client_options``), plaintext without it.
 
     A consumer's own metadata can be older than a topic created a moment ago.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
-                                request_timeout_ms=int(timeout_s * 1000))
+    admin = _admin(bootstrap, timeout_s, client)
     await admin.start()
     try:
         described = await admin.describe_topics(list(topics))

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping, Protocol
 
 from pipeline import procfs
 from pipeline.hostpaths import LIVE
+from pipeline.kafka.clients import client_options
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
@@ -334,7 +335,8 @@ def _port_open(host: str, port: int, timeout: float) -> bool:
 async def is_answering_async(bootstrap: str, timeout: float = 5.0, *,
                              client: Mapping[str, Any] | None = None, brokers: int = 1) -> bool:
     """True if a Kafka broker at ``bootstrap`` answers a metadata request within ``timeout``
-    that names at least ``brokers`` live brokers.
+    that names at least ``brokers`` live brokers; of a list, any address will do (a
+    cluster with one node down still answers).
 
     An open port is not readiness: a starting KRaft broker accepts connections before it
     can serve requests, and only a metadata answer that names the brokers shows that
@@ -342,13 +344,25 @@ async def is_answering_async(bootstrap: str, timeout: float = 5.0, *,
     gives False at once instead of after aiokafka's retries. ``client`` is how to connect
     (``pipeline.kafka.clients.client_options``: TLS, SASL); plaintext without it.
     """
+    try:
+        addresses = [parse_bootstrap(part) for part in bootstrap.split(",")]
+    except BrokerError:
+        return False
+    deadline = time.monotonic() + timeout
+    for host, port in addresses:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        if await _answers(host, port, remaining, client, brokers):
+            return True
+    return False
+
+
+async def _answers(host: str, port: int, timeout: float, client: Mapping[str, Any] | None,
+                   brokers: int) -> bool:
     from aiokafka.conn import create_conn
     from aiokafka.protocol.metadata import MetadataRequest
 
-    try:
-        host, port = parse_bootstrap(bootstrap)
-    except BrokerError:
-        return False
     deadline = time.monotonic() + timeout
     loop = asyncio.get_running_loop()
     if not await loop.run_in_executor(None, _port_open, host, port, min(timeout, 1.0)):
@@ -391,6 +405,13 @@ def is_answering(bootstrap: str, timeout: float = 5.0, *,
     worker.start()
     worker.join(timeout + 5.0)
     return bool(result and result[0])
+
+
+def answers(settings: Settings, timeout: float = 5.0) -> bool:
+    """Whether the configured brokers answer a metadata request, connected as
+    ``kafka.security`` says (callable from sync code and from inside an event loop)."""
+    return is_answering(settings.kafka.bootstrap, timeout,
+                        client=client_options(settings.kafka.security))
 
 
 # ------------------------------------------------------------------------------ the nodes
@@ -568,8 +589,6 @@ class LocalBroker:
                       nodes: int | None = None) -> LocalBroker:
         """The broker (or, with ``nodes`` > 1, the cluster) that ``corelane kafka start``
         runs for these settings; ``nodes`` overrides ``kafka.broker.nodes``."""
-        from pipeline.kafka.clients import client_options
-
         kafka = settings.kafka
         broker, security = kafka.broker, kafka.security
         count = nodes or broker.nodes
