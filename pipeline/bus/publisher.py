@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 
 from pipeline.events import Batch, Envelope, Payload, batched, encode, envelope
 from pipeline.health import PartHealth, degraded, ok
-from pipeline.kafka.broker import answers
+from pipeline.kafka.broker import answers, why_not_answering
 from pipeline.kafka.clients import client_options, describe
 from pipeline.settings import Settings
 from pipeline.stats import Stats, counter, gauge, labelled, note
@@ -39,17 +39,23 @@ class BrokerUnreachable(RuntimeError):
     """No broker answers at the configured address."""
 
 
-def connect_failure(settings: Settings, exc: BaseException) -> str:
+async def connect_failure(settings: Settings, exc: BaseException) -> str:
     """Why a client could not connect, for a person: the address, how it connected (never
-    the password), what the client said, and which settings to look at."""
+    the password), why (asked again of the brokers: the client's own error only says it
+    could not bootstrap), and which settings to look at."""
     security = settings.kafka.security
-    said = f"{type(exc).__name__}: {exc}".rstrip(": ")
-    hint = ""
-    if security.uses_sasl:
-        hint = (" (check kafka.security.username and password / CORELANE_KAFKA_PASSWORD, "
-                "and sasl_mechanism)")
-    elif security.uses_tls:
-        hint = " (check kafka.security.ca_file and that the brokers' certificates name them)"
+    said = await why_not_answering(settings.kafka.bootstrap, 10.0,
+                                   client=client_options(security)) \
+        or f"{type(exc).__name__}: {exc}".rstrip(": ")
+    hints = []
+    # The hint that fits what the brokers said: a refused login or an unverified certificate.
+    login, tls = "Sasl" in said, "SSL" in said or "certificate" in said.lower()
+    if security.uses_sasl and (login or not tls):
+        hints.append("kafka.security.username, password (CORELANE_KAFKA_PASSWORD) and "
+                     "sasl_mechanism")
+    if security.uses_tls and (tls or not login):
+        hints.append("kafka.security.ca_file (the CA that signed the brokers' certificates)")
+    hint = f" (check {' and '.join(hints)})" if hints else ""
     return (f"could not connect to the Kafka brokers at {settings.kafka.bootstrap} over "
             f"{describe(security)}: {said}{hint}")
 
@@ -113,7 +119,7 @@ class Publisher:
             await producer.start()
         except Exception as exc:
             await producer.stop()
-            raise BrokerUnreachable(connect_failure(self.settings, exc)) from exc
+            raise BrokerUnreachable(await connect_failure(self.settings, exc)) from exc
         self._producer = producer
 
     async def stop(self) -> None:

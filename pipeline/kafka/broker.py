@@ -344,29 +344,43 @@ async def is_answering_async(bootstrap: str, timeout: float = 5.0, *,
     gives False at once instead of after aiokafka's retries. ``client`` is how to connect
     (``pipeline.kafka.clients.client_options``: TLS, SASL); plaintext without it.
     """
+    return await why_not_answering(bootstrap, timeout, client=client, brokers=brokers) is None
+
+
+async def why_not_answering(bootstrap: str, timeout: float = 5.0, *,
+                            client: Mapping[str, Any] | None = None,
+                            brokers: int = 1) -> str | None:
+    """None when :func:`is_answering_async` would be True, else why not, for a person:
+    per address, nothing listening, or what the connection said (a refused login, a
+    certificate the CA did not sign), which a client's own "unable to bootstrap" hides."""
     try:
         addresses = [parse_bootstrap(part) for part in bootstrap.split(",")]
-    except BrokerError:
-        return False
+    except BrokerError as exc:
+        return str(exc)
     deadline = time.monotonic() + timeout
+    reasons: dict[str, list[str]] = {}
     for host, port in addresses:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            break
-        if await _answers(host, port, remaining, client, brokers):
-            return True
-    return False
+            reasons.setdefault(f"no answer within {timeout:.0f} s", []).append(f"{host}:{port}")
+            continue
+        reason = await _answers(host, port, remaining, client, brokers)
+        if reason is None:
+            return None
+        reasons.setdefault(reason, []).append(f"{host}:{port}")
+    return "; ".join(f"{', '.join(where)}: {reason}" for reason, where in reasons.items())
 
 
 async def _answers(host: str, port: int, timeout: float, client: Mapping[str, Any] | None,
-                   brokers: int) -> bool:
+                   brokers: int) -> str | None:
+    """None if the broker at host:port answers naming ``brokers`` brokers, else why not."""
     from aiokafka.conn import create_conn
     from aiokafka.protocol.metadata import MetadataRequest
 
     deadline = time.monotonic() + timeout
     loop = asyncio.get_running_loop()
     if not await loop.run_in_executor(None, _port_open, host, port, min(timeout, 1.0)):
-        return False
+        return "nothing listens there"
     remaining = max(0.1, deadline - time.monotonic())
     conn = None
     try:
@@ -374,12 +388,16 @@ async def _answers(host: str, port: int, timeout: float, client: Mapping[str, An
             conn = await create_conn(host, port, client_id="corelane-probe",
                                      request_timeout_ms=int(remaining * 1000), **(client or {}))
             response = await conn.send(MetadataRequest([]))
-        return len(response.brokers) >= max(1, brokers)
-    except Exception:  # any failure to answer means "not answering"; the caller decides
-        return False
+    except TimeoutError:
+        return f"no answer within {timeout:.0f} s"
+    except Exception as exc:  # any failure to answer means "not answering"; it says why
+        return f"{type(exc).__name__}: {exc}".rstrip(": ")
     finally:
         if conn is not None:
             conn.close()
+    if len(response.brokers) < max(1, brokers):
+        return f"names {len(response.brokers)} live brokers, not yet {brokers}"
+    return None
 
 
 def is_answering(bootstrap: str, timeout: float = 5.0, *,
