@@ -604,9 +604,11 @@ class LocalBroker:
 
     @classmethod
     def from_settings(cls, settings: Settings, cache_dir: Path | str | None = None,
-                      nodes: int | None = None) -> LocalBroker:
+                      nodes: int | None = None,
+                      controller_ports: Sequence[int] | None = None) -> LocalBroker:
         """The broker (or, with ``nodes`` > 1, the cluster) that ``corelane kafka start``
-        runs for these settings; ``nodes`` overrides ``kafka.broker.nodes``."""
+        runs for these settings; ``nodes`` overrides ``kafka.broker.nodes``, and
+        ``controller_ports`` the ports that follow from ``kafka.broker.controller_port``."""
         kafka = settings.kafka
         broker, security = kafka.broker, kafka.security
         count = nodes or broker.nodes
@@ -633,6 +635,7 @@ class LocalBroker:
             raise BrokerError(str(exc)) from None
         return cls(bootstrap=kafka.bootstrap, home=settings.home_path, heap_mb=broker.heap_mb,
                    controller_port=broker.controller_port, cache_dir=cache_dir, nodes=count,
+                   controller_ports=controller_ports,
                    replication=kafka.replication(count), listener=listener, client=client,
                    tls_files=tls_files)
 

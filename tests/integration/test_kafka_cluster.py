@@ -104,6 +104,8 @@ async def test_a_killed_leader_loses_and_duplicates_no_sample(kafka_cluster: Clu
             assert not is_answering(cluster.node(leader).address, 2.0)
             # Publishing goes on through the failover to a new leader.
             await asyncio.sleep(8.0)
+            described, _ = await describe(kafka_cluster.bootstrap, [topic])
+            assert described[0]["partitions"][0]["leader"] not in (leader, -1)
             restarted_pid = await asyncio.to_thread(cluster.start_node, leader, 120.0)
             assert restarted_pid != killed_pid
             await asyncio.sleep(2.0)

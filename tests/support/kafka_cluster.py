@@ -53,16 +53,14 @@ class Cluster:
         return cfg
 
 
-def _start(home: Path, settings_text: str, nodes: int) -> LocalBroker:
+def _start(home: Path, kafka_yaml: str, nodes: int) -> LocalBroker:
+    """Start ``nodes`` nodes on free ports with the settings' kafka block ``kafka_yaml``."""
     ports = free_ports(2 * nodes)
-    settings = parse_settings(
-        f"home: {home}\nkafka:\n  bootstrap: '{','.join(f'127.0.0.1:{p}' for p in ports[:nodes])}'\n"
-        + settings_text, "<test cluster>", env={})
-    broker = LocalBroker.from_settings(settings, nodes=nodes)
-    broker = LocalBroker(broker.bootstrap, home=home, heap_mb=HEAP_MB, nodes=nodes,
-                         controller_ports=ports[nodes:], cache_dir=broker.cache_dir,
-                         replication=broker.replication, listener=broker.listener,
-                         client=broker.client, tls_files=broker.tls_files)
+    bootstrap = ",".join(f"127.0.0.1:{port}" for port in ports[:nodes])
+    settings = parse_settings(f"home: {home}\nkafka:\n  bootstrap: '{bootstrap}'\n{kafka_yaml}",
+                              "<test cluster>", env={})
+    settings.kafka.broker.heap_mb = HEAP_MB
+    broker = LocalBroker.from_settings(settings, nodes=nodes, controller_ports=ports[nodes:])
     try:
         broker.start(START_TIMEOUT_S)
     except BrokerError as exc:
