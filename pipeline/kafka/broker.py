@@ -1,13 +1,16 @@
-"""The local single-node Kafka broker: jars from Maven, one combined KRaft node, one pid file.
+"""The local Kafka broker: jars from Maven, one combined KRaft node or a cluster of them on
+loopback, each node with its own pid file.
 
 No Kafka tarball can be downloaded everywhere corelane runs, but Maven Central can be
 reached, so the broker runs straight from the jars that ``pom.xml`` (next to this file)
-resolves into a cache folder. One JVM is both broker and KRaft controller, bound to the
-loopback interface only. Its state (config, data, logs, pid file) lives in
-``<home>/kafka/``; the jars live in ``$CORELANE_CACHE`` or ``~/.cache/corelane`` in a folder
-named after a hash of the pom, so a version change in the pom resolves afresh.
+resolves into a cache folder. Each JVM is both broker and KRaft controller, bound to the
+loopback interface only; the nodes of a cluster share one cluster id and a controller
+quorum of all of them, so that a test can kill one and see the others carry on. Their
+state (config, data, logs, pid files) lives in ``<home>/kafka/``; the jars live in
+``$CORELANE_CACHE`` or ``~/.cache/corelane`` in a folder named after a hash of the pom, so a
+version change in the pom resolves afresh.
 
-The broker is stopped by the pid recorded when it was started, never by searching for
+A node is stopped by the pid recorded when it was started, never by searching for
 processes by name: a machine may run other Kafka brokers that are none of our business.
 """
 from __future__ import annotations
