@@ -12,6 +12,7 @@ import duckdb
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError
 
 from agents.recorder import Recorder
 from pipeline import events as ev
@@ -30,14 +31,28 @@ def sample(n: int) -> ev.HostSample:
 
 
 async def describe(bootstrap: str, topics: list[str]) -> tuple[list[dict], dict[str, str]]:
-    """The topics' partitions, and each topic's min.insync.replicas."""
+    """The topics' partitions (once the answering node knows every one with a leader:
+    a node learns of a topic created through another a moment later), and each topic's
+    min.insync.replicas."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        described = await admin.describe_topics(topics)
-        answers = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, t, {"min.insync.replicas": None})
-             for t in topics])
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                described = await admin.describe_topics(topics)
+                answers = await admin.describe_configs(
+                    [ConfigResource(ConfigResourceType.TOPIC, t, {"min.insync.replicas": None})
+                     for t in topics])
+            except KafkaError as exc:  # a random node was asked: the dead one, not yet fenced
+                assert exc.retriable and time.monotonic() < deadline, exc
+                await asyncio.sleep(0.2)
+                continue
+            if all(d["error_code"] == 0 and d["partitions"]
+                   and all(p["leader"] >= 0 for p in d["partitions"]) for d in described):
+                break
+            assert time.monotonic() < deadline, f"topics without leaders: {described}"
+            await asyncio.sleep(0.2)
     finally:
         await admin.close()
     least = {name: value for answer in answers for _, _, _, name, entries in answer.resources

@@ -32,6 +32,11 @@ def test_only_a_client_with_the_user_and_the_ca_gets_an_answer(secured_cluster: 
     assert answers(cfg, 10.0)
     assert not is_answering(secured_cluster.bootstrap, 5.0)            # plaintext
     assert not answers(secured_cluster.settings(tmp_path, "x.", password="wrong"), 10.0)
+    # A client certificate the CA signed is taken too (mutual TLS, as the nodes ask for one).
+    certs = secured_cluster.certificates
+    assert certs is not None
+    assert answers(secured_cluster.settings(tmp_path, "x.", cert_file=str(certs.cert_file),
+                                            key_file=str(certs.key_file)), 10.0)
 
 
 async def test_publisher_to_topic_to_reader_and_recorder(secured_cluster: Cluster,

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 from support.ports import free_ports
 from support.tls import Certificates, make_certificates
@@ -32,8 +33,8 @@ class Cluster:
 
     broker: LocalBroker
     home: Path
-    security_yaml: str = "{}"              # the kafka.security block of its clients
-    broker_yaml: str = "{}"                # the kafka.broker block it was started with
+    security: dict[str, object] = field(default_factory=dict)   # its clients' kafka.security
+    broker_settings: dict[str, object] = field(default_factory=dict)   # its kafka.broker
     certificates: Certificates | None = None
     password: str | None = None
 
@@ -43,22 +44,22 @@ class Cluster:
 
     def settings(self, home: Path, prefix: str, **security: object) -> Settings:
         """Settings of a client of this cluster (``security`` overrides keys of its
-        kafka.security block, e.g. ``password="wrong"``)."""
-        text = (f"home: {home}\nkafka:\n  bootstrap: '{self.bootstrap}'\n"
-                f"  topic_prefix: '{prefix}'\n"
-                f"  broker: {self.broker_yaml}\n  security: {self.security_yaml}\n")
-        cfg = parse_settings(text, "<test cluster>", env={})
-        for key, value in security.items():
-            setattr(cfg.kafka.security, key, value)
-        return cfg
+        kafka.security block, e.g. ``password="wrong"``), read as a file would be."""
+        return _settings(home, self.bootstrap, {
+            "topic_prefix": prefix, "broker": self.broker_settings,
+            "security": {**self.security, **security}})
 
 
-def _start(home: Path, kafka_yaml: str, nodes: int) -> LocalBroker:
-    """Start ``nodes`` nodes on free ports with the settings' kafka block ``kafka_yaml``."""
+def _settings(home: Path, bootstrap: str, kafka: dict[str, object]) -> Settings:
+    text = yaml.safe_dump({"home": str(home), "kafka": {"bootstrap": bootstrap, **kafka}})
+    return parse_settings(text, "<test cluster>", env={})
+
+
+def _start(home: Path, kafka: dict[str, object], nodes: int) -> LocalBroker:
+    """Start ``nodes`` nodes on free ports with the settings' kafka block ``kafka``."""
     ports = free_ports(2 * nodes)
     bootstrap = ",".join(f"127.0.0.1:{port}" for port in ports[:nodes])
-    settings = parse_settings(f"home: {home}\nkafka:\n  bootstrap: '{bootstrap}'\n{kafka_yaml}",
-                              "<test cluster>", env={})
+    settings = _settings(home, bootstrap, kafka)
     settings.kafka.broker.heap_mb = HEAP_MB
     broker = LocalBroker.from_settings(settings, nodes=nodes, controller_ports=ports[nodes:])
     try:
@@ -73,7 +74,7 @@ def _start(home: Path, kafka_yaml: str, nodes: int) -> LocalBroker:
 def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Three combined broker+controller nodes on plaintext loopback."""
     home = tmp_path_factory.mktemp("kafka-cluster")
-    broker = _start(home, "", 3)
+    broker = _start(home, {}, 3)
     try:
         yield Cluster(broker, home)
     finally:
@@ -87,13 +88,14 @@ def secured_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluste
     home = tmp_path_factory.mktemp("kafka-secured")
     certificates = make_certificates(home / "tls")
     password = f"pw-{os.urandom(6).hex()}"
-    security = (f"{{protocol: SASL_SSL, sasl_mechanism: SCRAM-SHA-512, username: {SCRAM_USER},"
-                f" password: '{password}', ca_file: '{certificates.ca_file}'}}")
-    broker_yaml = (f"{{cert_file: '{certificates.cert_file}', "
-                   f"key_file: '{certificates.key_file}'}}")
-    broker = _start(home, f"  broker: {broker_yaml}\n  security: {security}\n", 3)
+    security: dict[str, object] = {
+        "protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "username": SCRAM_USER,
+        "password": password, "ca_file": str(certificates.ca_file)}
+    broker_settings: dict[str, object] = {"cert_file": str(certificates.cert_file),
+                                          "key_file": str(certificates.key_file)}
+    broker = _start(home, {"broker": broker_settings, "security": security}, 3)
     try:
-        yield Cluster(broker, home, security_yaml=security, broker_yaml=broker_yaml,
+        yield Cluster(broker, home, security=security, broker_settings=broker_settings,
                       certificates=certificates, password=password)
     finally:
         broker.stop(grace=20.0)
