@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 
 from pipeline.events import Batch, Envelope, Payload, batched, encode, envelope
 from pipeline.health import PartHealth, degraded, ok
-from pipeline.kafka.broker import answers, why_not_answering
+from pipeline.kafka.broker import why_unreachable
 from pipeline.kafka.clients import client_options, describe
 from pipeline.settings import Settings
 from pipeline.stats import Stats, counter, gauge, labelled, note
@@ -44,9 +44,7 @@ async def connect_failure(settings: Settings, exc: BaseException) -> str:
     the password), why (asked again of the brokers: the client's own error only says it
     could not bootstrap), and which settings to look at."""
     security = settings.kafka.security
-    said = await why_not_answering(settings.kafka.bootstrap, 10.0,
-                                   client=client_options(security)) \
-        or f"{type(exc).__name__}: {exc}".rstrip(": ")
+    said = await why_unreachable(settings, 10.0) or f"{type(exc).__name__}: {exc}".rstrip(": ")
     hints = []
     # The hint that fits what the brokers said: a refused login or an unverified certificate.
     login, tls = "Sasl" in said, "SSL" in said or "certificate" in said.lower()
@@ -80,9 +78,10 @@ async def send_one(settings: Settings, payload: Any) -> Envelope:
     answers first, so a stopped corelane is a clear error rather than a long retry."""
     from pipeline.bus.topics import ensure_topics
     bootstrap = settings.kafka.bootstrap
-    if not await asyncio.to_thread(answers, settings, 5.0):
-        raise BrokerUnreachable(f"no Kafka broker answers at {bootstrap} (CORELANE_KAFKA); "
-                                f"is corelane running?")
+    why = await why_unreachable(settings, 5.0)
+    if why is not None:
+        raise BrokerUnreachable(f"no Kafka broker answers at {bootstrap} (CORELANE_KAFKA): "
+                                f"{why}; is corelane running?")
     await ensure_topics(settings)
     async with Publisher(settings) as publisher:
         return await publisher.publish(payload)

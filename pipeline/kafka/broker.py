@@ -428,6 +428,13 @@ def is_answering(bootstrap: str, timeout: float = 5.0, *,
     return bool(result and result[0])
 
 
+async def why_unreachable(settings: Settings, timeout: float = 5.0) -> str | None:
+    """None when the configured brokers answer, connected as ``kafka.security`` says;
+    else why not (nothing listening, a refused login, an unverified certificate)."""
+    return await why_not_answering(settings.kafka.bootstrap, timeout,
+                                   client=client_options(settings.kafka.security))
+
+
 def answers(settings: Settings, timeout: float = 5.0) -> bool:
     """Whether the configured brokers answer a metadata request, connected as
     ``kafka.security`` says (callable from sync code and from inside an event loop)."""
