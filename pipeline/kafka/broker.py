@@ -187,7 +187,7 @@ class ListenerSecurity:
     truststore: Path | None = None        # the CA bundle the nodes trust (PEM)
     mechanism: str = "SCRAM-SHA-512"
     username: str | None = None
-    password: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)   # never printed
 
     @property
     def uses_sasl(self) -> bool:

@@ -330,6 +330,7 @@ def test_a_secured_listener(tmp_path: Path) -> None:
     assert config["listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config"] == (
         'org.apache.kafka.common.security.scram.ScramLoginModule required '
         'username="fleet" password="pw-1";')
+    assert "pw-1" not in repr(listener)
     broker = LocalBroker("127.0.0.1:29092", home=tmp_path, listener=listener)
     assert broker._scram_args() == ["--add-scram", 'SCRAM-SHA-256=[name=fleet,password="pw-1"]']
 
