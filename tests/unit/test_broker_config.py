@@ -375,3 +375,12 @@ def test_a_secured_home_needs_the_nodes_certificate(tmp_path: Path) -> None:
     assert broker.listener.truststore == certs.ca_file
     assert broker.client["security_protocol"] == "SASL_SSL"     # the readiness probe logs in
     assert broker.tls_files == (str(certs.cert_file), str(certs.key_file))
+
+
+async def test_why_no_broker_answers_names_each_address() -> None:
+    from support.ports import free_ports
+
+    first, second = free_ports(2)
+    why = await broker_mod.why_not_answering(f"127.0.0.1:{first},127.0.0.1:{second}", 3.0)
+    assert why == f"127.0.0.1:{first}, 127.0.0.1:{second}: nothing listens there"
+    assert "host:port" in (await broker_mod.why_not_answering("nohostport", 1.0) or "")
