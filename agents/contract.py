@@ -21,9 +21,10 @@ from typing import NamedTuple, Protocol
 
 import faust
 
-from pipeline.bus import Publisher, dead_letter, read_record, topic_types
+from pipeline.bus import Publisher, cluster_replication, dead_letter, read_record, topic_types
 from pipeline.events import EVENT_TYPES, Envelope, EventDecodeError
 from pipeline.health import PartHealth, degraded, ok
+from pipeline.kafka.clients import faust_credentials
 from pipeline.settings import Settings
 from pipeline.stats import Stats, counter, gauge, note
 
@@ -76,14 +77,36 @@ class Agent(Protocol):
     def health(self, now: float) -> PartHealth: ...
 
 
+class _App(faust.App):
+    """A faust app whose own topics get the replication corelane's topics get."""
+
+    corelane_settings: Settings
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        if self.corelane_settings.kafka.replication_factor is None:
+            # As many copies as the cluster has nodes, up to 3: asked of the cluster once,
+            # before faust declares a topic of its own (its assignor's, tables' changelogs).
+            factor, _ = await cluster_replication(self.corelane_settings)
+            self.conf.topic_replication_factor = factor
+
+
 def create_app(settings: Settings, app_id: str = "corelane", **options: object) -> faust.App:
-    """A faust app on the configured broker, with web server off and one topic per event type."""
-    app = faust.App(
+    """A faust app on the configured broker, with web server off and one topic per event type.
+
+    It connects as ``kafka.security`` says, produces with acks from all in-sync replicas
+    (faust offers idempotence only inside transactions) and gives the topics it creates
+    the replication corelane's topics get.
+    """
+    kafka = settings.kafka
+    app = _App(
         app_id,
         broker=[f"kafka://{server.strip()}" for server in settings.kafka.bootstrap.split(",")],
+        broker_credentials=faust_credentials(kafka.security),
         web_enabled=False,
         topic_partitions=settings.kafka.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=kafka.replication_factor or 1,
+        producer_acks=-1,
         key_serializer="raw",
         value_serializer="raw",
         datadir=str(settings.home_path / "faust"),
@@ -94,6 +117,7 @@ def create_app(settings: Settings, app_id: str = "corelane", **options: object) 
         consumer_auto_offset_reset="latest",
         **options,
     )
+    app.corelane_settings = settings
     app.corelane_topics = {  # type: ignore[attr-defined]
         name: app.topic(settings.topic(name), key_type=bytes, value_type=bytes,
                         partitions=settings.kafka.partitions)

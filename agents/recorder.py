@@ -26,6 +26,7 @@ from pipeline.bus.hub import EventHub
 from pipeline.events import (EVENT_TYPES, Alert, Envelope, EventDecodeError, envelope,
                              open_alert, resolve_alert)
 from pipeline.health import PartHealth, degraded, down, ok
+from pipeline.kafka.clients import client_options
 from pipeline.settings import Settings
 from pipeline.stats import Stats, counter, gauge, note
 from storage.history import HistoryStore, Record
@@ -86,13 +87,15 @@ class Recorder:
         self._taken: dict[tuple[str, int], int] = {}   # the highest offset read, per partition
 
     async def start(self) -> None:
+        client = client_options(self.settings.kafka.security)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka.bootstrap, group_id=None,
             enable_auto_commit=False, auto_offset_reset="earliest",
-            max_partition_fetch_bytes=4 * self.settings.kafka.max_message_bytes)
+            max_partition_fetch_bytes=4 * self.settings.kafka.max_message_bytes, **client)
         await consumer.start()
         self._consumer = consumer
-        self._partitions = await topic_partitions(self.settings.kafka.bootstrap, self._types)
+        self._partitions = await topic_partitions(self.settings.kafka.bootstrap, self._types,
+                                                  client=client)
         consumer.assign(self._partitions)
         stored = await asyncio.to_thread(self.store.offsets)
         for tp in self._partitions:

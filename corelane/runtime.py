@@ -51,7 +51,7 @@ from pipeline.collectors.collector import Collector, KafkaSink, run_collector
 from pipeline.collectors.containers import engine_client
 from pipeline.collectors.proc_events import ProcEventWatcher
 from pipeline.health import Reporting
-from pipeline.kafka.broker import (LocalBroker, StartProgress, is_answering, is_loopback,
+from pipeline.kafka.broker import (LocalBroker, StartProgress, answers, is_loopback,
                                    parse_bootstrap)
 from pipeline.settings import Settings
 from pipeline.topology import load_profile, read_topology
@@ -99,7 +99,7 @@ async def ensure_broker(settings: Settings,
     """Start the local broker if nothing answers; returns it when this call started it.
     ``progress`` is told how the fetch of its jars and its start go."""
     bootstrap = settings.kafka.bootstrap
-    if await asyncio.to_thread(is_answering, bootstrap, 3.0):
+    if await asyncio.to_thread(answers, settings, 3.0):
         log.info("using the Kafka broker at %s", bootstrap)
         return None
     if "," in bootstrap or not is_loopback(parse_bootstrap(bootstrap)[0]):
@@ -115,9 +115,7 @@ async def ensure_broker(settings: Settings,
 def own_pids(settings: Settings) -> set[int]:
     """corelane's own processes: never niced or idled, but kept off critical cores."""
     pids = {os.getpid()}
-    broker_pid = LocalBroker.from_settings(settings).read_pid()
-    if broker_pid is not None:
-        pids.add(broker_pid)
+    pids.update(LocalBroker.from_settings(settings).read_pids().values())
     return pids
 
 

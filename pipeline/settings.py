@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator,
+                      model_validator)
 
 import msgspec
 
@@ -46,17 +47,96 @@ def _check_hostport(value: str) -> str:
     return value
 
 
+def _check_pem_file(value: str | None) -> str | None:
+    """A PEM file a TLS connection reads: it must exist now, not at the first connect."""
+    if value is None:
+        return None
+    path = Path(os.path.expanduser(value))
+    if not path.is_file():
+        raise ValueError(f"expected a readable PEM file, but {value!r} "
+                         f"{'is not a file' if path.exists() else 'does not exist'}")
+    return str(path)
+
+
 class BrokerSettings(_Section):
-    """The local single-node broker that `corelane kafka start` runs."""
-    heap_mb: int = Field(768, ge=256, le=8192)
+    """The local broker (one node) or cluster (several) that `corelane kafka start` runs."""
+    heap_mb: int = Field(768, ge=256, le=8192)   # per node
     start_timeout_s: float = Field(120.0, gt=0)
+    # First KRaft controller port; node i listens on controller_port + i - 1. Null: the
+    # port after the last broker port.
     controller_port: int | None = Field(None, ge=1, lt=65536)
+    # Combined broker+controller nodes; each is its own JVM, data folder and pid file.
+    nodes: int = Field(1, ge=1, le=9)
+    # The certificate and key (PEM) each node presents on an SSL or SASL_SSL listener; the
+    # nodes and their clients trust kafka.security.ca_file.
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    @field_validator("cert_file", "key_file")
+    @classmethod
+    def _files(cls, value: str | None) -> str | None:
+        return _check_pem_file(value)
+
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+ScramMechanism = Literal["SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+class SecuritySettings(_Section):
+    """How every Kafka client (publisher, readers, recorder, faust) connects, and how the
+    local cluster listens: TLS with configured certificates and SASL/SCRAM."""
+    protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: ScramMechanism = "SCRAM-SHA-512"
+    username: str | None = Field(None, min_length=1)
+    # Never printed: shown as ********** in dumps and in the configuration event.
+    # CORELANE_KAFKA_PASSWORD overrides it.
+    password: SecretStr | None = None
+    ca_file: str | None = None      # CA bundle that signed the brokers' certificates
+    cert_file: str | None = None    # this client's certificate (mutual TLS), with key_file
+    key_file: str | None = None
+    check_hostname: bool = True     # the broker's certificate must name the address dialled
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _files(cls, value: str | None) -> str | None:
+        return _check_pem_file(value)
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @model_validator(mode="after")
+    def _pairs(self) -> SecuritySettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: a client certificate "
+                             "needs its key")
+        return self
+
+    def problems(self) -> list[tuple[str, str]]:
+        """What keeps these settings from connecting, as (key, why); checked once the
+        environment is applied, since the password may come from there."""
+        out = []
+        if self.uses_sasl and not self.username:
+            out.append(("username", f"protocol {self.protocol} logs in with a username"))
+        if self.uses_sasl and (self.password is None or not self.password.get_secret_value()):
+            out.append(("password", f"protocol {self.protocol} logs in with a password "
+                                    "(set it here or in CORELANE_KAFKA_PASSWORD)"))
+        return out
 
 
 class KafkaSettings(_Section):
     bootstrap: str = "127.0.0.1:9092"
     topic_prefix: str = "corelane."
     partitions: int = Field(1, ge=1, le=1024)
+    # Copies of each partition; null: min(3, the cluster's nodes).
+    replication_factor: int | None = Field(None, ge=1, le=9)
+    # Copies that must have a write before it is acknowledged; null: 2 where the
+    # replication factor is 3 or more, else 1.
+    min_insync_replicas: int | None = Field(None, ge=1, le=9)
     compression: Literal["zstd", "lz4", "gzip", "none"] = "zstd"
     chunk_rows: int = Field(250, ge=1, le=5000)
     max_message_bytes: int = Field(1_000_000, ge=10_000)
@@ -64,6 +144,7 @@ class KafkaSettings(_Section):
     # it hands that member's partitions on (after a crash, the restarted agents wait this).
     group_session_timeout_s: float = Field(10.0, ge=6, le=300)
     broker: BrokerSettings = BrokerSettings()
+    security: SecuritySettings = SecuritySettings()
 
     @field_validator("bootstrap")
     @classmethod
@@ -71,6 +152,20 @@ class KafkaSettings(_Section):
         for part in value.split(","):
             _check_hostport(part.strip())
         return value
+
+    @model_validator(mode="after")
+    def _replicas(self) -> KafkaSettings:
+        factor, least = self.replication_factor, self.min_insync_replicas
+        if factor is not None and least is not None and least > factor:
+            raise ValueError(f"min_insync_replicas ({least}) cannot exceed "
+                             f"replication_factor ({factor}): no write could ever succeed")
+        return self
+
+    def replication(self, nodes: int) -> tuple[int, int]:
+        """(replication factor, min in-sync replicas) for topics on a cluster of ``nodes``."""
+        factor = self.replication_factor or min(3, max(1, nodes))
+        least = self.min_insync_replicas or (2 if factor >= 3 else 1)
+        return factor, min(least, factor)
 
 
 class CollectorSettings(_Section):
@@ -480,6 +575,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "CORELANE_API": ("api", "listen"),
     "CORELANE_TOKEN": ("api", "token"),
     "CORELANE_HOST": ("host_id",),
+    "CORELANE_KAFKA_PASSWORD": ("kafka", "security", "password"),
 }
 
 
@@ -555,4 +651,8 @@ def parse_settings(text: str, file: str, env: Mapping[str, str] | None = None) -
         except ValidationError as exc:
             raise ConfigError(_format_errors(exc, f"environment variable {var}")
                               .replace(f"key '{keys[-1]}'", f"key '{'.'.join(keys)}'")) from None
+    missing = settings.kafka.security.problems()
+    if missing:
+        raise ConfigError("invalid configuration\n  " + "\n  ".join(
+            f"{file}: key 'kafka.security.{key}': {why}" for key, why in missing))
     return settings

@@ -23,7 +23,7 @@ def run(ctx: typer.Context,
     """Run the collectors alone: to the broker, or to stdout as JSON lines."""
     from pipeline.bus import Publisher, Stamper, ensure_topics
     from pipeline.collectors.collector import Collector, KafkaSink, StdoutSink, run_collector
-    from pipeline.kafka.broker import is_answering
+    from pipeline.kafka.broker import why_unreachable
 
     cli = context(ctx)
     cfg = cli.settings()
@@ -35,9 +35,10 @@ def run(ctx: typer.Context,
         if stdout:
             await run_collector(collector, StdoutSink(), count=count, interval_s=interval)
             return
-        if not await asyncio.to_thread(is_answering, cfg.kafka.bootstrap, 5.0):
-            cli.fail(f"no Kafka broker answers at {cfg.kafka.bootstrap} (CORELANE_KAFKA); "
-                     f"start one with 'corelane kafka start' or use --stdout")
+        why = await why_unreachable(cfg, 5.0)
+        if why is not None:
+            cli.fail(f"no Kafka broker answers at {cfg.kafka.bootstrap} (CORELANE_KAFKA): "
+                     f"{why}; start one with 'corelane kafka start' or use --stdout")
         await ensure_topics(cfg)
         async with Publisher(cfg, stamper) as publisher:
             stats = await run_collector(collector, KafkaSink(publisher, collector.stats),

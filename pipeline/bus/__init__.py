@@ -7,11 +7,12 @@ from pipeline.bus.publisher import (BrokerUnreachable, BusStats, MessageTooLarge
                                     Stamper, send_one)
 from pipeline.bus.reader import (dead_letter, dead_letter_payload, follow_topic, read_record,
                                  read_tail, replay_topic)
-from pipeline.bus.topics import KafkaTopicError, ensure_topics, topic_partitions, topic_types
+from pipeline.bus.topics import (KafkaTopicError, cluster_replication, ensure_topics,
+                                 topic_partitions, topic_types)
 
 __all__ = [
     "BrokerUnreachable", "BusStats", "KafkaTopicError", "MessageTooLarge", "Publisher",
-    "Stamper", "dead_letter", "dead_letter_payload", "ensure_topics", "follow_topic",
-    "read_record",
+    "Stamper", "cluster_replication", "dead_letter", "dead_letter_payload", "ensure_topics",
+    "follow_topic", "read_record",
     "read_tail", "replay_topic", "send_one", "topic_partitions", "topic_types",
 ]

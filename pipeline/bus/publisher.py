@@ -13,6 +13,8 @@ from aiokafka import AIOKafkaProducer
 
 from pipeline.events import Batch, Envelope, Payload, batched, encode, envelope
 from pipeline.health import PartHealth, degraded, ok
+from pipeline.kafka.broker import why_unreachable
+from pipeline.kafka.clients import client_options, describe
 from pipeline.settings import Settings
 from pipeline.stats import Stats, counter, gauge, labelled, note
 
@@ -37,6 +39,25 @@ class BrokerUnreachable(RuntimeError):
     """No broker answers at the configured address."""
 
 
+async def connect_failure(settings: Settings, exc: BaseException) -> str:
+    """Why a client could not connect, for a person: the address, how it connected (never
+    the password), why (asked again of the brokers: the client's own error only says it
+    could not bootstrap), and which settings to look at."""
+    security = settings.kafka.security
+    said = await why_unreachable(settings, 10.0) or f"{type(exc).__name__}: {exc}".rstrip(": ")
+    hints = []
+    # The hint that fits what the brokers said: a refused login or an unverified certificate.
+    login, tls = "Sasl" in said, "SSL" in said or "certificate" in said.lower()
+    if security.uses_sasl and (login or not tls):
+        hints.append("kafka.security.username, password (CORELANE_KAFKA_PASSWORD) and "
+                     "sasl_mechanism")
+    if security.uses_tls and (tls or not login):
+        hints.append("kafka.security.ca_file (the CA that signed the brokers' certificates)")
+    hint = f" (check {' and '.join(hints)})" if hints else ""
+    return (f"could not connect to the Kafka brokers at {settings.kafka.bootstrap} over "
+            f"{describe(security)}: {said}{hint}")
+
+
 class MessageTooLarge(ValueError):
     """An event whose encoding is over kafka.max_message_bytes."""
 
@@ -56,11 +77,11 @@ async def send_one(settings: Settings, payload: Any) -> Envelope:
     """Publish one event from a short-lived command (a label, a mode): checks that a broker
     answers first, so a stopped corelane is a clear error rather than a long retry."""
     from pipeline.bus.topics import ensure_topics
-    from pipeline.kafka.broker import is_answering
     bootstrap = settings.kafka.bootstrap
-    if not await asyncio.to_thread(is_answering, bootstrap, 5.0):
-        raise BrokerUnreachable(f"no Kafka broker answers at {bootstrap} (CORELANE_KAFKA); "
-                                f"is corelane running?")
+    why = await why_unreachable(settings, 5.0)
+    if why is not None:
+        raise BrokerUnreachable(f"no Kafka broker answers at {bootstrap} (CORELANE_KAFKA): "
+                                f"{why}; is corelane running?")
     await ensure_topics(settings)
     async with Publisher(settings) as publisher:
         return await publisher.publish(payload)
@@ -84,7 +105,7 @@ class Publisher:
 
     async def start(self) -> None:
         kafka = self.settings.kafka
-        self._producer = AIOKafkaProducer(
+        producer = AIOKafkaProducer(
             bootstrap_servers=kafka.bootstrap,
             compression_type=None if kafka.compression == "none" else kafka.compression,
             max_request_size=kafka.max_message_bytes,
@@ -93,8 +114,14 @@ class Publisher:
             # a send retried after a broker stall (its first try was appended, its answer
             # lost) must not land twice: the broker drops the retry by its sequence number
             enable_idempotence=True,
+            **client_options(kafka.security),
         )
-        await self._producer.start()
+        try:
+            await producer.start()
+        except Exception as exc:
+            await producer.stop()
+            raise BrokerUnreachable(await connect_failure(self.settings, exc)) from exc
+        self._producer = producer
 
     async def stop(self) -> None:
         if self._producer is not None:

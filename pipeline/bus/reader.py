@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pipeline.bus.publisher import Publisher
 from pipeline.bus.topics import topic_partitions
 from pipeline.events import DeadLetter, Envelope, EventDecodeError, decode
+from pipeline.kafka.clients import client_options
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -73,12 +74,15 @@ async def _read_range(settings: Settings, event_type: str, types: Mapping[str, s
     called. Unreadable messages are skipped (the live agent dead-letters them when it gets
     there)."""
     bootstrap = settings.kafka.bootstrap
-    parts = [tp for tp in await topic_partitions(bootstrap, [settings.topic(event_type)])
+    client = client_options(settings.kafka.security)
+    parts = [tp for tp in await topic_partitions(bootstrap, [settings.topic(event_type)],
+                                                 client=client)
              if partitions is None or tp.partition in partitions]
     if not parts:
         return
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                **client)
     await consumer.start()
     try:
         consumer.assign(parts)
@@ -158,9 +162,11 @@ async def follow_topic(settings: Settings, event_type: str, types: Mapping[str, 
     see whichever partitions it holds (an operator's command for every host). Not a group
     member itself. Unreadable messages are skipped (the recorder dead-letters them)."""
     bootstrap = settings.kafka.bootstrap
-    parts = await topic_partitions(bootstrap, [settings.topic(event_type)])
+    client = client_options(settings.kafka.security)
+    parts = await topic_partitions(bootstrap, [settings.topic(event_type)], client=client)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="latest")
+                                enable_auto_commit=False, auto_offset_reset="latest",
+                                **client)
     await consumer.start()
     try:
         consumer.assign(parts)

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from pipeline.events import EVENT_TYPES
+from pipeline.kafka.clients import client_options
 from pipeline.settings import Settings
 
 
@@ -21,18 +23,64 @@ def topic_types(settings: Settings, event_types: Iterable[str]) -> dict[str, str
     return {settings.topic(t): t for t in event_types}
 
 
-async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
-    """Create every corelane topic that does not exist yet; returns the ones created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap,
-                                request_timeout_ms=int(timeout_s * 1000))
+T = TypeVar("T")
+
+
+async def _asked(ask: Callable[[], Awaitable[T]], timeout_s: float) -> T:
+    """An admin request, asked again on a retriable error within ``timeout_s``: the admin
+    client sends to a node of its metadata at random, and a node that died a moment ago
+    stays in the cluster's metadata until the controller fences it (seconds later)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        try:
+            return await ask()
+        except KafkaError as exc:
+            if not exc.retriable or loop.time() > deadline:
+                raise
+        await asyncio.sleep(0.2)
+
+
+def _admin(bootstrap: str, timeout_s: float,
+           client: Mapping[str, Any] | None) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(bootstrap_servers=bootstrap,
+                               request_timeout_ms=int(timeout_s * 1000), **(client or {}))
+
+
+async def _replication(admin: AIOKafkaAdminClient, settings: Settings) -> tuple[int, int]:
+    cluster = await _asked(admin.describe_cluster, 30.0)
+    return settings.kafka.replication(len(cluster["brokers"]))
+
+
+async def cluster_replication(settings: Settings, timeout_s: float = 30.0) -> tuple[int, int]:
+    """(replication factor, min in-sync replicas) for topics on the configured cluster:
+    ``kafka.replication_factor`` and ``min_insync_replicas``, or what its node count gives."""
+    admin = _admin(settings.kafka.bootstrap, timeout_s, client_options(settings.kafka.security))
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
+        return await _replication(admin, settings)
+    finally:
+        await admin.close()
+
+
+async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Create every corelane topic that does not exist yet; returns the ones created.
+
+    Each gets ``kafka.partitions`` partitions and the replication of
+    :func:`cluster_replication`, its min in-sync replicas as a topic setting, so that with
+    the producers' acks=all a write is on that many nodes before it counts as sent.
+    """
+    admin = _admin(settings.kafka.bootstrap, timeout_s, client_options(settings.kafka.security))
+    await admin.start()
+    try:
+        existing = set(await _asked(admin.list_topics, timeout_s))
         missing = [t for t in (settings.topic(name) for name in EVENT_TYPES) if t not in existing]
         if not missing:
             return []
+        factor, least = await _replication(admin, settings)
         response = await admin.create_topics(
-            [NewTopic(t, num_partitions=settings.kafka.partitions, replication_factor=1)
+            [NewTopic(t, num_partitions=settings.kafka.partitions, replication_factor=factor,
+                      topic_configs={"min.insync.replicas": str(least)})
              for t in missing])
         # The listing can lag a creation, and another instance may race us: a topic that
         # already exists is fine, any other refusal is not.
@@ -56,7 +104,7 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str],
     # only earns retries and warnings.
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
-        described = await admin.describe_topics(topics)
+        described = await _asked(lambda: admin.describe_topics(topics), timeout_s)
         if all(d["error_code"] == 0 and d["partitions"]
                and all(p["leader"] >= 0 for p in d["partitions"]) for d in described):
             return
@@ -66,20 +114,36 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str],
         await asyncio.sleep(0.1)
 
 
-async def topic_partitions(bootstrap: str, topics: Iterable[str],
-                           timeout_s: float = 30.0) -> list[TopicPartition]:
-    """Every partition of the given topics, asked of the broker itself.
+# How long a topic may be missing from the answering broker's metadata before it counts
+# as not there: in a cluster, a broker learns of a topic created through another a moment
+# later.
+_PROPAGATION_S = 10.0
 
-    A consumer's own metadata can be older than a topic created a moment ago.
+
+async def topic_partitions(bootstrap: str, topics: Iterable[str], timeout_s: float = 30.0, *,
+                           client: Mapping[str, Any] | None = None) -> list[TopicPartition]:
+    """Every partition of the given topics, asked of the brokers themselves; ``client`` is
+    how to connect (``client_options``), plaintext without it.
+
+    A consumer's own metadata can be older than a topic created a moment ago, and so can
+    a broker's of a cluster other than the one that created it: a topic not yet described
+    is asked for again for a few seconds before it counts as missing.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
-                                request_timeout_ms=int(timeout_s * 1000))
+    names = list(topics)
+    admin = _admin(bootstrap, timeout_s, client)
     await admin.start()
     try:
-        described = await admin.describe_topics(list(topics))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(timeout_s, _PROPAGATION_S)
+        while True:
+            described = await _asked(lambda: admin.describe_topics(names), timeout_s)
+            missing = [d["topic"] for d in described
+                       if d["error_code"] != 0 or not d["partitions"]]
+            if not missing or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.2)
     finally:
         await admin.close()
-    missing = [d["topic"] for d in described if d["error_code"] != 0]
     if missing:
         raise KafkaTopicError(f"topics not found at {bootstrap}: {', '.join(missing)}")
     return [TopicPartition(d["topic"], p["partition"]) for d in described

@@ -247,3 +247,140 @@ def test_pom_digest_follows_the_pom(tmp_path: Path) -> None:
 
 def test_is_answering_is_false_quickly_for_a_bad_address() -> None:
     assert is_answering("not-an-address", timeout=1.0) is False
+
+
+# ----------------------------------------------------------------------------- clusters
+
+def test_cluster_nodes_share_one_static_quorum(tmp_path: Path) -> None:
+    voters = [(1, 29101), (2, 29102), (3, 29103)]
+    config = props(server_properties(host="127.0.0.1", port=29002, controller_port=29102,
+                                     data_dir=tmp_path / "d2", node_id=2, voters=voters,
+                                     replication=(3, 2)))
+    assert config["node.id"] == "2"
+    assert config["controller.quorum.voters"] == \
+        "1@127.0.0.1:29101,2@127.0.0.1:29102,3@127.0.0.1:29103"
+    assert "controller.quorum.bootstrap.servers" not in config   # never both styles
+    assert config["listeners"] == "PLAINTEXT://127.0.0.1:29002,CONTROLLER://127.0.0.1:29102"
+    for key in ("default.replication.factor", "offsets.topic.replication.factor",
+                "transaction.state.log.replication.factor",
+                "share.coordinator.state.topic.replication.factor"):
+        assert config[key] == "3", key
+    for key in ("min.insync.replicas", "transaction.state.log.min.isr",
+                "share.coordinator.state.topic.min.isr"):
+        assert config[key] == "2", key
+
+
+def test_a_cluster_takes_consecutive_ports_or_the_listed_ones(tmp_path: Path) -> None:
+    cluster = LocalBroker("127.0.0.1:29092", home=tmp_path, nodes=3)
+    assert [(n.node_id, n.port, n.controller_port) for n in cluster.nodes] == [
+        (1, 29092, 29095), (2, 29093, 29096), (3, 29094, 29097)]
+    assert cluster.bootstrap == "127.0.0.1:29092,127.0.0.1:29093,127.0.0.1:29094"
+    assert [n.dir for n in cluster.nodes] == [tmp_path / "kafka" / f"node-{i}" for i in (1, 2, 3)]
+    assert len({n.pid_file for n in cluster.nodes}) == 3
+    assert cluster.replication == (3, 2)
+    listed = LocalBroker("127.0.0.1:31000,127.0.0.1:31007,127.0.0.1:31003", home=tmp_path,
+                         nodes=3, controller_ports=[32000, 32001, 32002])
+    assert [(n.port, n.controller_port) for n in listed.nodes] == [
+        (31000, 32000), (31007, 32001), (31003, 32002)]
+    # One node keeps the layout and ports it always had.
+    single = LocalBroker("127.0.0.1:29092", home=tmp_path)
+    assert single.nodes[0].dir == tmp_path / "kafka" and single.controller_port == 29093
+    assert single.replication == (1, 1)
+
+
+@pytest.mark.parametrize("bootstrap, kwargs, expected", [
+    ("127.0.0.1:29092,127.0.0.1:29093", {"nodes": 3}, "lists 2 addresses for a cluster of 3"),
+    ("127.0.0.1:29092", {"nodes": 3, "controller_port": 29093}, "collide"),
+    ("127.0.0.1:29092", {"nodes": 2, "controller_ports": [1, 2, 3]}, "3 controller ports"),
+    ("127.0.0.1:65534", {"nodes": 3}, "out of range"),
+    ("127.0.0.1:29092,localhost:29093", {"nodes": 2}, "different hosts"),
+])
+def test_bad_cluster_ports_are_explained(tmp_path: Path, bootstrap: str, kwargs: dict,
+                                         expected: str) -> None:
+    with pytest.raises(BrokerError, match=expected):
+        LocalBroker(bootstrap, home=tmp_path, **kwargs)
+
+
+def test_stop_and_status_find_the_cluster_this_home_last_started(tmp_path: Path) -> None:
+    settings = load_settings(env={"CORELANE_HOME": str(tmp_path),
+                                  "CORELANE_KAFKA": "127.0.0.1:39092"})
+    assert len(LocalBroker.from_settings(settings).nodes) == 1
+    (tmp_path / "kafka").mkdir()
+    (tmp_path / "kafka" / "nodes").write_text("3\n")
+    assert len(LocalBroker.from_settings(settings).nodes) == 3
+    assert len(LocalBroker.from_settings(settings, nodes=1).nodes) == 1
+    assert LocalBroker.from_settings(settings).replication == (3, 2)
+
+
+def test_a_secured_listener(tmp_path: Path) -> None:
+    listener = broker_mod.ListenerSecurity(
+        protocol="SASL_SSL", keystore=tmp_path / "ks.pem", truststore=tmp_path / "ca.pem",
+        mechanism="SCRAM-SHA-256", username="fleet", password="pw-1")
+    config = props(server_properties(host="127.0.0.1", port=29092, controller_port=29093,
+                                     data_dir=tmp_path, listener=listener))
+    assert config["listeners"] == "SASL_SSL://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093"
+    assert config["advertised.listeners"] == "SASL_SSL://127.0.0.1:29092"
+    assert config["listener.security.protocol.map"] == "SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT"
+    assert config["inter.broker.listener.name"] == "SASL_SSL"
+    assert (config["ssl.keystore.type"], config["ssl.truststore.type"]) == ("PEM", "PEM")
+    assert config["ssl.keystore.location"] == str(tmp_path / "ks.pem")
+    assert config["ssl.truststore.location"] == str(tmp_path / "ca.pem")
+    assert config["sasl.enabled.mechanisms"] == "SCRAM-SHA-256"
+    assert config["sasl.mechanism.inter.broker.protocol"] == "SCRAM-SHA-256"
+    assert config["listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config"] == (
+        'org.apache.kafka.common.security.scram.ScramLoginModule required '
+        'username="fleet" password="pw-1";')
+    assert "pw-1" not in repr(listener)
+    broker = LocalBroker("127.0.0.1:29092", home=tmp_path, listener=listener)
+    assert broker._scram_args() == ["--add-scram", 'SCRAM-SHA-256=[name=fleet,password="pw-1"]']
+
+
+@pytest.mark.parametrize("listener, expected", [
+    (broker_mod.ListenerSecurity(protocol="SSL"), "needs a certificate and key"),
+    (broker_mod.ListenerSecurity(protocol="SASL_PLAINTEXT", username="u"), "SCRAM user"),
+    (broker_mod.ListenerSecurity(protocol="SASL_PLAINTEXT", username="u", password='a"b'),
+     "may not contain quotes"),
+])
+def test_an_incomplete_secured_listener_is_refused(tmp_path: Path, listener, expected) -> None:
+    with pytest.raises(BrokerError, match=expected):
+        server_properties(host="127.0.0.1", port=29092, controller_port=29093,
+                          data_dir=tmp_path, listener=listener)
+
+
+def test_a_node_keystore_is_its_key_then_its_certificate(tmp_path: Path) -> None:
+    from support.tls import make_certificates
+
+    certs = make_certificates(tmp_path)
+    pem = broker_mod.keystore_pem(certs.cert_file, certs.key_file)
+    assert pem.index("BEGIN PRIVATE KEY") < pem.index("BEGIN CERTIFICATE")
+    with pytest.raises(BrokerError, match="not a PKCS#8 PEM key"):
+        broker_mod.keystore_pem(certs.cert_file, certs.cert_file)
+    with pytest.raises(BrokerError, match="holds no PEM certificate"):
+        broker_mod.keystore_pem(certs.key_file, certs.key_file)
+
+
+def test_a_secured_home_needs_the_nodes_certificate(tmp_path: Path) -> None:
+    from support.tls import make_certificates
+
+    certs = make_certificates(tmp_path / "tls")
+    base = (f"home: {tmp_path}\nkafka:\n  security: {{protocol: SASL_SSL, username: u, "
+            f"password: p, ca_file: '{certs.ca_file}'}}\n")
+    from pipeline.settings import parse_settings
+    with pytest.raises(BrokerError, match="kafka.broker.cert_file, kafka.broker.key_file"):
+        LocalBroker.from_settings(parse_settings(base, "x.yml", env={}))
+    cfg = parse_settings(base + f"  broker: {{cert_file: '{certs.cert_file}', "
+                                f"key_file: '{certs.key_file}'}}\n", "x.yml", env={})
+    broker = LocalBroker.from_settings(cfg)
+    assert broker.listener.protocol == "SASL_SSL" and broker.listener.username == "u"
+    assert broker.listener.truststore == certs.ca_file
+    assert broker.client["security_protocol"] == "SASL_SSL"     # the readiness probe logs in
+    assert broker.tls_files == (str(certs.cert_file), str(certs.key_file))
+
+
+async def test_why_no_broker_answers_names_each_address() -> None:
+    from support.ports import free_ports
+
+    first, second = free_ports(2)
+    why = await broker_mod.why_not_answering(f"127.0.0.1:{first},127.0.0.1:{second}", 3.0)
+    assert why == f"127.0.0.1:{first}, 127.0.0.1:{second}: nothing listens there"
+    assert "host:port" in (await broker_mod.why_not_answering("nohostport", 1.0) or "")
