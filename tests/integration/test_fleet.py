@@ -1,15 +1,17 @@
 """A fleet on one machine: a recorder, two workers and two edges, each its own real
-`corelane up --role ...` process (the synthetic edge a publisher of its own), on a broker
-whose topics have four partitions.
+`corelane up --role ...` process (the synthetic edge a publisher of its own), on a local
+cluster of three Kafka nodes whose topics have four partitions.
 
 Both hosts are classified and planned; the workers split the partitions; the models meet
 (the survivor merges the model the other learned); when the worker that plans a host is
 killed (SIGKILL, by its own pid), the other takes its partitions over and the host's plans
 go on: numbered on from the last one, its processes at the tiers they had. The gap is printed, not asserted tightly: it is the group's session timeout, the
-rebalance and the takeover's reads.
+rebalance and the takeover's reads. Then one Kafka node of three is killed outright and
+started again while the edges publish: every sample on the topics is in the history once.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -21,7 +23,9 @@ from pathlib import Path
 import pytest
 
 from agents.ownership import partition_of
+from pipeline.bus import replay_topic, topic_types
 from support.corelane_instance import Instance
+from support.kafka_cluster import Cluster
 from support.waiting import wait_for as wait
 
 pytestmark = pytest.mark.integration
@@ -35,10 +39,10 @@ COMMON = dict(kafka_extra=f"partitions: {PARTITIONS}, group_session_timeout_s: 6
 
 
 @pytest.fixture
-def fleet_bootstrap(kafka_bootstrap: str) -> str:
-    """The broker the fleet meets on: the session's single broker (a cluster's bootstrap
-    list can stand in here, nothing else in the test names the broker)."""
-    return kafka_bootstrap
+def fleet_bootstrap(kafka_cluster: Cluster) -> str:
+    """The cluster the fleet meets on: three combined broker+controller nodes, so its
+    topics have three copies, two of them in sync."""
+    return kafka_cluster.bootstrap
 
 
 def synthetic_host(real: str) -> str:
@@ -113,11 +117,60 @@ def tails(fleet: dict[str, Instance]) -> str:
 
 
 def test_workers_split_the_hosts_and_one_takes_over_a_killed_workers_hosts(
-        fleet: dict[str, Instance]) -> None:
+        fleet: dict[str, Instance], kafka_cluster: Cluster, tmp_path: Path) -> None:
     try:
         scenario(fleet)
+        a_killed_broker_loses_and_repeats_no_sample(fleet, kafka_cluster, tmp_path)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{tails(fleet)}") from None
+
+
+async def on_topic(cluster: Cluster, home: Path, prefix: str, event_type: str
+                   ) -> dict[str, int]:
+    """Rows each event of a topic makes in its table, by event id, read off the topic."""
+    cfg = cluster.settings(home, prefix)
+    types = topic_types(cfg, [event_type])
+    return {event.id: max(1, len(getattr(event.data, "samples", [])))
+            async for event in replay_topic(cfg, event_type, types)}
+
+
+def a_killed_broker_loses_and_repeats_no_sample(fleet: dict[str, Instance], cluster: Cluster,
+                                                tmp_path: Path) -> None:
+    """One node of three killed outright (SIGKILL, by its pid) while the edges publish, and
+    started again: the history holds every sample on the topics once, none twice."""
+    recorder = fleet["recorder"]
+    before = query(recorder, "SELECT count(*) FROM host_samples")[0][0]
+    node = 1
+    killed = cluster.broker.kill_node(node)
+    time.sleep(8)                                   # past the controller's fencing of it
+    assert cluster.broker.start_node(node, 120.0) != killed
+    time.sleep(4)
+    for edge in ("edge", "synthetic"):              # nothing more is published
+        fleet[edge].terminate()
+    prefix = recorder.prefix
+    for table, event_type in (("host_samples", "host_sample"),
+                              ("process_samples", "process_samples")):
+        published = asyncio.run(on_topic(cluster, tmp_path / "reader", prefix, event_type))
+        recorded: dict[str, int] = {}
+
+        def caught_up() -> bool:
+            recorded.clear()
+            recorded.update(dict(query(recorder, f"SELECT event_id, count(*) FROM {table} "
+                                                 f"GROUP BY event_id")))
+            return recorded.keys() >= published.keys()
+        try:
+            wait(f"the recorder to hold every {event_type} on the topic", caught_up,
+                 timeout_s=60)
+        except AssertionError as exc:
+            exc.add_note(f"missing: {len(published.keys() - recorded.keys())} of "
+                         f"{len(published)}")
+            raise
+        twice = {e: (n, recorded[e]) for e, n in published.items() if recorded[e] != n}
+        assert not twice, f"{table}: events recorded other than once: {list(twice.items())[:5]}"
+        assert not recorded.keys() - published.keys()
+        print(f"\n{table}: {len(published)} events on the topic, each recorded once, "
+              f"through node {node}'s kill and restart")
+    assert query(recorder, "SELECT count(*) FROM host_samples")[0][0] > before
 
 
 def scenario(fleet: dict[str, Instance]) -> None:

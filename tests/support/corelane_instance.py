@@ -33,6 +33,7 @@ class Instance:
         a YAML flow mapping; ``up_args`` go to ``corelane up``, ``env`` to its environment
         (``CORELANE_HOST``). A dry run (the default) changes nothing on the host."""
         tmp.mkdir(parents=True, exist_ok=True)
+        self.prefix = prefix
         self.api = f"127.0.0.1:{free_port()}"
         self.db = tmp / "history.duckdb"
         self.config = config = tmp / "corelane.yml"
