@@ -48,7 +48,6 @@ from agents.allocation.strategy import percentile  # noqa: E402
 from bench.harness import cpu_seconds  # noqa: E402
 from pipeline import procfs  # noqa: E402
 from pipeline.hostpaths import LIVE  # noqa: E402
-from pipeline.topology import cpulist_parse  # noqa: E402
 from tests.support.ports import free_port  # noqa: E402
 
 PROC = LIVE.proc

@@ -82,6 +82,16 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 ScramMechanism = Literal["SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
+def protocol_uses_sasl(protocol: str) -> bool:
+    """Whether a Kafka security protocol logs in (SASL_PLAINTEXT, SASL_SSL)."""
+    return protocol.startswith("SASL_")
+
+
+def protocol_uses_tls(protocol: str) -> bool:
+    """Whether a Kafka security protocol encrypts (SSL, SASL_SSL)."""
+    return protocol in ("SSL", "SASL_SSL")
+
+
 class SecuritySettings(_Section):
     """How every Kafka client (publisher, readers, recorder, faust) connects, and how the
     local cluster listens: TLS with configured certificates and SASL/SCRAM."""
@@ -103,11 +113,11 @@ class SecuritySettings(_Section):
 
     @property
     def uses_sasl(self) -> bool:
-        return self.protocol.startswith("SASL_")
+        return protocol_uses_sasl(self.protocol)
 
     @property
     def uses_tls(self) -> bool:
-        return self.protocol in ("SSL", "SASL_SSL")
+        return protocol_uses_tls(self.protocol)
 
     @model_validator(mode="after")
     def _pairs(self) -> SecuritySettings:

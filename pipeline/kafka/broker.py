@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping, Protocol
 from pipeline import procfs
 from pipeline.hostpaths import LIVE
 from pipeline.kafka.clients import client_options
+from pipeline.settings import protocol_uses_sasl, protocol_uses_tls
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
@@ -191,11 +192,11 @@ class ListenerSecurity:
 
     @property
     def uses_sasl(self) -> bool:
-        return self.protocol.startswith("SASL_")
+        return protocol_uses_sasl(self.protocol)
 
     @property
     def uses_tls(self) -> bool:
-        return self.protocol in ("SSL", "SASL_SSL")
+        return protocol_uses_tls(self.protocol)
 
 
 PLAINTEXT = ListenerSecurity()

@@ -15,7 +15,6 @@ from pipeline.events import (Alert, Classification, Classifications, Command, Co
                              Enforcements, HostSample, Label, ProcessSample, ProcessSamples,
                              envelope)
 from pipeline.settings import StorageSettings
-from storage import rows
 from storage.history import HistoryStore, StoreError
 from storage.schema import SCHEMA_VERSION, SPECS, TABLE_OF_TYPE
 

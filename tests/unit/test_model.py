@@ -7,30 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from agents.classification.features import FEATURES
 from agents.classification.model import (
     Drift,
     MODEL_KINDS, ModelSnapshotError, OnlineModel, model_input,
 )
+from agents.classification.features import FEATURES
 from agents.classification.snapshots import ModelShelf
+from support.behaviours import IDX, behaviour_vector
 
-
-IDX = {name: i for i, name in enumerate(FEATURES)}
-
-
-def vec(rng: random.Random, cls: str) -> list[float]:
-    """Two behaviours that differ in CPU and wake-ups, with noise."""
-    v = [0.0] * len(FEATURES)
-    if cls == "compute_batch":
-        v[IDX["cpu_mean"]] = rng.uniform(0.8, 1.0)
-        v[IDX["wakeups_s"]] = rng.uniform(0, 20)
-        v[IDX["invol_s"]] = rng.uniform(50, 500)
-    else:
-        v[IDX["cpu_mean"]] = rng.uniform(0.0, 0.2)
-        v[IDX["wakeups_s"]] = rng.uniform(500, 5000)
-        v[IDX["invol_s"]] = rng.uniform(0, 10)
-    v[IDX["cpu_peak"]] = v[IDX["cpu_mean"]] * 1.1
-    return v
+vec = behaviour_vector
 
 
 def stream(n: int, seed: int, swap: bool = False):

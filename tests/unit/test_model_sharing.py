@@ -5,30 +5,12 @@ import random
 
 import msgspec
 
-from agents.classification.features import FEATURES
 from agents.classification.model import OnlineModel
 from agents.classification.sharing import export, merge, newest_per_origin
 from pipeline import events as ev
+from support.behaviours import behaviour_vector
 
-IDX = {name: i for i, name in enumerate(FEATURES)}
-
-
-def vec(rng: random.Random, cls: str) -> list[float]:
-    """Three behaviours: a hog, a frequent sleeper, a writer."""
-    v = [0.0] * len(FEATURES)
-    if cls == "compute_batch":
-        v[IDX["cpu_mean"]] = rng.uniform(0.8, 1.0)
-        v[IDX["wakeups_s"]] = rng.uniform(0, 20)
-        v[IDX["invol_s"]] = rng.uniform(50, 500)
-    elif cls == "latency_critical":
-        v[IDX["cpu_mean"]] = rng.uniform(0.0, 0.2)
-        v[IDX["wakeups_s"]] = rng.uniform(500, 5000)
-    else:                                       # io_batch
-        v[IDX["cpu_mean"]] = rng.uniform(0.1, 0.3)
-        v[IDX["wakeups_s"]] = rng.uniform(20, 100)
-        v[IDX["write_bps"]] = rng.uniform(5e7, 2e8)
-    v[IDX["cpu_peak"]] = v[IDX["cpu_mean"]] * 1.1
-    return v
+vec = behaviour_vector
 
 
 def learned(classes: list[str], n: int, seed: int) -> OnlineModel:
