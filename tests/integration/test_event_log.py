@@ -16,11 +16,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline import events as ev
-from agents.contract import AgentStats, Handler, Position, Timer, create_app, event_health, install
+from agents.contract import create_app, install
 from corelane.runtime import run_agents
 from pipeline.bus import Publisher, ensure_topics, read_tail, replay_topic, topic_types
-from pipeline.health import PartHealth
 from pipeline.settings import Settings, load_settings
+from support.label_sink import LabelSink
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,33 +93,6 @@ async def test_collect_publishes_host_process_and_container_batches(
     assert seen[container.id].pids
 
 
-class LabelSink:
-    """The smallest agent: it keeps the labels it is given, and fails on one on purpose."""
-    name = "label-sink"
-
-    def __init__(self) -> None:
-        self.stats = AgentStats()
-        self.seen: list[ev.Envelope] = []
-
-    def handlers(self) -> list[Handler]:
-        return [Handler("label", self.take)]
-
-    def timers(self) -> list[Timer]:
-        return []
-
-    async def take(self, event: ev.Envelope, at: Position) -> None:
-        if event.data.author == "boom":
-            raise RuntimeError("a handler failed")
-        self.seen.append(event)
-
-    async def warm_up(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def health(self, now: float) -> PartHealth:
-        return event_health(self.stats, now, None)
-
-
 async def test_an_agent_dead_letters_what_it_cannot_read_and_goes_on(
         kafka_bootstrap: str, tmp_path: Path) -> None:
     cfg = settings_for(kafka_bootstrap, tmp_path, f"e2e-dlq-{os.getpid()}.")
@@ -129,7 +102,7 @@ async def test_an_agent_dead_letters_what_it_cannot_read_and_goes_on(
     good = ev.envelope(ev.Label(cls="latency_critical", pid=1, start_time=2), host="h", seq=2)
     wrong_topic = ev.envelope(ev.Alert(id="x-1", rule="x", opened_at=1.0, message="y"),
                               host="h", seq=1)
-    sink = LabelSink()
+    sink = LabelSink(fail_on="boom")
     app = create_app(cfg, app_id=f"{cfg.kafka.topic_prefix}agents")
     stop = asyncio.Event()
     async with Publisher(cfg) as publisher:

@@ -12,14 +12,14 @@ import duckdb
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from agents.contract import AgentStats, Handler, Position, Timer, create_app, event_health, install
+from agents.contract import create_app, install
 from agents.recorder import Recorder
 from corelane.runtime import run_agents
 from pipeline import events as ev
 from pipeline.bus import BrokerUnreachable, Publisher, ensure_topics, replay_topic, topic_types
-from pipeline.health import PartHealth
 from pipeline.kafka.broker import answers, is_answering
 from pipeline.kafka.clients import client_options
+from support.label_sink import LabelSink
 from storage.history import HistoryStore
 from support.kafka_cluster import Cluster
 
@@ -68,31 +68,6 @@ async def test_publisher_to_topic_to_reader_and_recorder(secured_cluster: Cluste
     finally:
         con.close()
     assert [r[0] for r in recorded] == [e.id for e in sent]
-
-
-class LabelSink:
-    """The smallest agent: it keeps the labels it is given."""
-    name = "label-sink"
-
-    def __init__(self) -> None:
-        self.stats = AgentStats()
-        self.seen: list[ev.Envelope] = []
-
-    def handlers(self) -> list[Handler]:
-        return [Handler("label", self.take)]
-
-    def timers(self) -> list[Timer]:
-        return []
-
-    async def take(self, event: ev.Envelope, at: Position) -> None:
-        self.seen.append(event)
-
-    async def warm_up(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def health(self, now: float) -> PartHealth:
-        return event_health(self.stats, now, None)
 
 
 async def test_a_faust_agent_round_trip(secured_cluster: Cluster, tmp_path: Path) -> None:
