@@ -38,7 +38,8 @@ class Fleet:
 
     ``churn`` processes are replaced each sweep (from the second on) by new ones: a new pid
     and start time, a fresh load, counters from zero. ``born`` maps each identity to the
-    sweep (from 0) at which it was first in a sweep. ``cpus`` sets the affinity and last
+    sweep (from 0) at which it was first in a sweep, ``gone`` a replaced one to the last
+    sweep it was in. ``cpus`` sets the affinity and last
     CPU the samples report."""
 
     def __init__(self, procs: int, seed: int = 1, churn: int = 0, cpus: int = 2) -> None:
@@ -61,11 +62,13 @@ class Fleet:
         self.invol = [0] * procs
         self.sweeps = 0
         self.born: dict[tuple[int, int], int] = {ident: 0 for ident in self.ident}
+        self.gone: dict[tuple[int, int], int] = {}
         self._next_pid = 1000 + procs * 7
 
     def _replace(self, i: int) -> None:
         """Process ``i`` exits; a new one takes its slot."""
         rng = self._churn_rng
+        self.gone[self.ident[i]] = self.sweeps - 1
         self._next_pid += 1 + rng.randint(0, 5)
         ident = (self._next_pid, 10_000 + self.sweeps * 100 + i % 100)
         self.ident[i] = ident

@@ -31,7 +31,8 @@ def test_churn_replaces_that_many_per_sweep_and_says_when_each_was_born() -> Non
         new = seen[k] - seen[k - 1]
         assert len(new) == 3
         assert all(fleet.born[ident] == k for ident in new)
-        assert len(seen[k - 1] - seen[k]) == 3           # as many exited
+        gone = seen[k - 1] - seen[k]                     # as many exited
+        assert len(gone) == 3 and all(fleet.gone[ident] == k - 1 for ident in gone)
     assert {s.affinity for s in fleet.sweep()} == {"0-7"}
     new_sample = next(s for s in fleet.sweep() if fleet.born[(s.pid, s.start_time)] == 7)
     assert new_sample.cpu_time_s < 1.0                   # counters start again from zero
