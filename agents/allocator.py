@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from agents.allocation import pool_cores, pool_states, to_decisions
 from agents.allocation.hosts import Planner, last_plans
 from agents.contract import AgentStats, Handler, Position, Timer, event_health, keep_going
+from agents.ownership import Ownership
 from pipeline.bus import Publisher, read_tail, replay_topic, topic_types
+from pipeline.collectors.collector import TOPOLOGY_EVERY_S
 from pipeline.events import Decisions, Envelope
 from pipeline.health import PartHealth
 from pipeline.settings import Settings
@@ -52,30 +54,74 @@ class AllocatorAgent(Planner):
     name = "allocator"
 
     def __init__(self, settings: Settings, publisher: Publisher, topology: Topology,
-                 housekeeping_pids: Callable[[], Iterable[int]]) -> None:
+                 housekeeping_pids: Callable[[], Iterable[int]],
+                 ownership: Ownership | None = None) -> None:
+        """With ``ownership`` (a worker of a group) it plans only the hosts of its
+        partitions, and takes a host's last plan over when its partition moves here."""
         super().__init__(settings, topology, publisher.stamper.host, housekeeping_pids)
         self.publisher = publisher
+        self.ownership = ownership
+        self.taken_over: set[str] = set()   # hosts whose first plan here is published anyway
         self.stats = AllocatorStats()
 
     async def warm_up(self) -> None:
         """Before the first event: the modes operators asked for (the command topic, within
         the broker's retention; the last command per host wins), and each host's last plan
         (the tail of the decisions topic), so that plans go on being numbered from it and
-        its placement holds."""
+        its placement holds. A worker of a group reads a host's plan when it takes the
+        host over instead."""
+        await self._replay_commands()
+        if self.ownership is None:
+            await self._restore_hosts(None)
+
+    async def _replay_commands(self) -> None:
         async for event in replay_topic(self.settings, "command",
                                         topic_types(self.settings, ["command"])):
             self.on_command(event)
+
+    async def _restore_hosts(self, partitions: frozenset[int] | None) -> list[str]:
+        """Each host's last plan and strategy (of ``partitions``, when given); returns the
+        hosts whose plan was found."""
         # Every live host's plan is republished each heartbeat: two of them before the
         # newest message cover every host planned when the previous run stopped.
         span = 2 * self.settings.allocator.heartbeat_s + self.settings.allocator.interval_s
         tail = [e async for e in read_tail(self.settings, "decisions",
-                                           topic_types(self.settings, ["decisions"]), span)]
-        self.restore(last_plans(tail))
-        self.stats.restored += self.restored
+                                           topic_types(self.settings, ["decisions"]), span,
+                                           partitions=partitions)]
+        plans = last_plans(tail)
+        before = self.restored
+        self.restore(plans)
+        self.stats.restored += self.restored - before
         async for event in read_tail(self.settings, "strategy",
                                      topic_types(self.settings, ["strategy"]),
-                                     self.settings.closed_loop.reexplore_s):
+                                     self.settings.closed_loop.reexplore_s,
+                                     partitions=partitions):
             self.on_strategy(event)
+        return list(plans)
+
+    def release(self, partitions: frozenset[int]) -> None:
+        """Forget the hosts of partitions another worker owns now: it plans them."""
+        assert self.ownership is not None
+        for host in self.ownership.hosts_in(list(self.hosts), partitions):
+            del self.hosts[host]
+            self.taken_over.discard(host)
+
+    async def take_over(self, partitions: frozenset[int]) -> None:
+        """The hosts of ``partitions`` are this worker's now: their last plans (numbering and
+        placement go on from them, so nothing moves back), their strategies, their newest
+        host samples (the topology comes once a minute; without it a host would wait that
+        long for a plan) and the commands (a mode given for a host). The first plan for
+        each is published even if unchanged, so its applier hears from the new owner."""
+        await self._replay_commands()
+        hosts = await self._restore_hosts(partitions)
+        span = TOPOLOGY_EVERY_S + 2 * self.settings.collector.interval_s
+        async for event in read_tail(self.settings, "host_sample",
+                                     topic_types(self.settings, ["host_sample"]), span,
+                                     partitions=partitions):
+            self.on_host_sample(event)
+        self.taken_over.update(hosts)
+        log.info("allocator took over partitions %s: plans of %s go on",
+                 sorted(partitions), ", ".join(sorted(hosts)) or "no host yet")
 
     # --- the shell ---------------------------------------------------------------------------
 
@@ -89,8 +135,9 @@ class AllocatorAgent(Planner):
         if host == self.local_host:
             self.stats.pool_cores = pool_cores(result, self.topology_for(host) or self.topology)
         decisions = to_decisions(result)
-        if not self.due(host, result, decisions, now, force):
+        if not self.due(host, result, decisions, now, force or host in self.taken_over):
             return
+        self.taken_over.discard(host)
         stamp = self.publisher.stamper.stamp
         events = [stamp(part, host=host) for part in self.publisher.batch(
             Decisions, decisions, "items", plan_seq=result.seq, mode=result.mode,

@@ -22,7 +22,8 @@ from agents.classification.model import OnlineModel
 from agents.classification.rules import RuleSet, load_rule_set
 from agents.classification.snapshots import load_model, model_shelf
 from agents.contract import AgentStats, Handler, Position, Timer, event_health
-from pipeline.bus import Publisher, replay_topic, topic_types
+from agents.ownership import Ownership
+from pipeline.bus import Publisher, read_tail, replay_topic, topic_types
 from pipeline.events import Classification, Classifications, Envelope
 from pipeline.health import PartHealth
 from pipeline.settings import Settings
@@ -43,12 +44,19 @@ class ClassifierAgent(HostClassifiers):
     name = "classifier"
 
     def __init__(self, settings: Settings, publisher: Publisher,
-                 model: OnlineModel | None = None, rules: RuleSet | None = None) -> None:
+                 model: OnlineModel | None = None, rules: RuleSet | None = None,
+                 ownership: Ownership | None = None, share_model: bool = False) -> None:
+        """With ``ownership`` (a worker of a group) it judges only the hosts of its
+        partitions and rebuilds a host's windows when it takes the host over; without, it
+        judges every host and rebuilds them all on start. ``share_model``: the model meets
+        the other workers' (``agents.classification.sharing``)."""
         super().__init__(settings.classifier,
                          model if model is not None else load_model(settings),
                          rules if rules is not None else load_rule_set(settings))
         self.settings = settings
         self.publisher = publisher
+        self.ownership = ownership
+        self.share_model = share_model
         self.last_offset: int | None = None
         self.last_ts: float | None = None      # of the last sample event learned from
         self.stats = ClassifierStats()
@@ -110,18 +118,50 @@ class ClassifierAgent(HostClassifiers):
         log.info("model snapshot v%d saved to %s", version, shelf.folder)
 
     async def warm_up(self) -> None:
-        await self.rebuild_windows()
+        if self.ownership is None:
+            await self.rebuild_windows()
+        # else: no host is this worker's until faust assigns it partitions (take_over)
 
-    async def rebuild_windows(self, window_s: float | None = None) -> int:
-        """Rebuild every process's window from the last ``window_s`` of samples on the topic,
-        then say each rebuilt class once (as a heartbeat would), so that readers need not wait
-        for a change. Returns the number of sample batches read."""
+    def release(self, partitions: frozenset[int]) -> None:
+        """Forget the hosts of partitions another worker owns now."""
+        assert self.ownership is not None
+        gone = self.ownership.hosts_in(list(self.hosts), partitions)
+        self.forget_hosts(gone)
+        if gone:
+            log.info("classifier: hosts %s handed on with partitions %s", ", ".join(gone),
+                     sorted(partitions))
+
+    async def take_over(self, partitions: frozenset[int]) -> None:
+        """The hosts of ``partitions`` are this worker's now: each process's class as it was
+        last said (the tail of the classifications topic, one heartbeat and a window back)
+        is taken as the judgement in force, so that it changes only as it would have under
+        the previous owner, then the windows are rebuilt from the samples topic."""
+        cfg = self.settings.classifier
+        said: dict[str, dict[tuple[int, int], tuple[float, Classification]]] = {}
+        async for event in read_tail(self.settings, "classifications",
+                                     topic_types(self.settings, ["classifications"]),
+                                     cfg.heartbeat_s + cfg.window_s, partitions=partitions):
+            classes = said.setdefault(event.host, {})
+            for c in event.data.items:
+                classes[(c.pid, c.start_time)] = (event.ts, c)
+        for host, classes in said.items():
+            self.seed(host, classes)
+        read = await self.rebuild_windows(partitions=partitions)
+        log.info("classifier took over partitions %s: %d hosts' classes, %d sample batches",
+                 sorted(partitions), len(said), read)
+
+    async def rebuild_windows(self, window_s: float | None = None,
+                              partitions: frozenset[int] | None = None) -> int:
+        """Rebuild every process's window (of the hosts on ``partitions``, when given) from
+        the last ``window_s`` of samples on the topic, then say each rebuilt class once (as
+        a heartbeat would), so that readers need not wait for a change. Returns the number
+        of sample batches read."""
         window_s = self.settings.classifier.window_s if window_s is None else window_s
         read = 0
         seen: dict[str, set[tuple[int, int]]] = {}
         types = topic_types(self.settings, ["process_samples"])
         async for event in replay_topic(self.settings, "process_samples", types,
-                                        since_s=window_s):
+                                        since_s=window_s, partitions=partitions):
             self.on_samples(event)
             seen.setdefault(event.host, set()).update(
                 (s.pid, s.start_time) for s in event.data.samples)

@@ -192,6 +192,38 @@ async def _refuse(send: Send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _health_and_metrics(app: FastAPI, host: str, parts: Mapping[str, Reporting],
+                        started_at: float, role: str) -> None:
+    """``/api/v1/health`` and ``/metrics`` of this process's own parts, and no other's."""
+    @app.get(HEALTH_PATH, response_model=HealthDocument)
+    async def health() -> HealthDocument:
+        """Liveness and readiness: each part's state (ok, degraded, down), the reason, its
+        lag (consumer lag of an agent, the recorder's delay) and its stats."""
+        now = time.time()
+        return health_document(host, now - started_at, parts, now, role=role)
+
+    app.mount(METRICS_PATH, make_asgi_app(registry=metrics_registry(parts)))
+
+
+def create_part_api(host: str, parts: Mapping[str, Reporting], started_at: float,
+                    role: str) -> FastAPI:
+    """What an edge or a worker serves: its own health and metrics, nothing else (the
+    history and the commands are the recorder's)."""
+    app = FastAPI(title=f"corelane {role}", version="0.1.0", docs_url=None, redoc_url=None,
+                  openapi_url=None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = (f"a corelane {role} serves {HEALTH_PATH} and {METRICS_PATH} only; the "
+                       f"rest of the API is the recorder's")
+        return JSONResponse({"message": message}, status_code=exc.status_code)
+
+    _health_and_metrics(app, host, parts, started_at, role)
+    return app
+
+
 def create_api(service: ApiService) -> FastAPI:
     """The API of a running instance (or of a test's ``ApiService``)."""
     app = FastAPI(title="corelane", version="0.1.0", docs_url=f"{API_PREFIX}/docs",
@@ -216,20 +248,13 @@ def create_api(service: ApiService) -> FastAPI:
                                         f"{type(exc).__name__}; the log has the details"},
                             status_code=500)
 
-    @app.get(HEALTH_PATH, response_model=HealthDocument)
-    async def health() -> HealthDocument:
-        """Liveness and readiness: each part's state (ok, degraded, down), the reason, its
-        lag (consumer lag of an agent, the recorder's delay) and its stats."""
-        now = time.time()
-        return health_document(service.host, now - service.started_at, service.parts, now)
-
+    _health_and_metrics(app, service.host, service.parts, service.started_at, service.role)
     app.include_router(reads_router(service), prefix=API_PREFIX)
     app.include_router(commands_router(service), prefix=API_PREFIX)
     app.include_router(stream_router(service), prefix=API_PREFIX)
     app.include_router(replay_router(service), prefix=API_PREFIX)
     app.include_router(query_router(service.get_engine))
     app.include_router(page_router())
-    app.mount(METRICS_PATH, make_asgi_app(registry=metrics_registry(service.parts)))
     app.add_middleware(BodyGuard, max_bytes=service.settings.api.max_body_bytes)
     app.add_middleware(ReadCache, ttl_s=service.settings.api.read_cache_s)
     return app

@@ -32,6 +32,7 @@ class ApiService:
     # A new cursor on the history, for work that streams it (a replay); None without one.
     history_cursor: Callable[[], Any] | None = None
     started_at: float = field(default_factory=time.time)
+    role: str = "all"                        # the `corelane up --role` this instance runs
 
     @property
     def host(self) -> str:

@@ -99,18 +99,20 @@ def take(current: Settings, reload: Reload) -> None:
 
 
 async def reload_running(settings: Settings, publisher: Publisher,
-                         classifier: HostClassifiers, alerter: AlerterAgent) -> None:
+                         classifier: HostClassifiers | None,
+                         alerter: AlerterAgent | None) -> None:
     """SIGHUP: read the configuration again, take what can change now, publish the
-    configuration in force, and say what waits for a restart."""
+    configuration in force, and say what waits for a restart. ``classifier`` and
+    ``alerter`` are None where this process's role does not run them."""
     try:
         reload = await asyncio.to_thread(prepare, settings)
     except ReloadRefused as exc:
         log.error("reload refused, the running configuration stays: %s", exc)
         return
     take(settings, reload)
-    if "classifier.rules_file" in reload.live:
+    if "classifier.rules_file" in reload.live and classifier is not None:
         classifier.use_rules(reload.rules)
-    if any(k.startswith("alerts.rules") for k in reload.live):
+    if any(k.startswith("alerts.rules") for k in reload.live) and alerter is not None:
         await alerter.use_rules(settings.alerts.rules)
     config = await publisher.publish(settings.configuration())
     now = ", ".join(reload.live) or "nothing changed"

@@ -31,17 +31,20 @@ from agents.classification.rules import RuleSet, RulesError, load_rule_set
 from agents.classifier import ClassifierAgent
 from agents.contract import Agent, create_app, install
 from agents.notifier import NotifierAgent
+from agents.ownership import Ownership, follow_partitions
 from agents.recorder import Recorder
 from agents.shadow import ShadowAgent, ShadowSpec
 from agents.tuner import TunerAgent
 from api.auth import ensure_token
 from api.live import LiveState
-from api.server import create_api
+from api.server import create_api, create_part_api
 from api.service import ApiService
 from corelane.narration import Narrator
+from corelane.roles import (ALERTER, ALLOCATOR, API, APPLIER, CLASSIFIER, COLLECTOR, NOTIFIER,
+                            RECORDER, SHADOWS, TUNER, agent_group, partitioned, parts_of)
 from corelane.reload import reload_running
 from pipeline import commands
-from pipeline.bus import Publisher, Stamper, ensure_topics
+from pipeline.bus import Publisher, Stamper, ensure_topics, topic_partitions
 from pipeline.bus.hub import EventHub
 from pipeline.events import Envelope
 from pipeline.collectors.collector import Collector, KafkaSink, run_collector
@@ -133,7 +136,8 @@ def lingering_threads(join_s: float) -> list[threading.Thread]:
 
 
 def up(settings: Settings, dry_run: bool = False, leftover_timeout_s: float = 5.0,
-       shadows: Sequence[ShadowSpec] = (), broker_progress: StartProgress | None = None) -> None:
+       shadows: Sequence[ShadowSpec] = (), broker_progress: StartProgress | None = None,
+       role: str = "all") -> None:
     """Run corelane until SIGINT/SIGTERM. Tasks that a library leaves behind after the parts
     have stopped get a bounded time to finish, so a stop never hangs on them (threads that
     outlive that too are the caller's to abandon: see ``lingering_threads``).
@@ -141,7 +145,7 @@ def up(settings: Settings, dry_run: bool = False, leftover_timeout_s: float = 5.
     loop = asyncio.new_event_loop()
     try:
         loop.run_until_complete(run_up(settings, dry_run=dry_run, shadows=shadows,
-                                       broker_progress=broker_progress))
+                                       broker_progress=broker_progress, role=role))
     finally:
         leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
         for task in leftovers:
@@ -201,8 +205,13 @@ def check_before_start(settings: Settings) -> RuleSet:
 
 async def run_up(settings: Settings, dry_run: bool = False,
                  shadows: Sequence[ShadowSpec] = (),
-                 broker_progress: StartProgress | None = None) -> None:
-    rules = check_before_start(settings)
+                 broker_progress: StartProgress | None = None, role: str = "all") -> None:
+    """Run the parts of ``role`` (``corelane.roles``; ``all``: every part) until stopped."""
+    has = parts_of(role)
+    if shadows and SHADOWS not in has:
+        raise UpError(f"--shadow runs where the classifier and allocator run: with --role "
+                      f"worker or all, not {role}")
+    rules = check_before_start(settings) if CLASSIFIER in has else None
     for spec in shadows:
         try:
             load_rule_set(spec.settings)
@@ -220,66 +229,86 @@ async def run_up(settings: Settings, dry_run: bool = False,
     publisher: Publisher | None = None
     recorder: Recorder | None = None
     server: _QuietServer | None = None
+    store: HistoryStore | None = None
     agents: list[Agent] = []
     # Each part has its own stop, set in order on shutdown: the collector first, so the
     # recorder's final read sees everything that was published.
     stop_collecting, stop_agents, stop_recording = (asyncio.Event() for _ in range(3))
     tasks: dict[str, asyncio.Task[object]] = {}
     watcher = ProcEventWatcher()
-    try:
-        store = await asyncio.to_thread(HistoryStore, settings.db_path, settings.storage)
-    except StoreError as exc:
-        sock.close()
-        raise UpError(f"cannot open the history: {exc}") from None
+    if RECORDER in has:
+        try:
+            store = await asyncio.to_thread(HistoryStore, settings.db_path, settings.storage)
+        except StoreError as exc:
+            sock.close()
+            raise UpError(f"cannot open the history: {exc}") from None
     try:
         limits = settings.storage
         engine = QueryEngine(store.connection, limits.query_timeout_s, limits.query_max_rows,
-                             limits.query_max_bytes)
+                             limits.query_max_bytes) if store is not None else None
         stamper = Stamper(settings.host)
         topology = (load_profile(settings.topology.profile) if settings.topology.profile
                     else read_topology(settings.topology.sys_root))
         publisher = Publisher(settings, stamper)
-        tuner = TunerAgent(settings, publisher) if settings.closed_loop.enabled else None
+        tuner = TunerAgent(settings, publisher) \
+            if TUNER in has and settings.closed_loop.enabled else None
         collector = Collector(settings, stamper, topology,
                               skip_pids=lambda: [tuner.probe.pid] if tuner and tuner.probe.pid
-                              else [])
+                              else []) if COLLECTOR in has else None
         hub, live = EventHub(), LiveState()
-        hub.on_event(live.apply)
-        narrator = Narrator(live, settings.host)
-        hub.on_event(narrator.on_event)
-        hub.on_event(lambda event: _stop_on_shutdown(event, settings.host, started, stop))
-        recorder = Recorder(settings, store, publisher, hub=hub)
+        narrator: Narrator | None = None
+        if store is not None:
+            # What the recorder reads is what this process follows: the live view, the
+            # terminal's lines and a shutdown command.
+            hub.on_event(live.apply)
+            narrator = Narrator(live, settings.host)
+            hub.on_event(narrator.on_event)
+            hub.on_event(lambda event: _stop_on_shutdown(event, settings.host, started, stop))
+            recorder = Recorder(settings, store, publisher, hub=hub)
         applier = ApplierAgent(settings, publisher, own_pids=lambda: own_pids(settings),
                                dry_run=dry_run,
-                               docker_client=lambda: engine_client(settings.collector.docker_host))
-        classifier = ClassifierAgent(settings, publisher, rules=rules)
+                               docker_client=lambda: engine_client(settings.collector.docker_host)
+                               ) if APPLIER in has else None
+        ownership = Ownership(settings.kafka.partitions) if partitioned(role) else None
+        classifier = ClassifierAgent(settings, publisher, rules=rules, ownership=ownership,
+                                     share_model=partitioned(role)) \
+            if CLASSIFIER in has else None
         alerter = AlerterAgent(settings, publisher,
-                               recorder_lag=lambda: recorder.health(time.time()).lag_s)
-        agents = [
-            classifier,
-            AllocatorAgent(settings, publisher, topology,
-                           housekeeping_pids=lambda: own_pids(settings)),
-            applier,
-            alerter,
-            NotifierAgent(settings),
-            *([tuner] if tuner else []),
-            *(ShadowAgent(spec, publisher, topology,
-                          housekeeping_pids=lambda: own_pids(settings)) for spec in shadows),
-        ]
-        faust_app = create_app(settings, app_id=settings.kafka.topic_prefix + "agents")
+                               recorder_lag=lambda: recorder.health(time.time()).lag_s
+                               if recorder is not None else None) if ALERTER in has else None
+        allocator = AllocatorAgent(settings, publisher, topology,
+                                   housekeeping_pids=lambda: own_pids(settings),
+                                   ownership=ownership) if ALLOCATOR in has else None
+        agents = [part for part in (
+            classifier, allocator, applier, alerter,
+            NotifierAgent(settings) if NOTIFIER in has else None, tuner) if part is not None]
+        agents += [ShadowAgent(spec, publisher, topology,
+                               housekeeping_pids=lambda: own_pids(settings))
+                   for spec in shadows]
+        faust_app = create_app(settings, app_id=agent_group(role, settings)) if agents else None
         for agent in agents:
             install(faust_app, agent, settings, publisher)
-        parts: dict[str, Reporting] = {"collector": collector, "bus": publisher,
-                                       "recorder": recorder,
-                                       **{agent.name: agent for agent in agents}}
-        api = create_api(ApiService(
-            settings=settings, parts=parts, topology=topology, publish=publisher.publish,
-            get_engine=lambda: engine, live=live, hub=hub, explain=classifier.explain,
-            token=ensure_token(settings), started_at=started, history_cursor=store.cursor))
+        parts: dict[str, Reporting] = {
+            name: part for name, part in (("collector", collector), ("bus", publisher),
+                                          ("recorder", recorder)) if part is not None}
+        parts.update((agent.name, agent) for agent in agents)
+        if API in has:
+            api = create_api(ApiService(
+                settings=settings, parts=parts, topology=topology, publish=publisher.publish,
+                get_engine=lambda: engine, live=live, hub=hub,
+                explain=classifier.explain if classifier is not None else None,
+                token=ensure_token(settings), started_at=started,
+                history_cursor=store.cursor if store is not None else None, role=role))
+        else:
+            api = create_part_api(settings.host, parts, started, role)
         server = _QuietServer(uvicorn.Config(api, log_level="warning", lifespan="off"))
         tasks["api"] = asyncio.create_task(server.serve(sockets=[sock]))
-        log.info("API on http://%s/api/v1/health; history in %s", settings.api.listen,
-                 store.path)
+        if store is not None:
+            log.info("API on http://%s/api/v1/health; history in %s", settings.api.listen,
+                     store.path)
+        else:
+            log.info("%s: health on http://%s/api/v1/health, metrics on /metrics", role,
+                     settings.api.listen)
 
         broker = await ensure_broker(settings, broker_progress)
         created = await ensure_topics(settings)
@@ -288,27 +317,40 @@ async def run_up(settings: Settings, dry_run: bool = False,
         await publisher.start()
         config = await publisher.publish(settings.configuration())
         log.info("configuration %s from %s in force", config.data.hash[:12], settings.source)
-        await recorder.start()
-        if dry_run:
+        if recorder is not None:
+            await recorder.start()
+            tasks["recorder"] = asyncio.create_task(recorder.run(stop_recording))
+        if dry_run and applier is not None:
             log.info("dry run: corelane observes and decides, and changes nothing on this host")
-        tasks["recorder"] = asyncio.create_task(recorder.run(stop_recording))
+        if ownership is not None:
+            # The topics' real partition count decides where a host's events land.
+            ownership.partitions = len(await topic_partitions(
+                settings.kafka.bootstrap, [settings.topic("process_samples")]))
+            follow_partitions(faust_app, settings, ownership,
+                              [a for a in (classifier, allocator) if a is not None])
         for agent in agents:
             await agent.warm_up()
-        tasks["agents"] = asyncio.create_task(run_agents(faust_app, stop_agents))
-        # New processes at their fork and exec: faster samples, and no inherited demotion.
-        watcher.subscribe(collector.on_proc_events)
-        watcher.subscribe(applier.on_proc_events, rescan=applier.rescan)
-        if not watcher.start():
-            tasks["rescan"] = asyncio.create_task(
-                every(settings.collector.interval_s, applier.rescan, stop_collecting))
-        tasks["collector"] = asyncio.create_task(
-            run_collector(collector, KafkaSink(publisher, collector.stats,
-                                               settings.collector.buffer_bytes),
-                          stop=stop_collecting))
-        log.info("collecting every %.1fs as host %s", settings.collector.interval_s,
-                 settings.host)
-        tasks["summary"] = asyncio.create_task(every(SUMMARY_EVERY_S, narrator.summarise,
-                                                     stop_collecting))
+        if faust_app is not None:
+            tasks["agents"] = asyncio.create_task(run_agents(faust_app, stop_agents))
+        if collector is not None:
+            # New processes at their fork and exec: faster samples, and no inherited demotion.
+            watcher.subscribe(collector.on_proc_events)
+            if applier is not None:
+                watcher.subscribe(applier.on_proc_events, rescan=applier.rescan)
+            if not watcher.start() and applier is not None:
+                tasks["rescan"] = asyncio.create_task(
+                    every(settings.collector.interval_s, applier.rescan, stop_collecting))
+            tasks["collector"] = asyncio.create_task(
+                run_collector(collector, KafkaSink(publisher, collector.stats,
+                                                   settings.collector.buffer_bytes),
+                              stop=stop_collecting))
+            log.info("collecting every %.1fs as host %s", settings.collector.interval_s,
+                     settings.host)
+        if narrator is not None:
+            tasks["summary"] = asyncio.create_task(every(SUMMARY_EVERY_S, narrator.summarise,
+                                                         stop_collecting))
+        if role != "all":
+            log.info("role %s running: %s", role, ", ".join(parts))
         reloads: set[asyncio.Task[None]] = set()
 
         def on_hangup() -> None:
@@ -348,7 +390,8 @@ async def run_up(settings: Settings, dry_run: bool = False,
             if closing is not None:
                 await _stop_within(name, asyncio.ensure_future(closing()),
                                    loop.time() + 5, 5)
-        await asyncio.to_thread(store.close)
+        if store is not None:
+            await asyncio.to_thread(store.close)
         if broker is not None:
             await asyncio.to_thread(broker.stop)
         sock.close()

@@ -35,6 +35,9 @@ class HealthDocument(BaseModel):
     live: bool = Field(True, description="the instance answers (always true in an answer)")
     ready: bool = Field(description="every part runs: none is down")
     host: str
+    role: str = Field("all", description="the role this process runs (all, edge, worker, "
+                                         "recorder): its parts are this process's own, and "
+                                         "other roles answer for theirs")
     uptime_s: float
     parts: dict[str, PartReport]
 
@@ -73,10 +76,11 @@ def current_stats(parts: Mapping[str, Reporting], now: float) -> dict[str, Stats
 
 
 def health_document(host: str, uptime_s: float, parts: Mapping[str, Reporting],
-                    now: float) -> HealthDocument:
+                    now: float, role: str = "all") -> HealthDocument:
     reports = {}
     for name, part in parts.items():
         h = part_health(part, now)
         reports[name] = PartReport(**h.model_dump(), stats=part.stats.to_json())
     status = max((r.state for r in reports.values()), key=_ORDER.__getitem__, default="ok")
-    return HealthDocument(status=status, ready=status != "down", host=host, uptime_s=round(uptime_s, 3), parts=reports)
+    return HealthDocument(status=status, ready=status != "down", host=host, role=role,
+                          uptime_s=round(uptime_s, 3), parts=reports)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 
+from collections.abc import Mapping
+
 from agents.classification.decide import Classifier, Explanation, SweepResult
 from agents.classification.model import OnlineModel
 from agents.classification.rules import LabelError, RuleSet
-from pipeline.events import ContainerSamples, Envelope, Label, ProcessSamples
+from pipeline.events import Classification, ContainerSamples, Envelope, Label, ProcessSamples
 from pipeline.settings import ClassifierSettings
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,23 @@ class HostClassifiers:
             for label, label_id in self._match_labels:
                 classifier.apply_label(label, label_id)
         return classifier
+
+    def seed(self, host: str,
+             classes: Mapping[tuple[int, int], tuple[float, Classification]]) -> None:
+        """Take the classes said for ``host``'s processes (each with when it was said) as the
+        judgements in force, so that a change from them needs the same agreeing windows as
+        if this classifier had made them (a replay's start, a worker taking a host over)."""
+        classifier = self.classifier_for(host)
+        priors = {r.name for r in classifier.rules.priors}
+        for key, (at, c) in classes.items():
+            behaviour = c.source == "model" or (
+                c.source == "rule" and c.reason.removeprefix("rule ") in priors)
+            classifier.decider.seed(key, c, at, behaviour)
+
+    def forget_hosts(self, hosts: list[str]) -> None:
+        """Drop these hosts' windows and judgements (another worker owns them now)."""
+        for host in hosts:
+            self.hosts.pop(host, None)
 
     def use_rules(self, rules: RuleSet) -> None:
         """Every host's classifier, and those made later, judge with ``rules`` from now on."""

@@ -286,12 +286,7 @@ class ReplayRun:
     def _seed(self, runs: list[PolicyRun]) -> None:
         """The classes in force at the window's start, as the live classifier held them."""
         for run in runs:
-            classifier = run.classifiers.classifier_for(self.host)
-            priors = {r.name for r in classifier.rules.priors}
-            for key, (at, c) in self.start.classes.items():
-                behaviour = c.source == "model" or (
-                    c.source == "rule" and c.reason.removeprefix("rule ") in priors)
-                classifier.decider.seed(key, c, at, behaviour)
+            run.classifiers.seed(self.host, self.start.classes)
             run.planner.take_classes(self.host, [c for _, c in self.start.classes.values()])
 
     def _note(self, event: Envelope) -> None:

@@ -7,9 +7,15 @@ import sys
 
 from typing import List, Optional
 
+import enum
+
 import typer
 
 from corelane.cli.context import context
+from corelane.roles import ROLES
+
+# typer shows and checks the choices of an Enum
+Role = enum.Enum("Role", {name: name for name in ROLES}, type=str)
 
 NAME = "up"
 
@@ -21,8 +27,14 @@ def run(ctx: typer.Context,
             None, "--shadow", metavar="NAME=FILE",
             help="also run the configuration in FILE on the live samples, recording its "
                  "plans as policy NAME and never applying them (repeatable)"),
+        role: Role = typer.Option(
+            "all", "--role", case_sensitive=False,
+            help="the parts to run: all (one host), edge (this host's collector and "
+                 "applier), worker (classifier and allocator, one of a consumer group "
+                 "that splits the hosts), recorder (the history and the API)"),
         ) -> None:
-    """Run corelane on this host: broker if none answers, collector, agents, recorder, API."""
+    """Run corelane on this host: broker if none answers, collector, agents, recorder, API
+    (or, with --role, one role of a fleet)."""
     from agents.shadow import parse_shadow
     from corelane.cli.progress import BrokerProgress
     from corelane.runtime import ConfigInvalid, UpError, lingering_threads, up
@@ -42,7 +54,8 @@ def run(ctx: typer.Context,
         # the bar of a broker's cold start, on a terminal; the log lines say it elsewhere
         with BrokerProgress(cli.err,
                             f"the Kafka broker at {settings.kafka.bootstrap}") as progress:
-            up(settings, dry_run=dry_run, shadows=shadows, broker_progress=progress)
+            up(settings, dry_run=dry_run, shadows=shadows, broker_progress=progress,
+               role=role.value)
     except ConfigInvalid as exc:
         cli.fail(str(exc), 2)
     except (UpError, BrokerError) as exc:

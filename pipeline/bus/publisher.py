@@ -67,13 +67,15 @@ async def send_one(settings: Settings, payload: Any) -> Envelope:
 
 
 class Publisher:
-    """Publishes envelopes keyed by host, splitting batches until each fits a message."""
+    """Publishes envelopes keyed by the host they are about (the envelope's ``host``, which
+    is not this process's host when a worker classifies or plans for another), so that all
+    of a host's events sit on one partition, and the worker that owns that partition owns
+    the host. Splits batches until each fits a message."""
 
     def __init__(self, settings: Settings, stamper: Stamper | None = None) -> None:
         self.settings = settings
         self.stamper = stamper or Stamper(settings.host)
         self._producer: AIOKafkaProducer | None = None  # made in start(): needs the loop
-        self._key = self.stamper.host.encode()
         self.stats = BusStats()
 
     @property
@@ -134,7 +136,7 @@ class Publisher:
         """Send one envelope and wait until the broker has it."""
         try:
             await self.producer.send_and_wait(self.settings.topic(event.type),
-                                              self._encode(event), key=self._key)
+                                              self._encode(event), key=event.host.encode())
         except Exception as exc:
             self._failed(exc)
             raise
@@ -156,7 +158,7 @@ class Publisher:
         events = list(events)
         try:
             futures = [await self.producer.send(self.settings.topic(e.type), self._encode(e),
-                                                key=self._key) for e in events]
+                                                key=e.host.encode()) for e in events]
             await asyncio.gather(*futures)
         except Exception as exc:
             self._failed(exc)
@@ -186,7 +188,7 @@ class Publisher:
             event, raw = item
             try:
                 pending.append((item, await self.producer.send(
-                    self.settings.topic(event.type), raw, key=self._key)))
+                    self.settings.topic(event.type), raw, key=event.host.encode())))
             except Exception as exc:  # noqa: BLE001 - reported per event, never raised
                 self._failed(exc)
                 failed.append(item)

@@ -6,7 +6,7 @@ import base64
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
@@ -65,12 +65,17 @@ async def dead_letter(publisher: Publisher, record: ConsumerRecord, reason: str,
 
 
 async def _read_range(settings: Settings, event_type: str, types: Mapping[str, str],
-                      starts_of: StartsFn) -> AsyncIterator[Envelope]:
-    """Every readable event of one topic from the offsets ``starts_of(consumer, parts, ends)``
-    chooses, up to the topic's end as it is when called. Unreadable messages are skipped
-    (the live agent dead-letters them when it gets there)."""
+                      starts_of: StartsFn, partitions: Collection[int] | None = None
+                      ) -> AsyncIterator[Envelope]:
+    """Every readable event of one topic (of ``partitions`` only, when given) from the
+    offsets ``starts_of(consumer, parts, ends)`` chooses, up to the topic's end as it is when
+    called. Unreadable messages are skipped (the live agent dead-letters them when it gets
+    there)."""
     bootstrap = settings.kafka.bootstrap
-    parts = await topic_partitions(bootstrap, [settings.topic(event_type)])
+    parts = [tp for tp in await topic_partitions(bootstrap, [settings.topic(event_type)])
+             if partitions is None or tp.partition in partitions]
+    if not parts:
+        return
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
@@ -97,9 +102,11 @@ async def _read_range(settings: Settings, event_type: str, types: Mapping[str, s
 
 
 async def replay_topic(settings: Settings, event_type: str, types: Mapping[str, str],
-                       since_s: float | None = None) -> AsyncIterator[Envelope]:
+                       since_s: float | None = None, partitions: Collection[int] | None = None
+                       ) -> AsyncIterator[Envelope]:
     """Every readable event of one topic, from ``since_s`` seconds ago (None: from its
-    beginning) up to its end as it is when called: state an agent rebuilds on start."""
+    beginning) up to its end as it is when called: state an agent rebuilds on start (or, of
+    ``partitions`` only, when it takes over the hosts on them)."""
     async def starts(consumer: AIOKafkaConsumer, parts: list[TopicPartition],
                      ends: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
         if since_s is None:
@@ -109,14 +116,15 @@ async def replay_topic(settings: Settings, event_type: str, types: Mapping[str, 
         return {tp: found[tp].offset if found.get(tp) is not None else ends[tp]
                 for tp in parts}
 
-    async for event in _read_range(settings, event_type, types, starts):
+    async for event in _read_range(settings, event_type, types, starts, partitions):
         yield event
 
 
 async def read_tail(settings: Settings, event_type: str, types: Mapping[str, str],
-                    span_s: float) -> AsyncIterator[Envelope]:
-    """The events of each partition of one topic from ``span_s`` seconds before that
-    partition's newest message up to its end.
+                    span_s: float, partitions: Collection[int] | None = None
+                    ) -> AsyncIterator[Envelope]:
+    """The events of each partition of one topic (of ``partitions`` only, when given) from
+    ``span_s`` seconds before that partition's newest message up to its end.
 
     The span is counted back from the newest message, not from now: a topic that has been
     quiet for a day (corelane was stopped) still gives its last events, which is what an
@@ -137,5 +145,5 @@ async def read_tail(settings: Settings, event_type: str, types: Mapping[str, str
             out[tp] = found.offset if found is not None else firsts[tp]
         return out
 
-    async for event in _read_range(settings, event_type, types, starts):
+    async for event in _read_range(settings, event_type, types, starts, partitions):
         yield event
