@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/fleet.py [--hosts 5,10,20,40] [--workers 1,2] [--repeats 3]
                                     [--procs 200] [--churn 1] [--seconds 40] [--warmup 12]
-                                    [--partitions 8] [--worker-mode auto|role|agents]
+                                    [--partitions 8] [--json FILE] [--logs DIR]
 
 Starts a real single-node broker (free loopback ports, data in a temporary folder). For
 each number of hosts, each number of workers and each repeat, on topics of their own
@@ -14,10 +14,9 @@ sample and a sweep in chunks of ``kafka.chunk_rows`` at 1 Hz, the hosts' sweeps 
 evenly over each second as unsynchronised hosts would be. The topology goes with a host's
 first sample and every minute after, as the collector sends it.
 
-Workers are ``corelane up --role worker`` when that role exists (``--worker-mode role``),
-else (``agents``) a child of this script that runs the same classifier and allocator
-agents through the project's own ``create_app`` and ``install``, on the app id
-``corelane up`` uses.
+Each worker is ``corelane up --role worker`` (classifier, allocator, alerter and notifier
+on one faust app; the workers are one consumer group and split the partitions, so the
+hosts, among them).
 
 Measured, from what is on the topics once the workers have stopped:
 
@@ -48,7 +47,6 @@ import math
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,14 +56,13 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
 from bench.harness import (ROOT, bench_config, bench_settings, cpu_seconds,  # noqa: E402
-                           quantile, run_child_loop, running_broker, spread)
+                           quantile, run_delay_seconds, running_broker, spread)
 from bench.synthetic import FleetHost, fleet_hosts  # noqa: E402
 from pipeline.bus import Publisher, Stamper, ensure_topics, replay_topic, topic_types  # noqa: E402
 from pipeline.events import Envelope, ProcessSamples  # noqa: E402
@@ -80,49 +77,14 @@ def app_id(settings: Settings) -> str:
     return settings.kafka.topic_prefix + "agents"
 
 
-# --------------------------------------------------------------------------- the worker
-
-async def run_worker() -> None:
-    """The child: the classifier and allocator agents on one faust app, until SIGTERM, as
-    `corelane up` wires them (create_app, install, warm_up, run_agents)."""
-    from agents.allocator import AllocatorAgent
-    from agents.classifier import ClassifierAgent
-    from agents.contract import create_app, install
-    from corelane.runtime import run_agents
-    from pipeline.topology import load_profile, read_topology
-
-    settings = bench_settings(dict(os.environ))
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    topology = (load_profile(settings.topology.profile) if settings.topology.profile
-                else read_topology(settings.topology.sys_root))
-    app = create_app(settings, app_id=app_id(settings))
-    async with Publisher(settings) as publisher:
-        agents = [ClassifierAgent(settings, publisher),
-                  AllocatorAgent(settings, publisher, topology,
-                                 housekeeping_pids=lambda: [os.getpid()])]
-        for agent in agents:
-            install(app, agent, settings, publisher)
-        for agent in agents:
-            await agent.warm_up()
-        await run_agents(app, stop)
-        for agent in agents:
-            agent.close()
-
-
-def role_available() -> bool:
-    """Whether this corelane has `up --role worker`."""
-    corelane = Path(sys.executable).with_name("corelane")
-    out = subprocess.run([str(corelane), "up", "--help"], capture_output=True, text=True,
-                         env={**os.environ, "COLUMNS": "200"}, timeout=60)
-    return "--role" in out.stdout
-
+# --------------------------------------------------------------------------- the workers
 
 @contextmanager
-def workers(mode: str, count: int, env: dict[str, str], folder: Path
+def workers(count: int, env: dict[str, str], folder: Path
             ) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """``count`` worker processes, each with its own home, database path and API port, their
-    output in ``folder``/worker-K.log; stopped with SIGTERM (then SIGKILL) by their pids."""
+    """``count`` workers (``corelane up --role worker``), each with its own home, database
+    path and API port, their output in ``folder``/worker-K.log; stopped with SIGTERM (then
+    SIGKILL) by their pids."""
     procs: list[subprocess.Popen[bytes]] = []
     with ExitStack() as stack:
         for k in range(count):
@@ -130,10 +92,7 @@ def workers(mode: str, count: int, env: dict[str, str], folder: Path
             home.mkdir(parents=True, exist_ok=True)
             wenv = {**env, "CORELANE_HOME": str(home), "CORELANE_DB": str(home / "w.duckdb"),
                     "CORELANE_API": f"127.0.0.1:{free_port()}"}
-            if mode == "role":
-                cmd = [str(Path(sys.executable).with_name("corelane")), "up", "--role", "worker"]
-            else:
-                cmd = [sys.executable, __file__, "--child"]
+            cmd = [str(Path(sys.executable).with_name("corelane")), "up", "--role", "worker"]
             log = stack.enter_context(open(folder / f"worker-{k}.log", "wb"))
             procs.append(subprocess.Popen(cmd, env=wenv, stdout=log, stderr=subprocess.STDOUT,
                                           cwd=ROOT))
@@ -299,6 +258,7 @@ class RunResult:
     repeat: int
     lags: Lags
     worker_cpu: list[float]    # share of one core, each worker
+    worker_wait: list[float]   # seconds per second each worker's threads waited for a CPU
     broker_cpu: float
     parent_cpu: float
     ack_p99: float | None
@@ -321,7 +281,8 @@ class RunResult:
                 f"classification lag p50/p95/p99 {q(self.lags.classification)} s; plan latency "
                 f"{q(self.lags.plan)} s; missing {self.lags.missing}/{self.lags.expected}, "
                 f"unplanned {self.lags.unplanned}, early {self.lags.early_before_due}; worker CPU "
-                f"{', '.join(f'{c * 100:.0f}%' for c in self.worker_cpu)}; broker "
+                f"{', '.join(f'{c * 100:.0f}%' for c in self.worker_cpu)} (waiting for a CPU "
+                f"{', '.join(f'{c * 100:.0f}%' for c in self.worker_wait)}); broker "
                 f"{self.broker_cpu * 100:.0f}%, publishers {self.parent_cpu * 100:.0f}%; "
                 f"publish ack p99 {self.ack_p99 or 0:.3f} s; load {self.load[0]:.1f} -> "
                 f"{'met' if self.passed() else 'NOT met'}")
@@ -339,7 +300,7 @@ async def delete_run_topics(settings: Settings) -> None:
         await admin.close()
 
 
-def run_once(base_env: dict[str, str], folder: Path, broker_pid: int | None, mode: str,
+def run_once(base_env: dict[str, str], folder: Path, broker_pid: int | None,
              hosts: list[FleetHost], workers_n: int, repeat: int, args: argparse.Namespace,
              run_no: int) -> RunResult:
     config = {"kafka": {"topic_prefix": f"fleet{run_no}.", "partitions": args.partitions},
@@ -348,23 +309,26 @@ def run_once(base_env: dict[str, str], folder: Path, broker_pid: int | None, mod
     env = bench_config(base_env, run_dir, config)
     settings = bench_settings(env)
     asyncio.run(ensure_topics(settings))
-    with workers(mode, workers_n, env, run_dir) as procs:
+    with workers(workers_n, env, run_dir) as procs:
         group_s = asyncio.run(wait_for_group(settings, workers_n, procs))
         time.sleep(2.0)
 
-        async def publish_and_sample() -> tuple[Published, list[float], float, float, float]:
+        async def publish_and_sample() -> tuple[Published, list[float], list[float], float,
+                                                float]:
             task = asyncio.create_task(publish_fleet(settings, hosts, args.warmup + args.seconds))
             await asyncio.sleep(args.warmup + 1.0)
             t0, c0 = time.monotonic(), [cpu_seconds(p.pid) for p in procs]
+            d0 = [run_delay_seconds(p.pid) for p in procs]
             b0 = cpu_seconds(broker_pid) if broker_pid else 0.0
             s0 = time.process_time()
             published = await task
             dt = time.monotonic() - t0
             shares = [(cpu_seconds(p.pid) - c) / dt for p, c in zip(procs, c0)]
+            waits = [(run_delay_seconds(p.pid) - d) / dt for p, d in zip(procs, d0)]
             broker = ((cpu_seconds(broker_pid) - b0) / dt) if broker_pid else 0.0
-            return published, shares, broker, (time.process_time() - s0) / dt, dt
+            return published, shares, waits, broker, (time.process_time() - s0) / dt
 
-        published, shares, broker, parent, _ = asyncio.run(publish_and_sample())
+        published, shares, waits, broker, parent = asyncio.run(publish_and_sample())
         time.sleep(args.drain)  # what the workers still owe
         load = os.getloadavg()
     classifications = asyncio.run(read_back(settings, "classifications"))
@@ -372,8 +336,11 @@ def run_once(base_env: dict[str, str], folder: Path, broker_pid: int | None, mod
     warmup_sweeps = int(args.warmup)
     lags = measure_lags(settings, hosts, published, classifications, decisions, warmup_sweeps)
     asyncio.run(delete_run_topics(settings))
+    if args.logs:
+        for log in run_dir.glob("worker-*.log"):
+            shutil.copy(log, Path(args.logs) / f"run-{run_no}-{log.name}")
     shutil.rmtree(run_dir, ignore_errors=True)
-    return RunResult(len(hosts), workers_n, repeat, lags, shares, broker, parent,
+    return RunResult(len(hosts), workers_n, repeat, lags, shares, waits, broker, parent,
                      quantile(published.ack_delay_s, 0.99), published.rows, group_s, load)
 
 
@@ -389,6 +356,7 @@ def summarise(results: list[RunResult]) -> None:
         c50 = [x for r in rs if (x := quantile(r.lags.classification, 0.5)) is not None]
         p50 = [x for r in rs if (x := quantile(r.lags.plan, 0.5)) is not None]
         cpu = [sum(r.worker_cpu) for r in rs]
+        wait = [max(r.worker_wait) for r in rs]
         per_host = [sum(r.worker_cpu) / n for r in rs]
         met = sum(r.passed() for r in rs)
         if met == len(rs):
@@ -396,7 +364,8 @@ def summarise(results: list[RunResult]) -> None:
         print(f"  {n:>3} hosts, {w} worker(s): classification lag p50 {spread(c50)} s, p99 "
               f"{spread(c99)} s; plan latency p50 {spread(p50)} s, p99 {spread(p99)} s; "
               f"workers' CPU {spread([c * 100 for c in cpu])}% of a core "
-              f"({spread([c * 100 for c in per_host])}% per host); missing "
+              f"({spread([c * 100 for c in per_host])}% per host), a worker waited for a CPU "
+              f"up to {spread([c * 100 for c in wait])}% of the time; missing "
               f"{sum(r.lags.missing for r in rs)}, unplanned {sum(r.lags.unplanned for r in rs)}; "
               f"targets met in {met} of {len(rs)}")
     for w, n in sorted(limit.items()):
@@ -419,24 +388,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=12.0)
     parser.add_argument("--drain", type=float, default=6.0)
     parser.add_argument("--partitions", type=int, default=8)
-    parser.add_argument("--worker-mode", choices=["auto", "role", "agents"], default="auto")
     parser.add_argument("--json", help="also write every run's figures to this file")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--logs", help="keep each run's worker logs in this folder")
     args = parser.parse_args()
-    if args.child:
-        run_child_loop(run_worker())
-        return
     if args.warmup + args.seconds > 58:
         parser.error("--warmup + --seconds must stay under a minute: every process of the "
                      "first sweep would get its heartbeat classification at once after that")
 
-    mode = args.worker_mode
-    if mode == "auto":
-        mode = "role" if role_available() else "agents"
     sizes = [int(x) for x in args.hosts.split(",")]
     counts = [int(x) for x in args.workers.split(",")]
-    print(f"workers: {'corelane up --role worker' if mode == 'role' else 'the classifier and allocator agents in a child (create_app, install)'}; "
-          f"{args.procs} processes per host, {args.churn} replaced per host per sweep; "
+    print(f"workers: corelane up --role worker; {args.procs} processes per host, {args.churn} replaced per host per sweep; "
           f"{args.warmup:.0f} s warm-up, {args.seconds:.0f} s measured; {args.partitions} "
           f"partitions; {os.cpu_count()} CPUs", flush=True)
     results: list[RunResult] = []
@@ -449,7 +410,7 @@ def main() -> None:
                 for w in counts:
                     hosts = fleet_hosts(n, procs=args.procs, seed=repeat + 1, churn=args.churn)
                     run_no += 1
-                    result = run_once(bench.env, Path(runs), broker_pid, mode, hosts, w,
+                    result = run_once(bench.env, Path(runs), broker_pid, hosts, w,
                                       repeat, args, run_no)
                     results.append(result)
                     print(result.line(), flush=True)
@@ -460,6 +421,7 @@ def main() -> None:
             "classification_lag_s": r.lags.classification, "plan_latency_s": r.lags.plan,
             "missing": r.lags.missing, "unplanned": r.lags.unplanned,
             "expected": r.lags.expected, "worker_cpu": r.worker_cpu,
+            "worker_wait": r.worker_wait,
             "broker_cpu": r.broker_cpu, "parent_cpu": r.parent_cpu, "load": r.load,
             "ack_p99_s": r.ack_p99} for r in results]))
 

@@ -48,6 +48,15 @@ def cpu_seconds(pid: int) -> float:
     return (stat.utime + stat.stime) / procfs.CLOCK_TICKS
 
 
+def run_delay_seconds(pid: int) -> float:
+    """The time a live process's threads, together, waited on a run queue for a CPU: what a
+    shared machine takes from it (on top of ``cpu_seconds``)."""
+    totals = procfs.thread_totals(LIVE.proc, pid)
+    if totals is None:
+        raise ProcessLookupError(f"no process {pid}")
+    return totals.run_delay_ns / 1e9
+
+
 @dataclass
 class BenchBroker:
     """A running broker, its home folder and the environment a child needs to reach it."""
