@@ -47,6 +47,7 @@ import math
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -199,6 +200,7 @@ def due_offsets(settings: Settings) -> tuple[int, int]:
 @dataclass
 class Lags:
     classification: list[float] = field(default_factory=list)
+    due_ts: list[float] = field(default_factory=list)   # each classification's sweep
     plan: list[float] = field(default_factory=list)
     expected: int = 0          # processes born in the measured part, alive until judged
     missing: int = 0           # of those, never classified
@@ -240,6 +242,7 @@ def measure_lags(settings: Settings, hosts: list[FleetHost], published: Publishe
             if ts < stamps[due]:
                 lags.early_before_due += 1
             lags.classification.append(ts - stamps[due])
+            lags.due_ts.append(stamps[due])
             host_plans = plans.get(host.name, [])
             i = bisect.bisect_left(host_plans, ts, key=lambda p: p[0])
             follow = next((p_ts for p_ts, items in host_plans[i:]
@@ -266,6 +269,14 @@ class RunResult:
     group_s: float
     load: tuple[float, float, float]
 
+    def halves(self) -> tuple[float | None, float | None]:
+        """The classification lag's p99 over the first and the second half of the measured
+        sweeps: a backlog that grows is over the limit, one that shrinks is the warm-up's."""
+        pairs = sorted(zip(self.lags.due_ts, self.lags.classification))
+        mid = len(pairs) // 2
+        return (quantile([x for _, x in pairs[:mid]], 0.99),
+                quantile([x for _, x in pairs[mid:]], 0.99))
+
     def passed(self) -> bool:
         c99, p99 = quantile(self.lags.classification, 0.99), quantile(self.lags.plan, 0.99)
         return (c99 is not None and p99 is not None and c99 <= TARGET_S and p99 <= TARGET_S
@@ -278,7 +289,9 @@ class RunResult:
             return "/".join(f"{quantile(xs, p):.2f}" for p in (0.5, 0.95, 0.99)) + \
                 f" max {max(xs):.2f} (n={len(xs)})"
         return (f"{self.hosts:>3} hosts {self.workers} worker(s) #{self.repeat + 1}: "
-                f"classification lag p50/p95/p99 {q(self.lags.classification)} s; plan latency "
+                f"classification lag p50/p95/p99 {q(self.lags.classification)} s (p99 first/"
+                f"second half {'/'.join(f'{x:.2f}' if x is not None else '-' for x in self.halves())}"
+                f"); plan latency "
                 f"{q(self.lags.plan)} s; missing {self.lags.missing}/{self.lags.expected}, "
                 f"unplanned {self.lags.unplanned}, early {self.lags.early_before_due}; worker CPU "
                 f"{', '.join(f'{c * 100:.0f}%' for c in self.worker_cpu)} (waiting for a CPU "
@@ -368,6 +381,12 @@ def summarise(results: list[RunResult]) -> None:
               f"up to {spread([c * 100 for c in wait])}% of the time; missing "
               f"{sum(r.lags.missing for r in rs)}, unplanned {sum(r.lags.unplanned for r in rs)}; "
               f"targets met in {met} of {len(rs)}")
+    per_host_all = [sum(r.worker_cpu) / r.hosts for r in results if r.hosts >= 10]
+    if per_host_all:
+        per = statistics.median(per_host_all)
+        print(f"workers' CPU per host (runs of 10 hosts or more): {spread([x * 100 for x in per_host_all])}% "
+              f"of a core, so a worker with a core of its own saturates at about {1 / per:.0f} "
+              f"hosts (CPU alone; what it waited for a CPU is not in it)")
     for w, n in sorted(limit.items()):
         print(f"largest fleet that met both targets in every repeat with {w} worker(s): {n} "
               f"hosts ({n / w:.0f} hosts per worker)")
@@ -419,6 +438,7 @@ def main() -> None:
         Path(args.json).write_text(json.dumps([{
             "hosts": r.hosts, "workers": r.workers, "repeat": r.repeat,
             "classification_lag_s": r.lags.classification, "plan_latency_s": r.lags.plan,
+            "due_ts": r.lags.due_ts,
             "missing": r.lags.missing, "unplanned": r.lags.unplanned,
             "expected": r.lags.expected, "worker_cpu": r.worker_cpu,
             "worker_wait": r.worker_wait,

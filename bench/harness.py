@@ -141,8 +141,11 @@ def spread(values: Sequence[float]) -> str:
     """Median [min .. max] of repeated measurements."""
     if not values:
         return "-"
-    return (f"{statistics.median(values):.3g} [{min(values):.3g} .. {max(values):.3g}]"
-            if len(values) > 1 else f"{values[0]:.3g}")
+
+    def f(x: float) -> str:
+        return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
+    return (f"{f(statistics.median(values))} [{f(min(values))} .. {f(max(values))}]"
+            if len(values) > 1 else f(values[0]))
 
 
 def host_sample() -> HostSample:
