@@ -381,12 +381,15 @@ def summarise(results: list[RunResult]) -> None:
               f"up to {spread([c * 100 for c in wait])}% of the time; missing "
               f"{sum(r.lags.missing for r in rs)}, unplanned {sum(r.lags.unplanned for r in rs)}; "
               f"targets met in {met} of {len(rs)}")
-    per_host_all = [sum(r.worker_cpu) / r.hosts for r in results if r.hosts >= 10]
+    # Only runs that kept up did all the work in the measured time: a worker that fell
+    # behind spent less CPU than the fleet asked of it.
+    per_host_all = [sum(r.worker_cpu) / r.hosts for r in results
+                    if r.hosts >= 10 and r.passed()]
     if per_host_all:
         per = statistics.median(per_host_all)
-        print(f"workers' CPU per host (runs of 10 hosts or more): {spread([x * 100 for x in per_host_all])}% "
-              f"of a core, so a worker with a core of its own saturates at about {1 / per:.0f} "
-              f"hosts (CPU alone; what it waited for a CPU is not in it)")
+        print(f"workers' CPU per host (runs of 10 hosts or more that kept up): "
+              f"{spread([x * 100 for x in per_host_all])}% of a core, so a worker with a core "
+              f"of its own saturates at about {1 / per:.0f} hosts")
     for w, n in sorted(limit.items()):
         print(f"largest fleet that met both targets in every repeat with {w} worker(s): {n} "
               f"hosts ({n / w:.0f} hosts per worker)")
