@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/fleet.py [--hosts 5,10,20,40] [--workers 1,2] [--repeats 3]
                                     [--procs 200] [--churn 1] [--seconds 40] [--warmup 12]
-                                    [--partitions 8] [--json FILE] [--logs DIR]
+                                    [--partitions 8] [--own-sessions] [--json FILE] [--logs DIR]
 
 Starts a real single-node broker (free loopback ports, data in a temporary folder). For
 each number of hosts, each number of workers and each repeat, on topics of their own
@@ -81,11 +81,13 @@ def app_id(settings: Settings) -> str:
 # --------------------------------------------------------------------------- the workers
 
 @contextmanager
-def workers(count: int, env: dict[str, str], folder: Path
+def workers(count: int, env: dict[str, str], folder: Path, own_sessions: bool = False
             ) -> Iterator[list[subprocess.Popen[bytes]]]:
     """``count`` workers (``corelane up --role worker``), each with its own home, database
     path and API port, their output in ``folder``/worker-K.log; stopped with SIGTERM (then
-    SIGKILL) by their pids."""
+    SIGKILL) by their pids. ``own_sessions``: each in a session of its own, as separate
+    services run (with autogroup scheduling the kernel shares CPU per session, so workers
+    of one session split one share between them)."""
     procs: list[subprocess.Popen[bytes]] = []
     with ExitStack() as stack:
         for k in range(count):
@@ -96,7 +98,7 @@ def workers(count: int, env: dict[str, str], folder: Path
             cmd = [str(Path(sys.executable).with_name("corelane")), "up", "--role", "worker"]
             log = stack.enter_context(open(folder / f"worker-{k}.log", "wb"))
             procs.append(subprocess.Popen(cmd, env=wenv, stdout=log, stderr=subprocess.STDOUT,
-                                          cwd=ROOT))
+                                          cwd=ROOT, start_new_session=own_sessions))
         try:
             yield procs
         finally:
@@ -322,7 +324,7 @@ def run_once(base_env: dict[str, str], folder: Path, broker_pid: int | None,
     env = bench_config(base_env, run_dir, config)
     settings = bench_settings(env)
     asyncio.run(ensure_topics(settings))
-    with workers(workers_n, env, run_dir) as procs:
+    with workers(workers_n, env, run_dir, args.own_sessions) as procs:
         group_s = asyncio.run(wait_for_group(settings, workers_n, procs))
         time.sleep(2.0)
 
@@ -412,6 +414,8 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--json", help="also write every run's figures to this file")
     parser.add_argument("--logs", help="keep each run's worker logs in this folder")
+    parser.add_argument("--own-sessions", action="store_true",
+                        help="start each worker in a session of its own (see workers())")
     args = parser.parse_args()
     if args.warmup + args.seconds > 58:
         parser.error("--warmup + --seconds must stay under a minute: every process of the "
@@ -419,8 +423,9 @@ def main() -> None:
 
     sizes = [int(x) for x in args.hosts.split(",")]
     counts = [int(x) for x in args.workers.split(",")]
-    print(f"workers: corelane up --role worker; {args.procs} processes per host, {args.churn} replaced per host per sweep; "
-          f"{args.warmup:.0f} s warm-up, {args.seconds:.0f} s measured; {args.partitions} "
+    sessions = "each in its own session" if args.own_sessions else "in this session"
+    print(f"workers: corelane up --role worker, {sessions}; {args.procs} processes per host, "
+          f"{args.churn} replaced per host per sweep; {args.warmup:.0f} s warm-up, {args.seconds:.0f} s measured; {args.partitions} "
           f"partitions; {os.cpu_count()} CPUs", flush=True)
     results: list[RunResult] = []
     run_no = 0
