@@ -65,17 +65,13 @@ from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 from bench.harness import (ROOT, bench_config, bench_settings, cpu_seconds,  # noqa: E402
                            quantile, run_delay_seconds, running_broker, spread)
 from bench.synthetic import FleetHost, fleet_hosts  # noqa: E402
+from corelane.roles import agent_group  # noqa: E402
 from pipeline.bus import Publisher, Stamper, ensure_topics, replay_topic, topic_types  # noqa: E402
 from pipeline.events import Envelope, ProcessSamples  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from tests.support.ports import free_port  # noqa: E402
 
 TARGET_S = 2.0
-
-
-def app_id(settings: Settings) -> str:
-    # faust's consumer group is the app id; the same one `corelane up` uses.
-    return settings.kafka.topic_prefix + "agents"
 
 
 # --------------------------------------------------------------------------- the workers
@@ -126,7 +122,7 @@ async def wait_for_group(settings: Settings, members: int, procs: list[subproces
             if any(p.poll() is not None for p in procs):
                 raise RuntimeError("a worker exited before its group formed")
             try:
-                described = await admin.describe_consumer_groups([app_id(settings)])
+                described = await admin.describe_consumer_groups([agent_group("worker", settings)])
                 group = described[0].groups[0]
                 state, have = group[2], len(group[5])
             except Exception:  # noqa: BLE001 - the coordinator may not be there yet
