@@ -286,10 +286,10 @@ class RunResult:
                 return "-"
             return "/".join(f"{quantile(xs, p):.2f}" for p in (0.5, 0.95, 0.99)) + \
                 f" max {max(xs):.2f} (n={len(xs)})"
+        halves = "/".join("-" if x is None else f"{x:.2f}" for x in self.halves())
         return (f"{self.hosts:>3} hosts {self.workers} worker(s) #{self.repeat + 1}: "
                 f"classification lag p50/p95/p99 {q(self.lags.classification)} s (p99 first/"
-                f"second half {'/'.join(f'{x:.2f}' if x is not None else '-' for x in self.halves())}"
-                f"); plan latency "
+                f"second half {halves}); plan latency "
                 f"{q(self.lags.plan)} s; missing {self.lags.missing}/{self.lags.expected}, "
                 f"unplanned {self.lags.unplanned}, early {self.lags.early_before_due}; worker CPU "
                 f"{', '.join(f'{c * 100:.0f}%' for c in self.worker_cpu)} (waiting for a CPU "
@@ -421,7 +421,8 @@ def main() -> None:
     counts = [int(x) for x in args.workers.split(",")]
     sessions = "each in its own session" if args.own_sessions else "in this session"
     print(f"workers: corelane up --role worker, {sessions}; {args.procs} processes per host, "
-          f"{args.churn} replaced per host per sweep; {args.warmup:.0f} s warm-up, {args.seconds:.0f} s measured; {args.partitions} "
+          f"{args.churn} replaced per host per sweep; {args.warmup:.0f} s warm-up, "
+          f"{args.seconds:.0f} s measured; {args.partitions} "
           f"partitions; {os.cpu_count()} CPUs", flush=True)
     results: list[RunResult] = []
     run_no = 0
