@@ -48,7 +48,7 @@ from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
 from agents.classifier import ClassifierAgent  # noqa: E402
 from bench.harness import (bench_settings, child_process, cpu_seconds,  # noqa: E402
-                           publish_sweeps, running_broker)
+                           publish_sweeps, run_child_loop, running_broker)
 from pipeline.bus import Publisher, topic_partitions  # noqa: E402
 from pipeline.events import Envelope  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
@@ -129,20 +129,6 @@ async def run_classifier_only() -> None:
                       "p50_delay": delays[len(delays) // 2] if delays else None,
                       "p99_delay": delays[int(len(delays) * 0.99)] if delays else None,
                       "max_delay": delays[-1] if delays else None}), flush=True)
-
-
-def child_main() -> None:
-    # As `corelane up` does: tasks a library leaves behind get a bounded time to end.
-    loop = asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(run_classifier_only())
-    finally:
-        leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for task in leftovers:
-            task.cancel()
-        if leftovers:
-            loop.run_until_complete(asyncio.wait(leftovers, timeout=5.0))
-        loop.close()
 
 
 # --------------------------------------------------------------------------- the parent
@@ -339,7 +325,7 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child_main()
+        run_child_loop(run_classifier_only())
         return
 
     load_before = os.getloadavg()

@@ -7,16 +7,20 @@ the publisher's and the broker's.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -44,6 +48,15 @@ def cpu_seconds(pid: int) -> float:
     return (stat.utime + stat.stime) / procfs.CLOCK_TICKS
 
 
+def run_delay_seconds(pid: int) -> float:
+    """The time a live process's threads, together, waited on a run queue for a CPU: what a
+    shared machine takes from it (on top of ``cpu_seconds``)."""
+    totals = procfs.thread_totals(LIVE.proc, pid)
+    if totals is None:
+        raise ProcessLookupError(f"no process {pid}")
+    return totals.run_delay_ns / 1e9
+
+
 @dataclass
 class BenchBroker:
     """A running broker, its home folder and the environment a child needs to reach it."""
@@ -53,16 +66,28 @@ class BenchBroker:
     broker: LocalBroker
 
 
+def bench_config(env: dict[str, str], folder: Path, config: dict[str, Any]) -> dict[str, str]:
+    """``env`` with CORELANE_CONFIG naming a file in ``folder`` that holds ``config`` (the
+    built-in defaults fill in every other setting)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.yml"
+    path.write_text(yaml.safe_dump(config))
+    return {**env, "CORELANE_CONFIG": str(path)}
+
+
 @contextmanager
-def running_broker(prefix: str, heap_mb: int = 512,
-                   timeout: float = 180) -> Iterator[BenchBroker]:
+def running_broker(prefix: str, heap_mb: int = 512, timeout: float = 180,
+                   config: dict[str, Any] | None = None) -> Iterator[BenchBroker]:
     """A single-node broker on free loopback ports with its data in a temporary folder and
-    every corelane topic created; stopped by its pid and the folder removed on exit."""
+    every corelane topic created; stopped by its pid and the folder removed on exit.
+    ``config`` is the settings the benchmark runs with (see ``bench_config``)."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         bootstrap = f"127.0.0.1:{free_port()}"
         env = {**os.environ, "CORELANE_KAFKA": bootstrap, "CORELANE_HOME": tmp,
                "CORELANE_DB": str(Path(tmp) / "history.duckdb")}
         env.pop("CORELANE_CONFIG", None)  # a developer's own config must not leak in
+        if config is not None:
+            env = bench_config(env, Path(tmp), config)
         settings = bench_settings(env)
         broker = LocalBroker(bootstrap, home=tmp, heap_mb=heap_mb, controller_port=free_port())
         print(f"starting a broker at {bootstrap} ...", flush=True)
@@ -87,6 +112,40 @@ def child_process(script: str, env: dict[str, str], *args: str,
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def run_child_loop(main: Coroutine[Any, Any, None], leftover_timeout_s: float = 5.0) -> None:
+    """Run a child's main coroutine as `corelane up` runs its own: tasks a library leaves
+    behind get a bounded time to end, so the child always exits."""
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main)
+    finally:
+        leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            loop.run_until_complete(asyncio.wait(leftovers, timeout=leftover_timeout_s))
+        loop.close()
+
+
+def quantile(values: Sequence[float], q: float) -> float | None:
+    """The ``q`` quantile (0..1) of ``values`` by the nearest rank; None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def spread(values: Sequence[float]) -> str:
+    """Median [min .. max] of repeated measurements."""
+    if not values:
+        return "-"
+
+    def f(x: float) -> str:
+        return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
+    return (f"{f(statistics.median(values))} [{f(min(values))} .. {f(max(values))}]"
+            if len(values) > 1 else f(values[0]))
 
 
 def host_sample() -> HostSample:

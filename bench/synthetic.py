@@ -1,37 +1,87 @@
-"""A synthetic fleet of long-lived processes for the storage and recorder benchmarks:
-realistic ProcessSamples whose cumulative counters move every sweep, without /proc."""
+"""The synthetic fleet every benchmark that needs load shares: realistic ProcessSamples
+whose cumulative counters move every sweep, without /proc.
+
+``Fleet`` is one host's processes; ``fleet_hosts`` makes N hosts, each with its own name,
+its own CPU topology (``fleet_machines``: the shipped profiles and the sysfs captures
+under tests/data/sysfs, in turn) and its own ``Fleet``. With ``churn``, a host replaces
+that many of its processes each sweep (new pid, new start time) and says which identities
+were born at which sweep, so that a benchmark can tell when each new process's first
+classification is due.
+"""
 from __future__ import annotations
 
 import random
+import re
+import tarfile
+import tempfile
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
 
+from pipeline.events import Classification, HostSample, ProcessSample
+from pipeline.topology import Topology, cpulist_format, list_profiles, load_profile, read_topology
 from pipeline.vocabulary import CLASSES, DEFAULT_TIER_OF
-from pipeline.events import Classification, ProcessSample
 
 CHUNK_ROWS = 250
 NAMES = ["postgres", "nginx", "java", "python3", "node", "redis-server", "sshd", "bash",
          "systemd", "kworker/0:1", "containerd-shim", "envoy", "chrome", "ffmpeg", "rsync"]
 
 
-class Fleet:
-    """``procs`` long-lived processes whose cumulative counters move each sweep."""
+LOADS = [0.0, 0.0, 0.01, 0.05, 0.2, 0.9]
+SYSFS_CAPTURES = Path(__file__).resolve().parent.parent / "tests" / "data" / "sysfs"
+# Parts of a sysfs capture the topology reader never opens (thousands of files on servers).
+_SKIP = re.compile(r"/(memory\d*|cpuidle|power|vulnerabilities|firmware_node|microcode)(/|$)")
 
-    def __init__(self, procs: int, seed: int = 1) -> None:
+
+class Fleet:
+    """One host's ``procs`` long-lived processes whose cumulative counters move each sweep.
+
+    ``churn`` processes are replaced each sweep (from the second on) by new ones: a new pid
+    and start time, a fresh load, counters from zero. ``born`` maps each identity to the
+    sweep (from 0) at which it was first in a sweep, ``gone`` a replaced one to the last
+    sweep it was in. ``cpus`` sets the affinity and last
+    CPU the samples report."""
+
+    def __init__(self, procs: int, seed: int = 1, churn: int = 0, cpus: int = 2) -> None:
         rng = random.Random(seed)
         self.rng = rng
+        self._churn_rng = random.Random(seed * 7919 + 1)  # churn leaves the sweeps' draws be
+        self.churn = churn
+        self.cpus = cpus
+        self.affinity = cpulist_format(range(cpus))
         self.ident = [(1000 + i * 7, 10_000 + i * 13) for i in range(procs)]
         self.name = [NAMES[i % len(NAMES)] for i in range(procs)]
         self.cmd = [f"/usr/bin/{n} --config /etc/{n}/{n}.conf --worker {i % 16}"
                     for i, n in enumerate(self.name)]
         self.cgroup = [f"/system.slice/{n}.service" for n in self.name]
-        self.load = [rng.choice([0.0, 0.0, 0.01, 0.05, 0.2, 0.9]) for _ in range(procs)]
+        self.load = [rng.choice(LOADS) for _ in range(procs)]
         self.cpu_s = [0.0] * procs
         self.delay = [0] * procs
         self.run = [0] * procs
         self.vol = [0] * procs
         self.invol = [0] * procs
+        self.sweeps = 0
+        self.born: dict[tuple[int, int], int] = {ident: 0 for ident in self.ident}
+        self.gone: dict[tuple[int, int], int] = {}
+        self._next_pid = 1000 + procs * 7
+
+    def _replace(self, i: int) -> None:
+        """Process ``i`` exits; a new one takes its slot."""
+        rng = self._churn_rng
+        self.gone[self.ident[i]] = self.sweeps - 1
+        self._next_pid += 1 + rng.randint(0, 5)
+        ident = (self._next_pid, 10_000 + self.sweeps * 100 + i % 100)
+        self.ident[i] = ident
+        self.born[ident] = self.sweeps
+        self.load[i] = rng.choice(LOADS)
+        self.cpu_s[i], self.delay[i], self.run[i], self.vol[i], self.invol[i] = 0.0, 0, 0, 0, 0
 
     def sweep(self, interval: float = 1.0) -> list[ProcessSample]:
         rng, out = self.rng, []
+        if self.churn and self.sweeps:
+            for i in self._churn_rng.sample(range(len(self.ident)), self.churn):
+                self._replace(i)
+        self.sweeps += 1
         for i, (pid, start) in enumerate(self.ident):
             share = max(0.0, self.load[i] * (0.5 + rng.random()))
             self.cpu_s[i] += share * interval
@@ -47,7 +97,7 @@ class Fleet:
                 invol_ctx=self.invol[i], run_time_ns=self.run[i], run_delay_ns=self.delay[i],
                 timeslices=self.vol[i] + self.invol[i], io_read_bytes=i * 100_000,
                 io_write_bytes=i * 50_000, io_rchar=i * 300_000, io_wchar=i * 200_000,
-                last_cpu=i % 2, nice=0 if i % 7 else 10, affinity="0-1"))
+                last_cpu=i % self.cpus, nice=0 if i % 7 else 10, affinity=self.affinity))
         return out
 
     def classify(self) -> list[Classification]:
@@ -55,6 +105,55 @@ class Fleet:
                                tier=DEFAULT_TIER_OF[CLASSES[i % len(CLASSES)]],
                                confidence=0.9, source="rule")
                 for i, (pid, start) in enumerate(self.ident)]
+
+
+def fleet_machines() -> list[str]:
+    """The machines a synthetic fleet is made of, in turn: every shipped profile, then every
+    sysfs capture under tests/data/sysfs."""
+    return list_profiles() + sorted(a.name.removesuffix(".tar.xz")
+                                    for a in SYSFS_CAPTURES.glob("*.tar.xz"))
+
+
+@lru_cache(maxsize=None)
+def machine_topology(name: str) -> Topology:
+    """A machine of ``fleet_machines``: a profile, or a capture read from a temporary
+    unpacked copy (once per process)."""
+    if name in list_profiles():
+        return load_profile(name)
+    with tempfile.TemporaryDirectory(prefix="corelane-fleet-sysfs-") as tmp:
+        with tarfile.open(SYSFS_CAPTURES / f"{name}.tar.xz") as tar:
+            keep = [m for m in tar.getmembers() if not _SKIP.search(m.name)]
+            tar.extractall(tmp, members=keep, filter="data")
+        return replace(read_topology(Path(tmp) / name), source=name)
+
+
+@dataclass
+class FleetHost:
+    """One synthetic host: its id, its own topology and its processes."""
+    name: str
+    topology: Topology
+    fleet: Fleet
+
+    def host_sample(self, with_topology: bool) -> HostSample:
+        """A host sample for this machine's CPUs; ``with_topology`` as a collector sends it
+        on its first sweep and every minute."""
+        n = len(self.topology.cpus)
+        return HostSample(cpu_percent=[40.0] * n, cpu_freq_khz=[None] * n, load=(1.0, 1.0, 1.0),
+                          mem_total_bytes=64 << 30, mem_available_bytes=48 << 30, interval_s=1.0,
+                          topology=self.topology.to_dict() if with_topology else None)
+
+
+def fleet_hosts(count: int, procs: int = 200, seed: int = 1, churn: int = 0) -> list[FleetHost]:
+    """``count`` hosts named fleet-000, fleet-001, ..., each with ``procs`` processes of its
+    own (seeded from ``seed`` and its number) on the next machine of ``fleet_machines``."""
+    machines = fleet_machines()
+    hosts = []
+    for i in range(count):
+        topology = machine_topology(machines[i % len(machines)])
+        hosts.append(FleetHost(f"fleet-{i:03d}", topology,
+                               Fleet(procs, seed=seed * 100_003 + i, churn=churn,
+                                     cpus=len(topology.cpus))))
+    return hosts
 
 
 def live_history(settings, fleet: Fleet, t0: float, seconds: int, topology,
