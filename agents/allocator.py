@@ -15,7 +15,6 @@ none.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from agents.allocation import pool_cores, pool_states, to_decisions
 from agents.allocation.hosts import HostView, Planner, last_plans
 from agents.contract import AgentStats, Handler, Position, Timer, event_health, keep_going
-from agents.ownership import Ownership
+from agents.ownership import Ownership, OwnsHosts, read_tails
 from pipeline.bus import Publisher, read_tail, replay_topic, topic_types
 from pipeline.collectors.collector import TOPOLOGY_EVERY_S
 from pipeline.events import Decisions, Envelope
@@ -55,7 +54,7 @@ class AllocatorStats(AgentStats):
                                  factory=list)
 
 
-class AllocatorAgent(Planner):
+class AllocatorAgent(Planner, OwnsHosts):
     """The planner (``agents.allocation.hosts``) on the bus: events in, plans published."""
     name = "allocator"
 
@@ -85,11 +84,6 @@ class AllocatorAgent(Planner):
                                         topic_types(self.settings, ["command"])):
             self.on_command(event)
 
-    def mine(self, event: Envelope) -> bool:
-        """Whether the event's host is this allocator's to plan (every host, but for a
-        worker of a group)."""
-        return self.ownership is None or self.ownership.owns(event.host)
-
     async def _restore_hosts(self) -> None:
         """Each host's last plan and strategy, as the previous run left them."""
         # Every live host's plan is republished each heartbeat: two of them before the
@@ -115,8 +109,7 @@ class AllocatorAgent(Planner):
 
     def release(self, partitions: frozenset[int]) -> None:
         """Forget the hosts of partitions another worker owns now: it plans them."""
-        assert self.ownership is not None
-        for host in self.ownership.hosts_in(list(self.hosts), partitions):
+        for host in self.hosts_on(partitions):
             self._forget(host)
 
     async def take_over(self, partitions: frozenset[int]) -> None:
@@ -127,30 +120,24 @@ class AllocatorAgent(Planner):
         has read all along. The first plan for each is published even if unchanged, so its
         applier hears from the new owner."""
         cfg, classifier = self.settings.allocator, self.settings.classifier
-
-        async def tail(event_type: str, span_s: float) -> list[Envelope]:
-            return [e async for e in read_tail(self.settings, event_type,
-                                               topic_types(self.settings, [event_type]),
-                                               span_s, partitions=partitions)]
         # Every live host's plan is republished each heartbeat, and each class every
         # classifier.heartbeat_s: these spans hold the newest of each.
-        plans, strategies, samples, judged = await asyncio.gather(
-            tail("decisions", 2 * cfg.heartbeat_s + cfg.interval_s),
-            tail("strategy", self.settings.closed_loop.reexplore_s),
-            tail("host_sample", TOPOLOGY_EVERY_S + 2 * self.settings.collector.interval_s),
-            tail("classifications", classifier.heartbeat_s + classifier.window_s))
+        tails = await read_tails(self.settings, partitions, {
+            "decisions": 2 * cfg.heartbeat_s + cfg.interval_s,
+            "strategy": self.settings.closed_loop.reexplore_s,
+            "host_sample": TOPOLOGY_EVERY_S + 2 * self.settings.collector.interval_s,
+            "classifications": classifier.heartbeat_s + classifier.window_s})
         # Applied at once, with nothing awaited in between: no plan sees half of it.
-        assert self.ownership is not None
-        for host in self.ownership.hosts_in(list(self.hosts), partitions):
+        for host in self.hosts_on(partitions):
             self._forget(host)
-        last = last_plans(plans)
+        last = last_plans(tails["decisions"])
         self.restore(last)
         self.stats.restored += len(last)
-        for event in strategies:
+        for event in tails["strategy"]:
             self.on_strategy(event)
-        for event in samples:
+        for event in tails["host_sample"]:
             self.on_host_sample(event)
-        for event in judged:
+        for event in tails["classifications"]:
             self.on_classifications(event)
         self.taken_over.update(last)
         self.stats.taken_over += len(last)
@@ -202,35 +189,35 @@ class AllocatorAgent(Planner):
         return [Timer("plan cycle", self.settings.allocator.interval_s, self._cycle)]
 
     async def _classifications(self, event: Envelope, at: Position) -> None:
-        if self.mine(event) and self.on_classifications(event):
+        if self.mine(event.host) and self.on_classifications(event):
             await self.replan(event.host)
 
     async def _samples(self, event: Envelope, at: Position) -> None:
-        if self.mine(event):
+        if self.mine(event.host):
             self.on_samples(event)
 
     async def _containers(self, event: Envelope, at: Position) -> None:
-        if self.mine(event):
+        if self.mine(event.host):
             self.on_containers(event)
 
     async def _host_sample(self, event: Envelope, at: Position) -> None:
-        if self.mine(event):
+        if self.mine(event.host):
             self.on_host_sample(event)
 
     async def _command(self, event: Envelope, at: Position) -> None:
         forced = set(self.on_command(event))
         for host in list(self.hosts):
-            if self.ownership is None or self.ownership.owns(host):
+            if self.mine(host):
                 await self.replan(host, force=host in forced)
 
     async def _strategy(self, event: Envelope, at: Position) -> None:
-        if self.mine(event):
+        if self.mine(event.host):
             self.on_strategy(event)
             await self.replan(event.host)
 
     async def _cycle(self) -> None:
         for host in list(self.hosts):
-            if self.ownership is not None and not self.ownership.owns(host):
+            if not self.mine(host):
                 continue
             with keep_going(f"planning for {host}", self.stats):
                 await self.replan(host)

@@ -24,7 +24,7 @@ from agents.classification.model import OnlineModel
 from agents.classification.rules import RuleSet, load_rule_set
 from agents.classification.snapshots import load_model, model_shelf
 from agents.contract import AgentStats, Handler, Position, Timer, event_health
-from agents.ownership import Ownership
+from agents.ownership import Ownership, OwnsHosts, read_tails
 from pipeline.bus import Publisher, read_tail, replay_topic, topic_types
 from pipeline.events import Classification, Classifications, Envelope
 from pipeline.health import PartHealth
@@ -43,7 +43,7 @@ class ClassifierStats(AgentStats):
     merged: int = counter("other workers' model snapshots merged into this one")
 
 
-class ClassifierAgent(HostClassifiers):
+class ClassifierAgent(HostClassifiers, OwnsHosts):
     """The per-host classifiers (``agents.classification.hosts``) on the bus."""
     name = "classifier"
 
@@ -91,27 +91,22 @@ class ClassifierAgent(HostClassifiers):
         return [Timer("model snapshot", self.settings.classifier.snapshot_interval_s,
                       self._snapshot)]
 
-    def mine(self, event: Envelope) -> bool:
-        """Whether the event's host is this classifier's to judge (every host, but for a
-        worker of a group: an event still buffered from a partition that moved is not)."""
-        return self.ownership is None or self.ownership.owns(event.host)
-
     async def _samples(self, event: Envelope, at: Position) -> None:
-        if not self.mine(event):
+        if not self.mine(event.host):
             return
         await self._publish(event.host, self.on_samples(event))
         self.last_offset, self.last_ts = at.offset, event.ts
 
     async def _label(self, event: Envelope, at: Position) -> None:
-        if event.data.match is not None or self.mine(event):
+        if event.data.match is not None or self.mine(event.host):
             self.on_label(event)
 
     async def _containers(self, event: Envelope, at: Position) -> None:
-        if self.mine(event):
+        if self.mine(event.host):
             self.on_containers(event)
 
     async def _host_sample(self, event: Envelope, at: Position) -> None:
-        if self.mine(event):
+        if self.mine(event.host):
             self.on_host_sample(event)
 
     async def _snapshot(self) -> None:
@@ -188,8 +183,7 @@ class ClassifierAgent(HostClassifiers):
 
     def release(self, partitions: frozenset[int]) -> None:
         """Forget the hosts of partitions another worker owns now."""
-        assert self.ownership is not None
-        gone = self.ownership.hosts_in(list(self.hosts), partitions)
+        gone = self.hosts_on(partitions)
         self.forget_hosts(gone)
         if gone:
             log.info("classifier: hosts %s handed on with partitions %s", ", ".join(gone),
@@ -201,17 +195,12 @@ class ClassifierAgent(HostClassifiers):
         is taken as the judgement in force, so that it changes only as it would have under
         the previous owner, then the windows are rebuilt from the samples topic."""
         cfg = self.settings.classifier
-        if self.ownership is not None:   # what it held of them is older than the topics
-            self.forget_hosts(self.ownership.hosts_in(list(self.hosts), partitions))
-
-        async def tail(event_type: str, span_s: float) -> list[Envelope]:
-            return [e async for e in read_tail(self.settings, event_type,
-                                               topic_types(self.settings, [event_type]),
-                                               span_s, partitions=partitions)]
+        self.forget_hosts(self.hosts_on(partitions))   # what it held is older than the topics
         # ... and each host's boot time, which its processes' ages (their start-up) count from
-        judged, booted = await asyncio.gather(
-            tail("classifications", cfg.heartbeat_s + cfg.window_s),
-            tail("host_sample", 2 * self.settings.collector.interval_s))
+        tails = await read_tails(self.settings, partitions, {
+            "classifications": cfg.heartbeat_s + cfg.window_s,
+            "host_sample": 2 * self.settings.collector.interval_s})
+        judged, booted = tails["classifications"], tails["host_sample"]
         said: dict[str, dict[tuple[int, int], tuple[float, Classification]]] = {}
         for event in judged:
             classes = said.setdefault(event.host, {})

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from aiokafka.partitioner import murmur2
 
 from agents.contract import AgentStats, Handler, Position, keep_going
-from pipeline.bus import follow_topic, topic_types
+from pipeline.bus import follow_topic, read_tail, topic_types
 from pipeline.events import Envelope
 from pipeline.settings import Settings
 
@@ -73,6 +73,34 @@ class Ownership:
     def rebuilt(self) -> None:
         """The gained partitions' hosts have their state: their events count from now."""
         self.pending = frozenset()
+
+
+class OwnsHosts:
+    """For an agent whose state is per host (``hosts``): which hosts are its own. Without
+    ``ownership`` (one process for every host) all of them are."""
+    ownership: Ownership | None
+    hosts: dict[str, Any]
+
+    def mine(self, host: str) -> bool:
+        """Whether ``host`` is this agent's to judge or plan now."""
+        return self.ownership is None or self.ownership.owns(host)
+
+    def hosts_on(self, partitions: Iterable[int]) -> list[str]:
+        """The hosts it holds state of whose events land on ``partitions``."""
+        assert self.ownership is not None, "only a worker of a group hands hosts over"
+        return self.ownership.hosts_in(list(self.hosts), partitions)
+
+
+async def read_tails(settings: Settings, partitions: frozenset[int],
+                     spans: dict[str, float]) -> dict[str, list[Envelope]]:
+    """The tail of each topic of ``spans`` (event type: seconds before its newest message)
+    on ``partitions``, read side by side: what a worker taking hosts over rebuilds from."""
+    async def tail(event_type: str, span_s: float) -> list[Envelope]:
+        return [e async for e in read_tail(settings, event_type,
+                                           topic_types(settings, [event_type]), span_s,
+                                           partitions=partitions)]
+    read = await asyncio.gather(*(tail(t, span) for t, span in spans.items()))
+    return dict(zip(spans, read))
 
 
 class HandsOver(Protocol):

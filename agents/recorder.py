@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from agents.contract import keep_going
-from pipeline.bus import (Publisher, dead_letter, dead_letter_payload, read_record,
-                          topic_partitions, topic_types)
+from pipeline.bus import (Publisher, dead_letter, dead_letter_payload, partitions_for,
+                          read_record, topic_types)
 from pipeline.bus.hub import EventHub
 from pipeline.events import (EVENT_TYPES, Alert, Envelope, EventDecodeError, envelope,
                              open_alert, resolve_alert)
@@ -87,15 +87,14 @@ class Recorder:
         self._taken: dict[tuple[str, int], int] = {}   # the highest offset read, per partition
 
     async def start(self) -> None:
-        client = client_options(self.settings.kafka.security)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka.bootstrap, group_id=None,
             enable_auto_commit=False, auto_offset_reset="earliest",
-            max_partition_fetch_bytes=4 * self.settings.kafka.max_message_bytes, **client)
+            max_partition_fetch_bytes=4 * self.settings.kafka.max_message_bytes,
+            **client_options(self.settings.kafka.security))
         await consumer.start()
         self._consumer = consumer
-        self._partitions = await topic_partitions(self.settings.kafka.bootstrap, self._types,
-                                                  client=client)
+        self._partitions = await partitions_for(self.settings, self._types)
         consumer.assign(self._partitions)
         stored = await asyncio.to_thread(self.store.offsets)
         for tp in self._partitions:

@@ -48,7 +48,8 @@ from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
 from agents.classifier import ClassifierAgent  # noqa: E402
 from bench.harness import (bench_settings, child_process, cpu_seconds,  # noqa: E402
-                           publish_sweeps, run_child_loop, running_broker)
+                           publish_sweeps, running_broker)
+from corelane.runtime import run_to_end  # noqa: E402
 from pipeline.bus import Publisher, topic_partitions  # noqa: E402
 from pipeline.events import Envelope  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
@@ -325,7 +326,7 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        run_child_loop(run_classifier_only())
+        run_to_end(run_classifier_only())
         return
 
     load_before = os.getloadavg()

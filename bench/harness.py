@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,21 +112,6 @@ def child_process(script: str, env: dict[str, str], *args: str,
         if child.poll() is None:
             child.kill()
             child.wait()
-
-
-def run_child_loop(main: Coroutine[Any, Any, None], leftover_timeout_s: float = 5.0) -> None:
-    """Run a child's main coroutine as `corelane up` runs its own: tasks a library leaves
-    behind get a bounded time to end, so the child always exits."""
-    loop = asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(main)
-    finally:
-        leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for task in leftovers:
-            task.cancel()
-        if leftovers:
-            loop.run_until_complete(asyncio.wait(leftovers, timeout=leftover_timeout_s))
-        loop.close()
 
 
 def quantile(values: Sequence[float], q: float) -> float | None:

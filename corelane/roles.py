@@ -8,7 +8,7 @@ the broker.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, get_args
 
 if TYPE_CHECKING:       # the command line imports this module before it needs settings
     from pipeline.settings import Settings
@@ -30,7 +30,7 @@ _SPLIT: Final[dict[str, frozenset[str]]] = {
     "recorder": frozenset({RECORDER, API}),
 }
 PARTS: Final[dict[str, frozenset[str]]] = {**_SPLIT, "all": frozenset().union(*_SPLIT.values())}
-ROLES: Final[tuple[str, ...]] = ("all", "edge", "worker", "recorder")
+ROLES: Final[tuple[str, ...]] = get_args(Role)
 
 
 def parts_of(role: str) -> frozenset[str]:

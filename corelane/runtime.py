@@ -18,7 +18,8 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from typing import Any
 
 import faust
 import uvicorn
@@ -44,7 +45,7 @@ from corelane.roles import (ALERTER, ALLOCATOR, API, APPLIER, CLASSIFIER, COLLEC
                             RECORDER, SHADOWS, TUNER, agent_group, partitioned, parts_of)
 from corelane.reload import reload_running
 from pipeline import commands
-from pipeline.bus import Publisher, Stamper, ensure_topics, topic_partitions
+from pipeline.bus import Publisher, Stamper, ensure_topics, partitions_for
 from pipeline.bus.hub import EventHub
 from pipeline.events import Envelope
 from pipeline.collectors.collector import Collector, KafkaSink, run_collector
@@ -140,10 +141,16 @@ def up(settings: Settings, dry_run: bool = False, leftover_timeout_s: float = 5.
     have stopped get a bounded time to finish, so a stop never hangs on them (threads that
     outlive that too are the caller's to abandon: see ``lingering_threads``).
     ``broker_progress`` is told how a local broker's start goes, when one is started."""
+    run_to_end(run_up(settings, dry_run=dry_run, shadows=shadows,
+                      broker_progress=broker_progress, role=role), leftover_timeout_s)
+
+
+def run_to_end(main: Coroutine[Any, Any, None], leftover_timeout_s: float = 5.0) -> None:
+    """Run ``main`` on a loop of its own; tasks a library leaves behind get a bounded time
+    to end, so the process always exits."""
     loop = asyncio.new_event_loop()
     try:
-        loop.run_until_complete(run_up(settings, dry_run=dry_run, shadows=shadows,
-                                       broker_progress=broker_progress, role=role))
+        loop.run_until_complete(main)
     finally:
         leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
         for task in leftovers:
@@ -232,7 +239,7 @@ async def run_up(settings: Settings, dry_run: bool = False,
     # Each part has its own stop, set in order on shutdown: the collector first, so the
     # recorder's final read sees everything that was published.
     stop_collecting, stop_agents, stop_recording = (asyncio.Event() for _ in range(3))
-    tasks: dict[str, asyncio.Task[object]] = {}
+    tasks: dict[str, asyncio.Future[object]] = {}
     watcher = ProcEventWatcher()
     if RECORDER in has:
         try:
@@ -322,8 +329,8 @@ async def run_up(settings: Settings, dry_run: bool = False,
             log.info("dry run: corelane observes and decides, and changes nothing on this host")
         if ownership is not None:
             # The topics' real partition count decides where a host's events land.
-            ownership.partitions = len(await topic_partitions(
-                settings.kafka.bootstrap, [settings.topic("process_samples")]))
+            ownership.partitions = len(await partitions_for(
+                settings, [settings.topic("process_samples")]))
             follow_partitions(faust_app, settings, ownership,
                               [a for a in (classifier, allocator) if a is not None])
         for agent in agents:
@@ -331,10 +338,10 @@ async def run_up(settings: Settings, dry_run: bool = False,
         if faust_app is not None:
             tasks["agents"] = asyncio.create_task(run_agents(faust_app, stop_agents))
         if ownership is not None:
-            for part in (classifier, allocator):
-                if part is not None:
-                    tasks[f"{part.name} broadcasts"] = asyncio.create_task(
-                        follow_broadcasts(settings, part, stop_agents))
+            # what every worker reads on every partition, stopped with the agents
+            tasks["broadcasts"] = asyncio.ensure_future(asyncio.gather(*(
+                follow_broadcasts(settings, part, stop_agents)
+                for part in (classifier, allocator) if part is not None)))
         if collector is not None:
             # New processes at their fork and exec: faster samples, and no inherited demotion.
             watcher.subscribe(collector.on_proc_events)
@@ -377,14 +384,10 @@ async def run_up(settings: Settings, dry_run: bool = False,
         # end is abandoned with a warning, so a stop is bounded whatever a library waits on.
         deadline = loop.time() + settings.stop_grace_s
         for name, event in (("collector", stop_collecting), ("agents", stop_agents),
-                            ("recorder", stop_recording)):
+                            ("broadcasts", stop_agents), ("recorder", stop_recording)):
             event.set()
             if name in tasks:
                 await _stop_within(name, tasks[name], deadline, settings.stop_grace_s)
-            if name == "agents":
-                for follower in [n for n in tasks if n.endswith(" broadcasts")]:
-                    await _stop_within(follower, tasks[follower], deadline,
-                                       settings.stop_grace_s)
         # The applier puts back everything corelane changed before the history closes.
         for agent in agents:
             await asyncio.to_thread(agent.close)

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import duckdb
 
-from storage.history import StoreError, _explain
+from storage.history import StoreError, _explain, connection_config
+from storage.status import sql_text
 
 
 def _quote(name: str) -> str:
@@ -39,17 +39,15 @@ def open_histories(paths: Sequence[Path | str],
     for path in files:
         if not path.is_file():
             raise StoreError(f"no history at {path} (it does not exist or is not a file)")
-    config: dict[str, Any] = {"autoinstall_known_extensions": False,
-                              "autoload_known_extensions": False}
-    if memory_limit:
-        config["memory_limit"] = memory_limit
-    con = duckdb.connect(":memory:", config=config)
+    # external access until the files are attached; it is turned off below
+    con = duckdb.connect(":memory:", config=connection_config(memory_limit,
+                                                              external_access=True))
     try:
         aliases = []
         for i, path in enumerate(files):
             alias = f"history_{i}"
             try:
-                con.execute(f"ATTACH {_literal(str(path))} AS {alias} (READ_ONLY)")
+                con.execute(f"ATTACH {sql_text(str(path))} AS {alias} (READ_ONLY)")
             except duckdb.Error as exc:
                 raise _explain(path, exc) from None
             aliases.append(alias)
@@ -76,6 +74,3 @@ def open_histories(paths: Sequence[Path | str],
         raise
     return con
 
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"

@@ -53,17 +53,27 @@ def _explain(path: Path, exc: Exception) -> StoreError:
     return StoreError(f"cannot open history database {path}: {first}")
 
 
+def connection_config(memory_limit: str | None = None, *, external_access: bool = False,
+                      locked: bool = False) -> dict[str, Any]:
+    """A history connection's DuckDB settings: no extension is fetched or loaded, and
+    external access stays off (``external_access``: until the caller turns it off, once
+    it has attached what it reads) and, ``locked``, no query can loosen them."""
+    config: dict[str, Any] = {"autoinstall_known_extensions": False,
+                              "autoload_known_extensions": False}
+    if not external_access:
+        config["enable_external_access"] = False
+    if memory_limit:
+        config["memory_limit"] = memory_limit
+    if locked:
+        config["lock_configuration"] = True
+    return config
+
+
 def _connect(path: Path, read_only: bool, memory_limit: str | None = None
              ) -> duckdb.DuckDBPyConnection:
     # External access is off from the first statement on and cannot be turned back on; a
     # reader's settings are locked too, so no query can loosen them.
-    config: dict[str, Any] = {"enable_external_access": False,
-                              "autoinstall_known_extensions": False,
-                              "autoload_known_extensions": False}
-    if memory_limit:
-        config["memory_limit"] = memory_limit
-    if read_only:
-        config["lock_configuration"] = True
+    config = connection_config(memory_limit, locked=read_only)
     try:
         return duckdb.connect(str(path), read_only=read_only, config=config)
     except duckdb.Error as exc:

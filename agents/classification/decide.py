@@ -318,14 +318,12 @@ class Classifier:
         # were as right as the later ones (bench/classifier.py); early calls of the
         # critical tier took interactive processes for streams. Any other first judgement
         # waits for the full window.
-        self.early_min_samples, self.early_min_span_s = early_min_samples, early_min_span_s
-        self.early_tiers = frozenset(early_tiers)
         # Batch work (batch_early_tiers) is judged from a longer short window: it runs at
         # its own priority beside latency-critical work until judged, and over a second
         # of samples an interpreter's start-up no longer reads as batch work, where over
         # 0.2 s it does (bench/classifier.py).
         self.early_stages = tuple(stage for stage in (
-            EarlyStage(early_min_samples, early_min_span_s, self.early_tiers),
+            EarlyStage(early_min_samples, early_min_span_s, frozenset(early_tiers)),
             EarlyStage(batch_early_min_samples, batch_early_min_span_s,
                        frozenset(batch_early_tiers)))
             if stage.tiers and stage.min_samples < min_samples)

@@ -8,11 +8,11 @@ from pipeline.bus.publisher import (BrokerUnreachable, BusStats, MessageTooLarge
 from pipeline.bus.reader import (dead_letter, dead_letter_payload, follow_topic, read_record,
                                  read_tail, replay_topic)
 from pipeline.bus.topics import (KafkaTopicError, cluster_replication, ensure_topics,
-                                 topic_partitions, topic_types)
+                                 partitions_for, topic_partitions, topic_types)
 
 __all__ = [
     "BrokerUnreachable", "BusStats", "KafkaTopicError", "MessageTooLarge", "Publisher",
     "Stamper", "cluster_replication", "dead_letter", "dead_letter_payload", "ensure_topics",
-    "follow_topic", "read_record",
+    "follow_topic", "partitions_for", "read_record",
     "read_tail", "replay_topic", "send_one", "topic_partitions", "topic_types",
 ]

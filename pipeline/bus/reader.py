@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import logging
 import time
@@ -12,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapp
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from pipeline.bus.publisher import Publisher
-from pipeline.bus.topics import topic_partitions
+from pipeline.bus.topics import partitions_for
 from pipeline.events import DeadLetter, Envelope, EventDecodeError, decode
 from pipeline.kafka.clients import client_options
 from pipeline.settings import Settings
@@ -66,6 +67,36 @@ async def dead_letter(publisher: Publisher, record: ConsumerRecord, reason: str,
     return event
 
 
+@contextlib.asynccontextmanager
+async def _consumer_on(settings: Settings, event_type: str,
+                       partitions: Collection[int] | None, reset: str
+                       ) -> AsyncIterator[tuple[AIOKafkaConsumer, list[TopicPartition]]]:
+    """A consumer outside any group, assigned the partitions of one topic (of
+    ``partitions`` only, when given; none may be left), connected as ``kafka.security``
+    says."""
+    parts = [tp for tp in await partitions_for(settings, [settings.topic(event_type)])
+             if partitions is None or tp.partition in partitions]
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset=reset,
+                                **client_options(settings.kafka.security))
+    await consumer.start()
+    try:
+        if parts:
+            consumer.assign(parts)
+        yield consumer, parts
+    finally:
+        await consumer.stop()
+
+
+async def _offsets_since(consumer: AIOKafkaConsumer, parts: list[TopicPartition],
+                         ends: dict[TopicPartition, int], since_s: float
+                         ) -> dict[TopicPartition, int]:
+    """Each partition's first offset of the last ``since_s`` seconds (its end if none)."""
+    since = int((time.time() - since_s) * 1000)
+    found = await consumer.offsets_for_times({tp: since for tp in parts})
+    return {tp: found[tp].offset if found.get(tp) is not None else ends[tp] for tp in parts}
+
+
 async def _read_range(settings: Settings, event_type: str, types: Mapping[str, str],
                       starts_of: StartsFn, partitions: Collection[int] | None = None
                       ) -> AsyncIterator[Envelope]:
@@ -73,19 +104,9 @@ async def _read_range(settings: Settings, event_type: str, types: Mapping[str, s
     offsets ``starts_of(consumer, parts, ends)`` chooses, up to the topic's end as it is when
     called. Unreadable messages are skipped (the live agent dead-letters them when it gets
     there)."""
-    bootstrap = settings.kafka.bootstrap
-    client = client_options(settings.kafka.security)
-    parts = [tp for tp in await topic_partitions(bootstrap, [settings.topic(event_type)],
-                                                 client=client)
-             if partitions is None or tp.partition in partitions]
-    if not parts:
-        return
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest",
-                                **client)
-    await consumer.start()
-    try:
-        consumer.assign(parts)
+    async with _consumer_on(settings, event_type, partitions, "earliest") as (consumer, parts):
+        if not parts:
+            return
         ends = await consumer.end_offsets(parts)
         starts = await starts_of(consumer, parts, ends)
         # Explicit offsets: seek_to_beginning races the reset that assign() starts, and
@@ -102,8 +123,6 @@ async def _read_range(settings: Settings, event_type: str, types: Mapping[str, s
                     except EventDecodeError:
                         continue
                     yield event
-    finally:
-        await consumer.stop()
 
 
 async def replay_topic(settings: Settings, event_type: str, types: Mapping[str, str],
@@ -116,10 +135,7 @@ async def replay_topic(settings: Settings, event_type: str, types: Mapping[str, 
                      ends: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
         if since_s is None:
             return await consumer.beginning_offsets(parts)
-        since = int((time.time() - since_s) * 1000)
-        found = await consumer.offsets_for_times({tp: since for tp in parts})
-        return {tp: found[tp].offset if found.get(tp) is not None else ends[tp]
-                for tp in parts}
+        return await _offsets_since(consumer, parts, ends, since_s)
 
     async for event in _read_range(settings, event_type, types, starts, partitions):
         yield event
@@ -161,20 +177,10 @@ async def follow_topic(settings: Settings, event_type: str, types: Mapping[str, 
     ``since_s`` seconds ago until ``stop``: for what each member of a consumer group must
     see whichever partitions it holds (an operator's command for every host). Not a group
     member itself. Unreadable messages are skipped (the recorder dead-letters them)."""
-    bootstrap = settings.kafka.bootstrap
-    client = client_options(settings.kafka.security)
-    parts = await topic_partitions(bootstrap, [settings.topic(event_type)], client=client)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="latest",
-                                **client)
-    await consumer.start()
-    try:
-        consumer.assign(parts)
+    async with _consumer_on(settings, event_type, None, "latest") as (consumer, parts):
         ends = await consumer.end_offsets(parts)
-        since = int((time.time() - since_s) * 1000)
-        found = await consumer.offsets_for_times({tp: since for tp in parts})
-        for tp in parts:
-            consumer.seek(tp, found[tp].offset if found.get(tp) is not None else ends[tp])
+        for tp, offset in (await _offsets_since(consumer, parts, ends, since_s)).items():
+            consumer.seek(tp, offset)
         while not stop.is_set():
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 for record in records:
@@ -187,5 +193,3 @@ async def follow_topic(settings: Settings, event_type: str, types: Mapping[str, 
                     except Exception as exc:  # noqa: BLE001 - one event, never the follower
                         log.warning("handling %s event %s failed, going on: %s: %s",
                                     event_type, event.id, type(exc).__name__, exc)
-    finally:
-        await consumer.stop()

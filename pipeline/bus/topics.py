@@ -148,3 +148,10 @@ async def topic_partitions(bootstrap: str, topics: Iterable[str], timeout_s: flo
         raise KafkaTopicError(f"topics not found at {bootstrap}: {', '.join(missing)}")
     return [TopicPartition(d["topic"], p["partition"]) for d in described
             for p in sorted(d["partitions"], key=lambda p: p["partition"])]
+
+
+async def partitions_for(settings: Settings, topics: Iterable[str]) -> list[TopicPartition]:
+    """Every partition of the given topics on the configured brokers, connected as
+    ``kafka.security`` says: what corelane's own readers ask before they assign them."""
+    return await topic_partitions(settings.kafka.bootstrap, topics,
+                                  client=client_options(settings.kafka.security))

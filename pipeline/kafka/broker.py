@@ -652,24 +652,12 @@ class LocalBroker:
 
     # paths of the first node (a single broker's, as they always were) ---------------------
     @property
-    def data_dir(self) -> Path:
-        return self.nodes[0].data_dir
-
-    @property
-    def config_file(self) -> Path:
-        return self.nodes[0].config_file
-
-    @property
     def pid_file(self) -> Path:
         return self.nodes[0].pid_file
 
     @property
     def log_file(self) -> Path:
         return self.nodes[0].log_file
-
-    @property
-    def out_file(self) -> Path:
-        return self.nodes[0].out_file
 
     @property
     def cluster_id_file(self) -> Path:

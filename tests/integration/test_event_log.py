@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -20,7 +19,7 @@ from agents.contract import create_app, install
 from corelane.runtime import run_agents
 from pipeline.bus import Publisher, ensure_topics, read_tail, replay_topic, topic_types
 from pipeline.settings import Settings, load_settings
-from support.label_sink import LabelSink
+from support.label_sink import LabelSink, wait_given
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,9 +109,7 @@ async def test_an_agent_dead_letters_what_it_cannot_read_and_goes_on(
         running = asyncio.create_task(run_agents(app, stop))
         try:
             deadline = time.monotonic() + 60
-            while not any(tp.topic == labels for tp in _assignment(app)):
-                assert time.monotonic() < deadline, "the agent was never given its topic"
-                await asyncio.sleep(0.2)
+            await wait_given(app, labels, running, 60)
             producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
             await producer.start()
             try:
@@ -143,13 +140,6 @@ async def test_an_agent_dead_letters_what_it_cannot_read_and_goes_on(
     assert {base64.b64decode(letter.data.payload_b64) for letter in letters} == {
         b"{not json", ev.encode(wrong_topic), b""}
     assert {letter.data.reader for letter in letters} == {"label-sink"}
-
-
-def _assignment(app: Any) -> set:
-    try:
-        return app.consumer.assignment()
-    except Exception:  # the consumer is not built until the app has started
-        return set()
 
 
 async def test_topics_are_created_with_the_configured_partitions(kafka_bootstrap: str,

@@ -19,7 +19,7 @@ from pipeline import events as ev
 from pipeline.bus import BrokerUnreachable, Publisher, ensure_topics, replay_topic, topic_types
 from pipeline.kafka.broker import answers, is_answering
 from pipeline.kafka.clients import client_options
-from support.label_sink import LabelSink
+from support.label_sink import LabelSink, wait_given
 from storage.history import HistoryStore
 from support.kafka_cluster import Cluster
 
@@ -82,10 +82,7 @@ async def test_a_faust_agent_round_trip(secured_cluster: Cluster, tmp_path: Path
         running = asyncio.create_task(run_agents(app, stop))
         try:
             deadline = time.monotonic() + 90
-            while not _assigned(app, cfg.topic("label")):
-                assert time.monotonic() < deadline, "the agent was never given its topic"
-                assert not running.done(), f"the faust app stopped: {running!r}"
-                await asyncio.sleep(0.2)
+            await wait_given(app, cfg.topic("label"), running, 90)
             label = await publisher.publish(ev.Label(cls="interactive", pid=7, start_time=7))
             while not sink.seen:
                 assert time.monotonic() < deadline, "the label never reached the agent"
@@ -105,13 +102,6 @@ async def test_a_faust_agent_round_trip(secured_cluster: Cluster, tmp_path: Path
         await admin.close()
     assert described[0]["error_code"] == 0, described
     assert [len(p["replicas"]) for p in described[0]["partitions"]] == [3]
-
-
-def _assigned(app: object, topic: str) -> bool:
-    try:
-        return any(tp.topic == topic for tp in app.consumer.assignment())  # type: ignore
-    except Exception:  # the consumer is not built until the app has started
-        return False
 
 
 async def test_a_wrong_password_is_a_clear_error_soon(secured_cluster: Cluster,
