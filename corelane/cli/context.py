@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -26,8 +27,17 @@ from storage.query import QueryResult, render_table, to_csv, to_json, truncation
 
 # Output formats of commands that print a result.
 FORMATS = ("table", "csv", "json")
+# Width of tables written to a pipe or a file: wide enough that a name is never folded in
+# two where a script or grep reads it (a terminal's own width, or COLUMNS, wins).
+PIPE_WIDTH = 200
 # Libraries whose start-up chatter stays at warning unless corelane logs at debug.
 _NOISY = ("aiokafka", "kafka", "uvicorn", "faust", "docker", "urllib3", "mode")
+
+
+def _out_width() -> int | None:
+    if sys.stdout.isatty() or "COLUMNS" in os.environ:
+        return None
+    return PIPE_WIDTH
 
 
 @dataclass
@@ -35,7 +45,7 @@ class CliContext:
     config_path: Path | None = None
     err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False,
                                                          soft_wrap=True))
-    out: Console = field(default_factory=lambda: Console(highlight=False))
+    out: Console = field(default_factory=lambda: Console(highlight=False, width=_out_width()))
     _settings: Settings | None = None
 
     def settings(self) -> Settings:
