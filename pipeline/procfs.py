@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -419,14 +420,31 @@ def read_cgroup(proc: str, pid: int) -> tuple[str, str | None] | None:
 
 # --- host-wide -----------------------------------------------------------------------------
 
-def boot_time(proc: str) -> float:
-    """Seconds since the epoch at boot (``btime`` in /proc/stat); 0.0 if unknown."""
+def boot_time(proc: str, now: float | None = None) -> float:
+    """Seconds since the epoch at boot; 0.0 if unknown.
+
+    ``btime`` in /proc/stat is whole seconds, cut down: up to a second early, which makes
+    every process look up to a second older than it is (and its start-up over before it
+    is). ``now`` less /proc/uptime (10 ms steps, on the same boot clock as a process's
+    start time) gives the fraction; where the two disagree by more than a second (a saved
+    /proc read later) ``btime`` stands."""
     data = read_bytes(os.path.join(proc, "stat"), 65536)
-    if data:
-        value, _ = _line_value(b"\n" + data, b"\nbtime")
-        if value:
-            return float(value)
-    return 0.0
+    if not data:
+        return 0.0
+    value, _ = _line_value(b"\n" + data, b"\nbtime")
+    if not value:
+        return 0.0
+    btime = float(value)
+    uptime = read_bytes(os.path.join(proc, "uptime"), 256)
+    try:
+        up = float(uptime.split()[0]) if uptime else None
+    except (ValueError, IndexError):
+        up = None
+    if up is not None:
+        booted = (time.time() if now is None else now) - up
+        if btime - 0.05 <= booted < btime + 1.05:   # 10 ms steps, and the read between
+            return booted
+    return btime
 
 
 

@@ -126,8 +126,18 @@ def test_threads_are_summed() -> None:
 
 
 def test_boot_time_and_clock() -> None:
-    assert procfs.boot_time(PROC) == 1764230000.0
+    assert procfs.boot_time(PROC) == 1764230000.0       # a saved /proc: btime stands
     assert procfs.clock_ticks() > 0 and procfs.page_size() >= 4096
+
+
+def test_boot_time_has_the_fraction_of_a_second_btime_cuts_off(tmp_path: Path) -> None:
+    (tmp_path / "stat").write_text("cpu  1 2 3 4\nbtime 1000\n")
+    (tmp_path / "uptime").write_text("10.00 19.50\n")
+    assert procfs.boot_time(str(tmp_path), now=1010.79) == pytest.approx(1000.79)
+    # read long after (or before) that boot: the uptime is not this boot's, btime stands
+    assert procfs.boot_time(str(tmp_path), now=5000.0) == 1000.0
+    (tmp_path / "uptime").write_text("garbage\n")
+    assert procfs.boot_time(str(tmp_path), now=1010.79) == 1000.0
 
 
 def test_autogroup_is_read_from_the_kernel_switch(tmp_path: Path) -> None:
