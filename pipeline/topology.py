@@ -48,7 +48,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,13 @@ def cpulist_parse(text: str) -> list[int]:
 
 def cpulist_format(cpus: Iterable[int]) -> str:
     """Format CPU ids as the kernel does: sorted ranges, "0-3,8" (two neighbours are "0-1")."""
+    # A plan formats its few pools' CPU sets once per process in it (200 per host at 1 Hz
+    # for a fleet's worker): the same handful of sets, so each is formatted once.
+    return _cpulist_format(cpus if isinstance(cpus, (tuple, frozenset)) else tuple(cpus))
+
+
+@lru_cache(maxsize=4096)
+def _cpulist_format(cpus: tuple[int, ...] | frozenset[int]) -> str:
     ids = sorted(set(cpus))
     parts: list[str] = []
     i = 0
