@@ -35,6 +35,7 @@ class HostView:
     samples: dict[tuple[int, int], ProcessSample] = field(default_factory=dict)
     sweep: dict[tuple[int, int], ProcessSample] = field(default_factory=dict)  # being filled
     sweep_batch: str | None = None
+    sweep_chunks: set[int] = field(default_factory=set)   # of ``sweep``, seen so far
     containers: dict[str, ContainerSample] = field(default_factory=dict)
     host_sample: HostSample | None = None
     topology: Topology | None = None
@@ -146,9 +147,16 @@ class Planner:
             view.samples.update(((s.pid, s.start_time), s) for s in data.samples)
             return
         if data.batch != view.sweep_batch:
-            view.sweep_batch, view.sweep = data.batch, {}
+            view.sweep_batch, view.sweep, view.sweep_chunks = data.batch, {}, set()
         view.sweep.update(((s.pid, s.start_time), s) for s in data.samples)
+        view.sweep_chunks.add(data.chunk)
         if data.chunk == data.chunks - 1:
+            if len(view.sweep_chunks) < data.chunks:
+                # Joined in the middle of a sweep (a host taken over, a restart): its
+                # first chunks went by, so what did arrive adds and nothing counts as gone;
+                # taken as whole, it would drop the classes of the chunks missed.
+                view.samples.update(view.sweep)
+                return
             view.samples = view.sweep
             live = view.samples.keys()
             view.classes = {k: c for k, c in view.classes.items() if k in live}

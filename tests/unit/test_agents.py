@@ -72,6 +72,22 @@ def test_a_sweep_counts_only_once_all_its_chunks_arrived(settings: Settings) -> 
     assert (2, 20) not in agent.view("h").classes     # a gone process's class is dropped
 
 
+def test_a_sweep_joined_in_its_middle_drops_no_class(settings: Settings) -> None:
+    """A worker that takes a host over (or restarts) may first see a sweep's last chunk:
+    the processes of the chunks it missed are not gone, and keep their classes."""
+    agent = allocator(settings)
+    agent.on_classifications(classes("h", (2, "idle", "background"),
+                                      (6, "compute_batch", "low")))
+    first = sweep("h", [sample(p) for p in range(1, 8)], size=3)
+    agent.on_samples(first[-1])                       # pid 7 only: 1-6 went by
+    assert {(2, 20), (6, 60)} <= agent.view("h").classes.keys()
+    for part in sweep("h", [sample(p) for p in range(1, 8)], size=3):
+        agent.on_samples(part)
+    view = agent.view("h")
+    assert set(p for p, _ in view.samples) == set(range(1, 8))
+    assert (view.classes[(2, 20)].tier, view.classes[(6, 60)].tier) == ("background", "low")
+
+
 def test_every_live_process_gets_a_decision_and_isolation_follows_tiers(
         settings: Settings) -> None:
     agent = allocator(settings)
