@@ -70,6 +70,12 @@ def thread_comms(pid: int) -> list[str]:
     return [(task / tid / "comm").read_text().strip() for tid in os.listdir(task)]
 
 
+def cpu_times() -> list[int]:
+    """The host's CPU times (/proc/stat's first line: user ... steal ...), in ticks."""
+    with open("/proc/stat") as f:
+        return [int(v) for v in f.readline().split()[1:]]
+
+
 @pytest.fixture(scope="module")
 def window() -> dict:
     """Start the mix, sweep it, stop it; hand the tests what was seen and what was left."""
@@ -81,6 +87,7 @@ def window() -> dict:
         seen: dict[tuple[int, int], Seen] = {}
         others: list[float] = []
         lead0 = {w.identity: leader_vol(w.pid) for w in wset}
+        ticks0 = cpu_times()
         t0 = time.monotonic()
         n = 0
         while (due := t0 + n * SWEEP_S) <= t0 + WINDOW_S:
@@ -98,6 +105,7 @@ def window() -> dict:
                                             thread_comms(w.pid))
                 seen[w.identity].samples.append(s)
                 seen[w.identity].times.append(now)
+        ticks = [b - a for a, b in zip(ticks0, cpu_times())]
         for x in seen.values():
             x.leader_vol = (x.leader_vol[0], leader_vol(x.w.pid))
     finally:
@@ -105,7 +113,10 @@ def window() -> dict:
         wset.stop()
         stop_s = time.monotonic() - stop_t
     return {"wset": wset, "seen": seen, "stop_s": stop_s,
-            "others_cpu": sum(others) / max(len(others), 1)}
+            "others_cpu": sum(others) / max(len(others), 1),
+            # the share of CPU time a hypervisor gave other machines (steal): a thread is
+            # then neither running nor waiting on this kernel's run queue
+            "steal": ticks[7] / max(sum(ticks[:8]), 1) if len(ticks) > 7 else 0.0}
 
 
 def one(window: dict, label: str, **params: object) -> Seen:
@@ -146,9 +157,10 @@ def test_compute_batch_burns_cores(window: dict) -> None:
     x = one(window, "compute_batch")
     workers = x.samples[-1].threads - 1                # the leader sits in join()
     assert workers == x.w.params["threads"] == 1
-    # Every worker is always running or waiting to run: it wants a whole core.
+    # Every worker is always running or waiting to run: it wants a whole core, less what
+    # the hypervisor stole.
     wanted = (x.rate("run_time_ns") + x.rate("run_delay_ns")) / 1e9 / workers
-    assert wanted > 0.9, wanted
+    assert wanted > 0.9 - window["steal"], (wanted, window["steal"])
     # What it gets depends on what else runs on the two cores; other work on this shared
     # host is measured over the same window.
     others = window["others_cpu"]
