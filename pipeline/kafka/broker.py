@@ -445,6 +445,13 @@ def answers(settings: Settings, timeout: float = 5.0) -> bool:
 
 # ------------------------------------------------------------------------------ the nodes
 
+def java_argfile(arguments: list[str]) -> str:
+    """The text of a JVM argument file (``java @file``) holding ``arguments``: one per
+    line, each quoted, with the quote and the backslash escaped."""
+    return "".join('"' + a.replace("\\", "\\\\").replace('"', '\\"') + '"\n'
+                   for a in arguments)
+
+
 @dataclass(frozen=True)
 class Node:
     """One combined broker+controller JVM of a home: its ports and its own folder
@@ -884,16 +891,23 @@ class LocalBroker:
         if not todo:
             return
         cluster_id = self._cluster_id()
-        formats = [(node, subprocess.Popen(
-            [*self._jvm_args(256, node), _STORAGE_TOOL, "format",
-             *(["--standalone"] if voters is None else []),
-             *self._scram_args(), "--ignore-formatted", "--cluster-id", cluster_id,
-             "--config", str(node.config_file)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
-            for node in todo]
+        formats = []
+        for node in todo:
+            # The tool and its arguments in a file only root reads (the JVM expands
+            # @file), so that the SCRAM password is never on a command line others can see.
+            arguments = node.dir / "format.args"
+            arguments.touch(mode=0o600)
+            arguments.write_text(java_argfile([
+                _STORAGE_TOOL, "format", *(["--standalone"] if voters is None else []),
+                *self._scram_args(), "--ignore-formatted", "--cluster-id", cluster_id,
+                "--config", str(node.config_file)]))
+            formats.append((node, arguments, subprocess.Popen(
+                [*self._jvm_args(256, node), f"@{arguments}"],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)))
         failures = []
-        for node, process in formats:
+        for node, arguments, process in formats:
             output, _ = process.communicate()
+            arguments.unlink(missing_ok=True)
             if process.returncode != 0:
                 lines = "\n".join(output.decode("utf-8", "replace").splitlines()[-20:])
                 failures.append(f"formatting the Kafka data folder {node.data_dir} failed "

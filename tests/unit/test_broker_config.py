@@ -335,6 +335,13 @@ def test_a_secured_listener(tmp_path: Path) -> None:
     assert broker._scram_args() == ["--add-scram", 'SCRAM-SHA-256=[name=fleet,password="pw-1"]']
 
 
+def test_a_jvm_argument_file_quotes_each_argument() -> None:
+    """The storage tool's arguments go in a file (the password is then on no command
+    line); the JVM reads a quote or a backslash in it only escaped."""
+    text = broker_mod.java_argfile(["format", 'S=[name=u,password="a\\b c"]'])
+    assert text == '"format"\n"S=[name=u,password=\\"a\\\\b c\\"]"\n'
+
+
 @pytest.mark.parametrize("listener, expected", [
     (broker_mod.ListenerSecurity(protocol="SSL"), "needs a certificate and key"),
     (broker_mod.ListenerSecurity(protocol="SASL_PLAINTEXT", username="u"), "SCRAM user"),
