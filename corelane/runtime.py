@@ -41,6 +41,7 @@ from api.live import LiveState
 from api.server import create_api, create_part_api
 from api.service import ApiService
 from corelane.narration import Narrator
+from corelane.own_priority import take_own_nice
 from corelane.roles import (ALERTER, ALLOCATOR, API, APPLIER, CLASSIFIER, COLLECTOR, NOTIFIER,
                             RECORDER, SHADOWS, TUNER, agent_group, partitioned, parts_of)
 from corelane.reload import reload_running
@@ -141,6 +142,7 @@ def up(settings: Settings, dry_run: bool = False, leftover_timeout_s: float = 5.
     have stopped get a bounded time to finish, so a stop never hangs on them (threads that
     outlive that too are the caller's to abandon: see ``lingering_threads``).
     ``broker_progress`` is told how a local broker's start goes, when one is started."""
+    take_own_nice(settings)
     run_to_end(run_up(settings, dry_run=dry_run, shadows=shadows,
                       broker_progress=broker_progress, role=role), leftover_timeout_s)
 

@@ -535,6 +535,9 @@ class Settings(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Seconds the parts have, together, to stop on SIGTERM; then what is left is abandoned.
     stop_grace_s: float = Field(15.0, gt=0, le=600)
+    # corelane's own process (and a broker it starts) runs at this nice, so that the load it
+    # is there to place does not starve it of the CPU it needs to react; null: as started.
+    own_nice: int | None = Field(-5, ge=-20, le=19)
     kafka: KafkaSettings = KafkaSettings()
     collector: CollectorSettings = CollectorSettings()
     api: ApiSettings = ApiSettings()

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from corelane.cli.context import CliContext, context
 from corelane.cli.progress import BrokerProgress
+from corelane.own_priority import take_own_nice
 from pipeline.kafka.broker import BrokerError, LocalBroker
 
 app = typer.Typer(
@@ -67,6 +68,7 @@ def start(ctx: typer.Context,
     """Start the broker (or every node of the cluster) unless one already answers."""
     cli, broker = _broker(ctx, brokers)
     wait = timeout if timeout is not None else cli.settings().kafka.broker.start_timeout_s
+    take_own_nice(cli.settings())                # the broker's JVM inherits it
     try:
         with BrokerProgress(cli.err, f"{_what(broker)} at {broker.bootstrap}") as progress:
             status = broker.start(wait, progress)
