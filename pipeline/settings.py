@@ -392,7 +392,7 @@ class ClosedLoopSettings(_Section):
     trial_checks: int = Field(3, ge=1)
     cut_after: float = Field(2.0, ge=1)          # a trial ends after one check this many
                                                  # times worse (p99) than the best so far
-    tolerance: float = Field(0.15, ge=0)         # p99 within this share of the best, plus
+    tolerance: float = Field(0.5, ge=0)          # p99 within this share of the best, plus
     tolerance_us: float = Field(10.0, ge=0)      # ... this, counts as good as the best; of
                                                  # those, the one keeping most batch work wins
     undo_after_checks: int = Field(3, ge=1)
