@@ -98,8 +98,8 @@ class ClassifierAgent(HostClassifiers, OwnsHosts):
         self.last_offset, self.last_ts = at.offset, event.ts
 
     async def _label(self, event: Envelope, at: Position) -> None:
-        if event.data.match is not None or self.mine(event.host):
-            self.on_label(event)
+        # every worker keeps every host's labels: the one that takes a host over has them
+        self.on_label(event, judged_here=self.mine(event.host))
 
     async def _containers(self, event: Envelope, at: Position) -> None:
         if self.mine(event.host):

@@ -19,6 +19,10 @@ from pipeline.settings import ClassifierSettings
 
 log = logging.getLogger(__name__)
 
+# The newest labels naming a pid kept per host for a take-over (operators label a few
+# processes; a bound keeps a host that is labelled in a loop from growing it without end).
+KEPT_PID_LABELS = 1000
+
 
 class HostClassifiers:
     def __init__(self, settings: ClassifierSettings, model: OnlineModel,
@@ -28,6 +32,9 @@ class HostClassifiers:
         self.rules = rules
         self.hosts: dict[str, Classifier] = {}
         self._match_labels: list[tuple[Label, str]] = []   # regex labels reach every host
+        # labels naming a pid, per host, also of hosts judged elsewhere: whoever takes a
+        # host over (a worker of a group) starts with them
+        self._pid_labels: dict[str, list[tuple[Label, str]]] = {}
 
     def classifier_for(self, host: str) -> Classifier:
         classifier = self.hosts.get(host)
@@ -36,6 +43,11 @@ class HostClassifiers:
                 self.classifier_settings, model=self.model, rules=self.rules)
             for label, label_id in self._match_labels:
                 classifier.apply_label(label, label_id)
+            for label, label_id in self._pid_labels.get(host, ()):
+                try:
+                    classifier.apply_label(label, label_id)
+                except LabelError as exc:
+                    log.warning("label %s from %s not applied: %s", label_id, host, exc)
         return classifier
 
     def seed(self, host: str,
@@ -71,14 +83,21 @@ class HostClassifiers:
         if data.boot_time:
             self.classifier_for(event.host).boot_time = data.boot_time
 
-    def on_label(self, event: Envelope) -> None:
+    def on_label(self, event: Envelope, judged_here: bool = True) -> None:
+        """Take a label. One naming a pid is for the host that sent it; where that host is
+        not ``judged_here`` (another worker owns it now) it is only kept for a take-over."""
         label: Label = event.data
         try:
             if label.match is not None:
                 self._match_labels.append((label, event.id))
                 for classifier in self.hosts.values():
                     classifier.apply_label(label, event.id)
-            else:  # a pid names a process on the host that sent the label
+                return
+            # a pid names a process on the host that sent the label
+            kept = self._pid_labels.setdefault(event.host, [])
+            kept.append((label, event.id))
+            del kept[:-KEPT_PID_LABELS]
+            if judged_here:
                 self.classifier_for(event.host).apply_label(label, event.id)
         except LabelError as exc:
             log.warning("label %s from %s not applied: %s", event.id, event.host, exc)

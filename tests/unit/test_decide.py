@@ -419,3 +419,26 @@ def test_batch_work_is_judged_from_a_second_and_a_start_up_burst_is_not() -> Non
     burst = lambda t: min(t, 0.4) * 0.95 + max(t - 0.4, 0) * 0.05     # noqa: E731
     _, tier = _first_judgement(Classifier.from_settings(ClassifierSettings()), burst)
     assert tier != "low", tier
+
+
+def test_a_pid_label_for_a_host_judged_elsewhere_is_there_when_the_host_is_taken_over() -> None:
+    """A worker of a group keeps the labels of hosts another worker judges: when a host's
+    partition moves to it, the host's labels move with it."""
+    from agents.classification.hosts import HostClassifiers
+    from pipeline.events import envelope
+    from pipeline.settings import ClassifierSettings
+    hosts = HostClassifiers(ClassifierSettings(), OnlineModel(),
+                            Classifier.from_settings(ClassifierSettings()).rules)
+    hosts.on_label(envelope(Label(pid=7, start_time=70, cls="latency_critical"), "h2", 1),
+                   judged_here=False)
+    assert "h2" not in hosts.hosts                         # not judged here: only kept
+    hosts.on_label(envelope(Label(pid=8, start_time=80, cls="no_such_class"), "h2", 2),
+                   judged_here=False)
+    taken = hosts.classifier_for("h2")                     # the host is taken over
+    hit = taken.labels.lookup(ProcessSample(pid=7, start_time=70, ppid=1, name="x"))
+    assert hit is not None and hit.cls == "latency_critical", hit
+    assert taken.labels.lookup(ProcessSample(pid=8, start_time=80, ppid=1, name="y")) is None
+    hosts.forget_hosts(["h2"])                             # handed on, and back again
+    again = hosts.classifier_for("h2").labels.lookup(
+        ProcessSample(pid=7, start_time=70, ppid=1, name="x"))
+    assert again is not None and again.cls == "latency_critical"
