@@ -99,7 +99,7 @@ class ClassifierAgent(HostClassifiers, OwnsHosts):
 
     async def _label(self, event: Envelope, at: Position) -> None:
         # every worker keeps every host's labels: the one that takes a host over has them
-        self.on_label(event, judged_here=self.mine(event.host))
+        self.on_label(event)
 
     async def _containers(self, event: Envelope, at: Position) -> None:
         if self.mine(event.host):

@@ -19,7 +19,8 @@ from agents.allocation.plan import (ContainerTarget, Plan, ProcessTarget, Utiliz
                                     describe_hot, plan, plan_from_decisions, process_targets)
 from pipeline import commands
 from pipeline.events import (Chunks, Classification, Command, ContainerSample, Decision,
-                             Decisions, Envelope, HostSample, ProcessSample, joined)
+                             Decisions, Envelope, HostSample, ProcessSample,
+                             ProcessSamples, joined)
 from pipeline.settings import Settings
 from pipeline.topology import Topology
 from pipeline.vocabulary import (AUTO, DAYS, EMERGENCY, HOUSEKEEPING, MODES, POWER_SAVE,
@@ -33,9 +34,9 @@ class HostView:
     """What the allocator knows of one host: the newest of each input."""
     classes: dict[tuple[int, int], Classification] = field(default_factory=dict)
     samples: dict[tuple[int, int], ProcessSample] = field(default_factory=dict)
-    sweep: dict[tuple[int, int], ProcessSample] = field(default_factory=dict)  # being filled
-    sweep_batch: str | None = None
-    sweep_chunks: set[int] = field(default_factory=set)   # of ``sweep``, seen so far
+    # a sweep's chunks until the last: only a whole sweep says which processes are gone (a
+    # sweep joined in its middle, at a take-over or a restart, never completes)
+    sweeps: Chunks[ProcessSamples] = field(default_factory=lambda: Chunks(keep=2))
     containers: dict[str, ContainerSample] = field(default_factory=dict)
     host_sample: HostSample | None = None
     topology: Topology | None = None
@@ -146,20 +147,12 @@ class Planner:
         if data.partial:
             view.samples.update(((s.pid, s.start_time), s) for s in data.samples)
             return
-        if data.batch != view.sweep_batch:
-            view.sweep_batch, view.sweep, view.sweep_chunks = data.batch, {}, set()
-        view.sweep.update(((s.pid, s.start_time), s) for s in data.samples)
-        view.sweep_chunks.add(data.chunk)
-        if data.chunk == data.chunks - 1:
-            if len(view.sweep_chunks) < data.chunks:
-                # Joined in the middle of a sweep (a host taken over, a restart): its
-                # first chunks went by, so what did arrive adds and nothing counts as gone;
-                # taken as whole, it would drop the classes of the chunks missed.
-                view.samples.update(view.sweep)
-                return
-            view.samples = view.sweep
-            live = view.samples.keys()
-            view.classes = {k: c for k, c in view.classes.items() if k in live}
+        parts = view.sweeps.add(data)
+        if parts is None:
+            return
+        view.samples = {(s.pid, s.start_time): s for s in joined(parts, "samples")}
+        live = view.samples.keys()
+        view.classes = {k: c for k, c in view.classes.items() if k in live}
 
     def on_containers(self, event: Envelope) -> None:
         view = self.view(event.host)

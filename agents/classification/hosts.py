@@ -12,16 +12,12 @@ from collections.abc import Mapping
 
 from agents.classification.decide import Classifier, Explanation, SweepResult
 from agents.classification.model import OnlineModel
-from agents.classification.rules import LabelError, RuleSet
+from agents.classification.rules import LabelBook, LabelError, RuleSet
 from pipeline.events import (Classification, ContainerSamples, Envelope, HostSample, Label,
                              ProcessSamples)
 from pipeline.settings import ClassifierSettings
 
 log = logging.getLogger(__name__)
-
-# The newest labels naming a pid kept per host for a take-over (operators label a few
-# processes; a bound keeps a host that is labelled in a loop from growing it without end).
-KEPT_PID_LABELS = 1000
 
 
 class HostClassifiers:
@@ -32,22 +28,24 @@ class HostClassifiers:
         self.rules = rules
         self.hosts: dict[str, Classifier] = {}
         self._match_labels: list[tuple[Label, str]] = []   # regex labels reach every host
-        # labels naming a pid, per host, also of hosts judged elsewhere: whoever takes a
-        # host over (a worker of a group) starts with them
-        self._pid_labels: dict[str, list[tuple[Label, str]]] = {}
+        # Each host's labels, kept apart from its classifier: a host another worker judges
+        # keeps its book here, so the classifier of whoever takes it over starts with it.
+        self._books: dict[str, LabelBook] = {}
+
+    def _book(self, host: str) -> LabelBook:
+        book = self._books.get(host)
+        if book is None:
+            book = self._books[host] = LabelBook(classes=self.classifier_settings.classes)
+            for label, label_id in self._match_labels:
+                book.apply(label, label_id)
+        return book
 
     def classifier_for(self, host: str) -> Classifier:
         classifier = self.hosts.get(host)
         if classifier is None:
             classifier = self.hosts[host] = Classifier.from_settings(
-                self.classifier_settings, model=self.model, rules=self.rules)
-            for label, label_id in self._match_labels:
-                classifier.apply_label(label, label_id)
-            for label, label_id in self._pid_labels.get(host, ()):
-                try:
-                    classifier.apply_label(label, label_id)
-                except LabelError as exc:
-                    log.warning("label %s from %s not applied: %s", label_id, host, exc)
+                self.classifier_settings, model=self.model, rules=self.rules,
+                labels=self._book(host))
         return classifier
 
     def seed(self, host: str,
@@ -83,22 +81,17 @@ class HostClassifiers:
         if data.boot_time:
             self.classifier_for(event.host).boot_time = data.boot_time
 
-    def on_label(self, event: Envelope, judged_here: bool = True) -> None:
-        """Take a label. One naming a pid is for the host that sent it; where that host is
-        not ``judged_here`` (another worker owns it now) it is only kept for a take-over."""
+    def on_label(self, event: Envelope) -> None:
+        """Take a label: one with a ``match`` for every host, one naming a pid for the host
+        that sent it, whether it is judged here or not (yet)."""
         label: Label = event.data
         try:
             if label.match is not None:
                 self._match_labels.append((label, event.id))
-                for classifier in self.hosts.values():
-                    classifier.apply_label(label, event.id)
-                return
-            # a pid names a process on the host that sent the label
-            kept = self._pid_labels.setdefault(event.host, [])
-            kept.append((label, event.id))
-            del kept[:-KEPT_PID_LABELS]
-            if judged_here:
-                self.classifier_for(event.host).apply_label(label, event.id)
+                for book in self._books.values():
+                    book.apply(label, event.id)
+            else:
+                self._book(event.host).apply(label, event.id)
         except LabelError as exc:
             log.warning("label %s from %s not applied: %s", event.id, event.host, exc)
 

@@ -429,11 +429,9 @@ def test_a_pid_label_for_a_host_judged_elsewhere_is_there_when_the_host_is_taken
     from pipeline.settings import ClassifierSettings
     hosts = HostClassifiers(ClassifierSettings(), OnlineModel(),
                             Classifier.from_settings(ClassifierSettings()).rules)
-    hosts.on_label(envelope(Label(pid=7, start_time=70, cls="latency_critical"), "h2", 1),
-                   judged_here=False)
+    hosts.on_label(envelope(Label(pid=7, start_time=70, cls="latency_critical"), "h2", 1))
     assert "h2" not in hosts.hosts                         # not judged here: only kept
-    hosts.on_label(envelope(Label(pid=8, start_time=80, cls="no_such_class"), "h2", 2),
-                   judged_here=False)
+    hosts.on_label(envelope(Label(pid=8, start_time=80, cls="no_such_class"), "h2", 2))
     taken = hosts.classifier_for("h2")                     # the host is taken over
     hit = taken.labels.lookup(ProcessSample(pid=7, start_time=70, ppid=1, name="x"))
     assert hit is not None and hit.cls == "latency_critical", hit
