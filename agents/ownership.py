@@ -115,9 +115,11 @@ class HandsOver(Protocol):
 def follow_partitions(app: Any, settings: Settings, ownership: Ownership,
                       parts: Sequence[HandsOver]) -> None:
     """On every assignment faust makes, hand the hosts of the partitions that moved: the
-    lost are released first, then the gained are rebuilt. faust may resume a gained
-    partition's stream before this returns (with no tables its recovery is done at once),
-    so the gained stay pending, their events ignored, until every part has rebuilt them."""
+    lost are released first, then the gained are rebuilt, part by part in the order of
+    ``parts`` (upstream first: each rebuilds from what those before it said). faust may
+    resume a gained partition's stream before this returns (with no tables its recovery is
+    done at once), so the gained stay pending, their events ignored, until every part has
+    rebuilt them."""
     topic = settings.topic("process_samples")
 
     async def on_assigned(_sender: Any, assigned: Iterable[Any], **_: Any) -> None:
@@ -138,8 +140,12 @@ def follow_partitions(app: Any, settings: Settings, ownership: Ownership,
                 await part.take_over(gained)
 
         try:
-            if gained:   # side by side: one after the other, the hosts would wait for both
-                await asyncio.gather(*(take_over(part) for part in parts))
+            # One after the other, upstream first: the classifier says its rebuilt classes
+            # while it takes over, and the allocator, still pending then, would drop them
+            # and plan the host's processes as unclassified until their next change; after
+            # it, the allocator finds them in the tail it reads.
+            for part in parts if gained else ():
+                await take_over(part)
         finally:
             ownership.rebuilt()
 
