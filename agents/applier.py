@@ -202,7 +202,7 @@ class ApplierAgent:
             if decision.target == "process" and (result.applied or result.reason == DRY_RUN):
                 moved = self._apply_membership(decision)
                 if moved is not None and (moved.changes or not moved.applied):
-                    results.append(moved)
+                    result.with_membership(moved)
             if result.outcome == "failed":
                 actions.pop(target)                  # tried again with the next plan
             if result.reason == OUT_OF_SCOPE:

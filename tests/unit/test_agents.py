@@ -448,8 +448,12 @@ def test_a_dry_run_reports_the_tier_groups_and_the_moves_it_would_make(
     group = next(r for r in results if r.target == "cgroup")
     assert (group.outcome, group.reason) == ("skipped", "dry run")
     assert group.after["path"] == "/corelane/low" and group.after["cpu_quota_us"] == 50_000
-    moves = [r for r in results if r.target == "process" and "cgroups" in r.after]
-    assert [m.after["cgroups"] for m in moves] == [{"cpu": "/corelane/low"}]
+    # One result for the process, its nice and its move together: one row in the history,
+    # which the decision it answers joins once.
+    processes = [r for r in results if r.target == "process"]
+    assert len(processes) == 1, processes
+    assert processes[0].after["cgroups"] == {"cpu": "/corelane/low"}
+    assert processes[0].after["nice"] == 10
     assert not agent.journal.entries()                  # nothing written, nothing journalled
     agent.close()
 
