@@ -115,6 +115,15 @@ def create_app(settings: Settings, app_id: str = "corelane", **options: object) 
         broker_heartbeat_interval=settings.kafka.group_session_timeout_s / 3,
         broker_rebalance_timeout=settings.kafka.group_session_timeout_s,
         consumer_auto_offset_reset="latest",
+        # Several agents read one topic (the classifier, allocator, shadow and alerter all
+        # read the process samples). faust counts a message once per agent, and a rebalance
+        # clears the agents' buffers without counting down the ones still buffered there:
+        # after one agent took a message, a wait for every message to be done never ends,
+        # and the rebalance with it. Nothing here needs that wait: a revoked host is
+        # suspended at once (agents.ownership), and the worker gaining it rebuilds its
+        # state from the topics, so an event handled on both sides of a hand-over is
+        # harmless.
+        stream_wait_empty=False,
         **options,
     )
     app.corelane_settings = settings
