@@ -181,7 +181,9 @@ def test_up_serves_health_collects_and_stops_cleanly(kafka_bootstrap: str,
             assert families[f"corelane_{agent}_lag_s"].type == "gauge"
         pools = {s.labels["pool"]: s.value for s in families["corelane_allocator_pool_cores"]
                  .samples}
-        assert pools.get("housekeeping", 0) >= 1 and sum(pools.values()) <= os.cpu_count()
+        # pools may share cores (the closed loop's shared strategy), so each is bounded
+        assert pools.get("housekeeping", 0) >= 1, pools
+        assert all(1 <= n <= (os.cpu_count() or 1) for n in pools.values()), pools
         tiers = {s.labels["tier"] for s in families["corelane_allocator_decisions_by_tier"]
                  .samples}
         assert "housekeeping" in tiers
