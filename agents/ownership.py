@@ -134,18 +134,15 @@ def follow_partitions(app: Any, settings: Settings, ownership: Ownership,
                 with keep_going(f"{part.name}: releasing partitions {sorted(lost)}"):
                     part.release(lost)
 
-        async def take_over(part: HandsOver) -> None:
-            # an exception here would crash the whole app: the part starts cold instead
-            with keep_going(f"{part.name}: taking over partitions {sorted(gained)}"):
-                await part.take_over(gained)
-
         try:
             # One after the other, upstream first: the classifier says its rebuilt classes
             # while it takes over, and the allocator, still pending then, would drop them
             # and plan the host's processes as unclassified until their next change; after
             # it, the allocator finds them in the tail it reads.
             for part in parts if gained else ():
-                await take_over(part)
+                # an exception here would crash the whole app: the part starts cold instead
+                with keep_going(f"{part.name}: taking over partitions {sorted(gained)}"):
+                    await part.take_over(gained)
         finally:
             ownership.rebuilt()
 

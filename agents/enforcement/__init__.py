@@ -67,7 +67,7 @@ def enforce_process(journal: Journal, pid: int, start_time: int, wanted: Process
         journal.mark_applied(identity, {name: result.after.get(name) for name in asked})
         if given_back:
             back = ", ".join(f"{k} {v}" for k, v in sorted(given_back.items()))
-            result.reason = "; ".join(r for r in (result.reason, f"given back: {back}") if r)
+            result.add_reason(f"given back: {back}")
     return result
 
 
@@ -165,8 +165,7 @@ def enforce_membership(journal: Journal, pid: int, start_time: int,
         if result.outcome != "failed":
             journal.forget(identity)
         if result.applied:
-            result.reason = "; ".join(r for r in (result.reason, "given back: its own cgroups")
-                                      if r)
+            result.add_reason("given back: its own cgroups")
         return result
     result = apply_membership(
         pid, start_time, wanted, layout=layout, root=root, protected=protected, paths=paths,

@@ -108,11 +108,11 @@ def reset_child(journal: Journal, pid: int, parent: JournalEntry, shared_cpus: s
                                  paths=paths)
         result.after[CGROUPS] = moved.after.get(CGROUPS, moved.before.get(CGROUPS))
         if not moved.applied:
-            result.reason = "; ".join(r for r in (result.reason, f"cgroups: {moved.reason}") if r)
+            result.add_reason(f"cgroups: {moved.reason}")
     if result.applied:
         why = (f"child of {parent.identity.pid}, which corelane demoted: back to its "
                f"parent's own priorities" if demoted(parent) else
                f"child of {parent.identity.pid}, which corelane moved into a tier group: "
                f"back to its parent's own groups")
-        result.reason = "; ".join(r for r in (why, result.reason) if r)
+        result.add_reason(why, first=True)
     return result

@@ -165,18 +165,22 @@ class ApplyResult:
             return f"group {self.after.get('path', self.before.get('path', '?'))}"
         return f"container {(self.container_id or '?')[:12]}"
 
-    def with_membership(self, moved: "ApplyResult") -> "ApplyResult":
-        """This process's result with its cgroup move folded in: one decided target is one
-        result (and one history row). A failed move fails the whole, so it is tried again;
-        a skipped one keeps this outcome and says why in the reason."""
+    def add_reason(self, why: str, *, first: bool = False) -> None:
+        """One more clause of the reason, after the others (or before, ``first``)."""
+        parts = (why, self.reason) if first else (self.reason, why)
+        self.reason = "; ".join(r for r in parts if r)
+
+    def with_membership(self, moved: "ApplyResult") -> None:
+        """Fold this process's cgroup move in: one decided target is one result (and one
+        history row). A failed move fails the whole, so it is tried again; a skipped one
+        keeps this outcome and says why in the reason."""
         self.before = {**self.before, **moved.before}
         self.after = {**self.after, **moved.after}
         self.changes += moved.changes
         if moved.outcome == "failed":
             self.outcome = "failed"
         if not moved.applied and moved.reason and moved.reason != self.reason:
-            self.reason = "; ".join(r for r in (self.reason, f"cgroups: {moved.reason}") if r)
-        return self
+            self.add_reason(f"cgroups: {moved.reason}")
 
     def to_enforcement(self) -> Enforcement:
         return Enforcement(target=self.target, outcome=self.outcome, pid=self.pid,

@@ -18,17 +18,11 @@ from pipeline import events as ev
 from agents.contract import create_app, install
 from corelane.runtime import run_agents
 from pipeline.bus import Publisher, ensure_topics, read_tail, replay_topic, topic_types
-from pipeline.settings import Settings, load_settings
+from support.broker_settings import settings_for
 from support.label_sink import LabelSink, wait_given
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def settings_for(bootstrap: str, tmp_path: Path, prefix: str) -> Settings:
-    cfg = load_settings(env={"CORELANE_KAFKA": bootstrap, "CORELANE_HOME": str(tmp_path)})
-    cfg.kafka.topic_prefix = prefix
-    return cfg
 
 
 async def read_all(bootstrap: str, topics: list[str], want: int, timeout_s: float = 30.0

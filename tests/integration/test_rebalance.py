@@ -22,25 +22,25 @@ from agents.contract import Position, create_app, install
 from corelane.runtime import run_agents
 from pipeline import events as ev
 from pipeline.bus import Publisher, ensure_topics
-from pipeline.settings import Settings, load_settings
+from support.broker_settings import settings_for
 from support.label_sink import LabelSink, wait_given
+from support.waiting import wait_for_async
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 # The second member of the group: the same app with one agent on the same topic.
 MEMBER = """
-import asyncio, os, sys
+import asyncio, sys
+from pathlib import Path
 from agents.contract import create_app, install
 from corelane.runtime import run_agents
 from pipeline.bus import Publisher
-from pipeline.settings import load_settings
+from support.broker_settings import settings_for
 from support.label_sink import LabelSink
 
 async def main():
-    os.makedirs(sys.argv[3], exist_ok=True)
-    cfg = load_settings(env={"CORELANE_KAFKA": sys.argv[1], "CORELANE_HOME": sys.argv[3]})
-    cfg.kafka.topic_prefix = sys.argv[2]
+    cfg = settings_for(sys.argv[1], Path(sys.argv[3]), sys.argv[2])
     app = create_app(cfg, app_id=sys.argv[2] + "agents")
     stop = asyncio.Event()
     async with Publisher(cfg) as publisher:
@@ -64,20 +64,6 @@ class HeldSink(LabelSink):
             self.holding.set()
             await self.release.wait()
         self.seen.append(event)
-
-
-def settings_for(bootstrap: str, home: Path, prefix: str) -> Settings:
-    home.mkdir(parents=True, exist_ok=True)
-    cfg = load_settings(env={"CORELANE_KAFKA": bootstrap, "CORELANE_HOME": str(home)})
-    cfg.kafka.topic_prefix = prefix
-    return cfg
-
-
-async def until(what: str, done: object, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not done():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout_s:.0f} s"
-        await asyncio.sleep(0.1)
 
 
 async def test_a_rebalance_completes_while_an_agent_holds_an_event_another_has_taken(
@@ -112,25 +98,26 @@ async def test_a_rebalance_completes_while_an_agent_holds_an_event_another_has_t
             finally:
                 await producer.stop()
             # the held agent is in its first event, the other has taken both
-            await until("both agents taking the labels",
-                        lambda: held.holding.is_set() and len(quick.seen) == 2, 30)
+            await wait_for_async("both agents taking the labels",
+                                 lambda: held.holding.is_set() and len(quick.seen) == 2, 30)
             before, rebalances = len(assignments), app.rebalancing_count
             member = subprocess.Popen(
                 [sys.executable, "-c", MEMBER, kafka_bootstrap, prefix, str(tmp_path / "second")],
                 cwd=ROOT, env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"},
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             # the rebalance begins while the event is held, and the held agent finishes it
-            await until("the second member's joining",
-                        lambda: app.rebalancing_count > rebalances or member.poll() is not None,
-                        60)
+            await wait_for_async(
+                "the second member's joining",
+                lambda: app.rebalancing_count > rebalances or member.poll() is not None, 60)
             await asyncio.sleep(1)
             held.release.set()
-            await until("the rebalance after the second member joined",
-                        lambda: len(assignments) > before or member.poll() is not None, 60)
+            await wait_for_async(
+                "the rebalance after the second member joined",
+                lambda: len(assignments) > before or member.poll() is not None, 60)
             assert member.poll() is None, f"the second member stopped: {member.stderr.read()}"
             assert not running.done(), f"the faust app stopped: {running!r}"
             # the held agent was not lost in the rebalance: it finishes its event
-            await until("the held agent finishing its event", lambda: held.seen, 10)
+            await wait_for_async("the held agent finishing its event", lambda: held.seen, 10)
             assert held.seen[0].data.pid == 1
         finally:
             if member is not None:
