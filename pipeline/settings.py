@@ -378,7 +378,8 @@ class ClosedLoopSettings(_Section):
     ``probe_wakeups`` times where the critical tiers run and with their priorities, and
     records how late it wakes. While the critical tiers have members, each strategy is
     tried in turn for ``trial_checks`` checks, and the best kept; it is undone when its last
-    ``undo_after_checks`` checks measure worse than the best of the others.
+    ``undo_after_checks`` checks measure worse than the best of the others. Beside busy
+    batch work only a strategy that leaves it ``batch_share`` of its CPU can be kept.
     """
     enabled: bool = True
     strategies: list[Strategy] = Field(default_factory=lambda: list(STRATEGIES), min_length=1)
@@ -395,6 +396,9 @@ class ClosedLoopSettings(_Section):
     tolerance: float = Field(0.5, ge=0)          # p99 within this share of the best, plus
     tolerance_us: float = Field(10.0, ge=0)      # ... this, counts as good as the best; of
                                                  # those, the one keeping most batch work wins
+    batch_share: float = Field(0.9, ge=0, le=1)  # beside busy batch work, a strategy must
+                                                 # leave it this share of the most CPU any
+                                                 # other left it (0: latency alone decides)
     undo_after_checks: int = Field(3, ge=1)
     reexplore_s: float = Field(1800.0, gt=0)     # try every strategy again this often
 

@@ -6,7 +6,9 @@ critical tiers have members it tries each candidate in turn for a few checks (a 
 burst of the built-in probe's wake-ups where the critical tiers run, with their
 priorities), keeps the one with the lowest p99 lateness, preferring among those within
 ``tolerance`` of the best the one that leaves batch work the most CPU, and then watches it:
-when its last checks measure worse than the best other strategy did, it is undone. Every
+when its last checks measure worse than the best other strategy did, it is undone. Beside
+busy batch work only a strategy that leaves it ``batch_share`` of the most CPU any
+strategy left it may be kept (a trial that leaves it less ends after one check). Every
 try, choice and undo is a ``Switch`` carrying the figures that decided it; the agent
 publishes each as a ``StrategyChoice`` event.
 """
@@ -104,6 +106,50 @@ class Memory:
     trials: dict[str, Trial] = field(default_factory=dict)
     chosen: str | None = None
     at: float | None = None
+
+
+def starves_batch(trial: Trial, trials: Mapping[str, Trial], load: str,
+                  cfg: ClosedLoopSettings) -> float | None:
+    """Beside busy batch work, the most CPU any strategy left it, when ``trial`` left it
+    less than ``batch_share`` of that (so it cannot be kept); else None."""
+    if load != LOADED or cfg.batch_share <= 0:
+        return None
+    most = max((t.mean_batch_cpu for t in trials.values() if t.batch_cpu), default=0.0)
+    return most if trial.mean_batch_cpu < cfg.batch_share * most else None
+
+
+def eligible(trials: Mapping[str, Trial], load: str, cfg: ClosedLoopSettings
+             ) -> dict[str, Trial]:
+    """The measured strategies that may be kept: beside busy batch work, those that leave
+    it its share of the CPU."""
+    measured = {n: t for n, t in trials.items() if not math.isnan(t.p99_us)}
+    return {n: t for n, t in measured.items() if starves_batch(t, measured, load, cfg) is None}
+
+
+def choose(trials: Mapping[str, Trial], load: str, cfg: ClosedLoopSettings
+           ) -> tuple[str, str]:
+    """The strategy to keep, and why: the lowest p99 of those that may be kept, and among
+    those within ``tolerance`` of it the one that leaves batch work the most CPU."""
+    measured = {n: t for n, t in trials.items() if not math.isnan(t.p99_us)}
+    keep = eligible(measured, load, cfg)
+    best = min(t.p99_us for t in keep.values())
+    bound = best * (1 + cfg.tolerance) + cfg.tolerance_us
+    order = list(cfg.strategies)
+    good = [n for n in order if n in keep and keep[n].p99_us <= bound]
+    chosen = max(good, key=lambda n: (round(keep[n].mean_batch_cpu, 2), -order.index(n)))
+    others = ", ".join(f"{n} {t.p99_us:.0f}" for n, t in measured.items() if n != chosen)
+    why = (f"batch work {load}: p99 {measured[chosen].p99_us:.0f} µs against "
+           f"{others or 'no other'} (µs, the probe's {cfg.probe_wakeups}-wake-up checks "
+           f"pooled per strategy)")
+    starved = sorted(set(measured) - set(keep))
+    if starved:
+        most = max(t.mean_batch_cpu for t in measured.values())
+        why += (f"; {', '.join(starved)} left batch work under {cfg.batch_share:.0%} of the "
+                f"{most:.2f} cores another left it")
+    if len(good) > 1:
+        why += (f"; within {cfg.tolerance:.0%} + {cfg.tolerance_us:g} µs of the best, it "
+                f"leaves batch work the most CPU ({keep[chosen].mean_batch_cpu:.2f} cores)")
+    return chosen, why
 
 
 class StrategyTuner:
@@ -242,13 +288,21 @@ class StrategyTuner:
         done_before = [t for name, t in self.trials.items() if name != self.in_force]
         best_before = min((t.p99_us for t in done_before), default=math.inf)
         cut = trial.checks >= 1 and trial.p99_us > self.cfg.cut_after * best_before
-        if trial.checks < self.cfg.trial_checks and not cut:
+        # one that leaves busy batch work too little cannot be kept: no more checks of it
+        most = starves_batch(trial, self.trials, self.load or QUIET, self.cfg)
+        if trial.checks < self.cfg.trial_checks and not cut and most is None:
             return []
         if self.queue:
             nxt = self.queue.pop(0)
-            how = (f"{self.in_force} cut short: p99 {trial.p99_us:.0f} µs, over "
-                   f"{self.cfg.cut_after:g}x the best so far ({best_before:.0f} µs)") if cut \
-                else f"{self.in_force} measured p99 {trial.p99_us:.0f} µs"
+            if cut:
+                how = (f"{self.in_force} cut short: p99 {trial.p99_us:.0f} µs, over "
+                       f"{self.cfg.cut_after:g}x the best so far ({best_before:.0f} µs)")
+            elif most is not None and trial.checks < self.cfg.trial_checks:
+                how = (f"{self.in_force} cut short: it left batch work "
+                       f"{trial.mean_batch_cpu:.2f} cores, under {self.cfg.batch_share:.0%} "
+                       f"of the {most:.2f} another left it")
+            else:
+                how = f"{self.in_force} measured p99 {trial.p99_us:.0f} µs"
             return [self._switch(nxt, "trial", f"{how}; trying {nxt}")]
         self.phase = "exploit"
         self.recent.clear()
@@ -258,21 +312,7 @@ class StrategyTuner:
         return [self._switch(chosen, "chosen", why)]
 
     def _choose(self) -> tuple[str, str]:
-        measured = {n: t for n, t in self.trials.items() if not math.isnan(t.p99_us)}
-        best = min(t.p99_us for t in measured.values())
-        bound = best * (1 + self.cfg.tolerance) + self.cfg.tolerance_us
-        good = [n for n in self.candidates if n in measured and measured[n].p99_us <= bound]
-        chosen = max(good, key=lambda n: (round(measured[n].mean_batch_cpu, 2),
-                                          -self.candidates.index(n)))
-        others = ", ".join(f"{n} {t.p99_us:.0f}" for n, t in measured.items() if n != chosen)
-        why = (f"batch work {self.load or QUIET}: p99 {measured[chosen].p99_us:.0f} µs "
-               f"against {others or 'no other'} (µs, the probe's {self.cfg.probe_wakeups}-"
-               f"wake-up checks pooled per strategy)")
-        if len(good) > 1:
-            why += (f"; within {self.cfg.tolerance:.0%} + {self.cfg.tolerance_us:g} µs of the "
-                    f"best, it leaves batch work the most CPU "
-                    f"({measured[chosen].mean_batch_cpu:.2f} cores)")
-        return chosen, why
+        return choose(self.trials, self.load or QUIET, self.cfg)
 
     def _exploit_step(self, check: Check) -> list[Switch]:
         if self.explored_at is not None and check.ts - self.explored_at >= self.cfg.reexplore_s:
@@ -281,8 +321,8 @@ class StrategyTuner:
         if len(self.recent) < self.cfg.undo_after_checks:
             return []
         now_p99 = percentile([x for c in self.recent for x in c.latencies_us], 99)
-        others = {n: t for n, t in self.trials.items()
-                  if n != self.in_force and not math.isnan(t.p99_us)}
+        others = {n: t for n, t in eligible(self.trials, self.load or QUIET, self.cfg).items()
+                  if n != self.in_force}
         if not others:
             return []
         alt = min(others, key=lambda n: others[n].p99_us)

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from agents.allocation.strategy import Trial, choose
 from pipeline import procfs
 from pipeline.hostpaths import LIVE
 from pipeline.settings import ClosedLoopSettings
@@ -140,16 +141,14 @@ def test_children_start_neutral_sleepers_keep_theirs_and_the_loop_chooses(
 
         # The closed loop: each strategy tried, one chosen, with the figures behind it.
         chosen = wait_for("the closed loop's choice", lambda: rows(
-            corelane, "SELECT strategy, reason, figures FROM strategies "
+            corelane, "SELECT strategy, reason, figures, load FROM strategies "
                       "WHERE state = 'chosen' ORDER BY ts LIMIT 1"), timeout_s=90)[0]
         figures = json.loads(chosen["figures"])
         assert set(figures) == {"shared", "exclusive_poll"}, figures
-        best = min(figures, key=lambda s: figures[s]["p99_us"])
-        loop = ClosedLoopSettings()  # the defaults the instance runs with
-        bound = figures[best]["p99_us"] * (1 + loop.tolerance) + loop.tolerance_us
-        good = [s for s in figures if figures[s]["p99_us"] <= bound]
-        expected = max(good, key=lambda s: (round(figures[s]["batch_cpu"], 2),
-                                            -["shared", "exclusive_poll"].index(s)))
+        # the choice follows from the figures it records (the defaults otherwise)
+        loop = ClosedLoopSettings(strategies=["shared", "exclusive_poll"])
+        expected, _ = choose({s: Trial.from_figures(s, f) for s, f in figures.items()},
+                             chosen["load"], loop)
         assert chosen["strategy"] == expected, (chosen, figures)
         trials = rows(corelane, "SELECT strategy FROM strategies WHERE state = 'trial'")
         assert {t["strategy"] for t in trials} == {"shared", "exclusive_poll"}

@@ -173,3 +173,56 @@ def test_each_batch_load_has_its_own_choice() -> None:
     # and start again: the loaded choice, at once too
     (again,) = tuner.on_check(check("exclusive_poll", ts + 20, 400.0, 1.9, busy=4))
     assert (again.strategy, again.load) == ("shared", "loaded")
+
+
+def run_loaded(tuner: StrategyTuner, measure: dict[str, tuple[float, float]]) -> list:
+    """As ``run``, beside busy batch work."""
+    switches = tuner.on_critical(True, 0.0)
+    ts = tuner.cfg.settle_s
+    switches += tuner.tick(ts)
+    for _ in range(40):
+        if tuner.phase not in ("gauge", "explore"):
+            break
+        ts += 1
+        p99, batch = measure[tuner.in_force]
+        switches += tuner.on_check(check(tuner.in_force, ts, p99, batch, seed=int(ts), busy=4))
+    return switches
+
+
+def test_beside_busy_batch_work_a_strategy_starving_it_is_not_kept() -> None:
+    # exclusive_poll is the most punctual, but leaves four busy hogs one core of two
+    tuner = StrategyTuner(cfg(trial_checks=3, batch_share=0.9))
+    measure = {"shared": (200.0, 1.9), "exclusive_poll": (80.0, 0.9),
+               "exclusive": (150.0, 0.9), "exclusive_lend": (120.0, 1.8)}
+    switches = run_loaded(tuner, measure)
+    chosen = switches[-1]
+    assert (chosen.state, chosen.strategy, chosen.load) == ("chosen", "exclusive_lend", "loaded")
+    assert "exclusive, exclusive_poll left batch work under 90%" in chosen.reason
+    # the starving ones were cut after one check, the others had their three
+    assert tuner.trials["exclusive_poll"].checks == 1 and tuner.trials["exclusive"].checks == 1
+    assert tuner.trials["shared"].checks == 3 and tuner.trials["exclusive_lend"].checks == 3
+    assert any("left batch work 0.90 cores, under 90% of the 1.90" in s.reason for s in switches)
+    # and it is not undone in favour of the starving one, however punctual that was
+    ts = 100.0
+    for i in range(6):
+        assert tuner.on_check(check("exclusive_lend", ts + 10 * i, 125.0, 1.8, seed=i,
+                                    busy=4)) == []
+    assert tuner.in_force == "exclusive_lend"
+
+
+def test_without_a_batch_share_latency_alone_decides() -> None:
+    tuner = StrategyTuner(cfg(trial_checks=3, batch_share=0.0))
+    measure = {"shared": (200.0, 1.9), "exclusive_poll": (80.0, 0.9),
+               "exclusive": (150.0, 0.9), "exclusive_lend": (120.0, 1.8)}
+    chosen = run_loaded(tuner, measure)[-1]
+    assert (chosen.state, chosen.strategy) == ("chosen", "exclusive_poll")
+    assert tuner.trials["exclusive"].checks == 3
+
+
+def test_a_quiet_host_has_no_batch_work_to_keep() -> None:
+    # batch work that sleeps used little either way: the floor does not apply
+    tuner = StrategyTuner(cfg(batch_share=0.9))
+    measure = {"shared": (200.0, 0.05), "exclusive_poll": (80.0, 0.01),
+               "exclusive": (150.0, 0.01), "exclusive_lend": (120.0, 0.04)}
+    chosen = run(tuner, measure)[-1]
+    assert (chosen.state, chosen.load, chosen.strategy) == ("chosen", "quiet", "exclusive_poll")
