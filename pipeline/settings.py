@@ -383,7 +383,9 @@ class ClosedLoopSettings(_Section):
     """
     enabled: bool = True
     strategies: list[Strategy] = Field(default_factory=lambda: list(STRATEGIES), min_length=1)
-    initial: Strategy = "shared"             # in force until the first trials have measured
+    # In force until the first trials have measured: the critical tiers' own cores, lent to
+    # batch work, keep work not judged yet off them and batch work at its throughput.
+    initial: Strategy = "exclusive_lend"
     probe_interval_us: int = Field(1000, ge=50, le=100_000)
     probe_wakeups: int = Field(500, ge=10, le=100_000)
     settle_s: float = Field(6.0, ge=0)           # after critical work appears, wait this
