@@ -702,7 +702,7 @@ def test_a_mode_tightens_a_tier_and_memory_limits_are_opt_in(topo) -> None:
         "memory_high": "1GiB", "memory_max": "2GiB", "swap": False}}}})
     p = plan(t, mixed(), policy=policy, mode="emergency")
     groups = {g.tier: g for g in p.groups}
-    assert groups["low"].cpu_quota_us == 8 * 100_000           # 50% in emergency, not 90%
+    assert groups["low"].cpu_quota_us == 8 * 100_000           # 50% in emergency, unlimited otherwise
     assert groups["low"].cpu_weight == 50                       # the tier's own, kept
     assert (groups["normal"].memory_high, groups["normal"].memory_max,
             groups["normal"].swap) == (1 << 30, 2 << 30, False)
