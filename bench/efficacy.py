@@ -308,20 +308,22 @@ class Corelane:
             return None
 
     def cpu_s(self) -> tuple[float, float]:
-        """CPU seconds of corelane (with its children: the wake-up probe) and of its broker."""
+        """CPU seconds of corelane (with its children: the wake-up probe) and of its broker
+        (a child too, counted apart)."""
+        broker_pid = self.broker_pid()
         own = 0.0
         if self.proc is not None:
             mine = [self.proc.pid] + [p for p in procfs.list_pids(PROC)
-                                      if (st := procfs.read_stat(PROC, p)) is not None
+                                      if p != broker_pid
+                                      and (st := procfs.read_stat(PROC, p)) is not None
                                       and st.ppid == self.proc.pid]
             for pid in mine:
                 with contextlib.suppress(OSError):
                     own += cpu_seconds(pid)
         broker = 0.0
-        pid = self.broker_pid()
-        if pid is not None:
+        if broker_pid is not None:
             with contextlib.suppress(OSError):
-                broker = cpu_seconds(pid)
+                broker = cpu_seconds(broker_pid)
         return own, broker
 
     def query(self, sql: str) -> list[dict]:
