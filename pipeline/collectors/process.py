@@ -27,6 +27,7 @@ from pipeline.procfs import (
     ST_START, ST_STATE, ST_STIME, ST_THREADS, ST_UTIME, ST_VSIZE,
 )
 from pipeline.events import ProcessSample
+from pipeline.topology import cpulist_format
 
 ThreadDetail = Literal["all", "leader"]
 
@@ -56,6 +57,23 @@ def _read_rest(fd: int) -> bytes:
         parts.append(more)
 
 
+def _read_status(pdir: str) -> bytes:
+    """/proc/PID/status whole; empty when the process is gone."""
+    try:
+        fd = _open(pdir + "status", _O_RDONLY)
+    except OSError:
+        return b""
+    try:
+        status = _read(fd, 4096)
+        if len(status) == 4096:
+            status += _read_rest(fd)
+        return status
+    except OSError:
+        return b""
+    finally:
+        _close(fd)
+
+
 class ProcessSampler:
     """Sweeps every process under ``paths.proc``.
 
@@ -76,6 +94,8 @@ class ProcessSampler:
             raise ValueError(f"thread_detail must be 'all' or 'leader', not {thread_detail!r}")
         self.thread_detail: ThreadDetail = thread_detail
         self._proc = paths.proc
+        # This kernel's own /proc: an affinity can be asked of the kernel by pid.
+        self._live_proc = os.path.realpath(paths.proc) == "/proc"
         self._clock = clock
         self._state: dict[str, list] = {}
         self._last_sweep: float | None = None
@@ -141,6 +161,8 @@ class ProcessSampler:
         hz = float(procfs.CLOCK_TICKS)
         page = procfs.PAGE_SIZE
         affinities = self._affinities
+        live = self._live_proc
+        getaffinity = os.sched_getaffinity
         states = self._states
         all_threads = self.thread_detail == "all"
         reuse = self.reuse_unchanged
@@ -155,18 +177,12 @@ class ProcessSampler:
                 pdir = f"{proc}/{name}/"
             else:
                 pdir = st[_DIR]
-            # The three files every sweep needs; any of them missing: the process is gone.
+            # The two files every sweep needs; either missing: the process is gone. Its
+            # status (the costliest file to generate) is read only where needed, below.
             try:
                 fd = os_open(pdir + "stat", O_RDONLY)
                 try:
                     data = os_read(fd, 1024)
-                finally:
-                    os_close(fd)
-                fd = os_open(pdir + "status", O_RDONLY)
-                try:
-                    status = os_read(fd, 4096)
-                    if len(status) == 4096:
-                        status += _read_rest(fd)
                 finally:
                     os_close(fd)
                 fd = os_open(pdir + "schedstat", O_RDONLY)
@@ -176,8 +192,9 @@ class ProcessSampler:
                     os_close(fd)
             except OSError:
                 continue
-            if not data or not status or not sched:
+            if not data or not sched:
                 continue
+            status = b""
             try:
                 if reuse and st is not None and data == st[_STAT]:
                     # Same stat line: same identity, same values (the usual idle process).
@@ -190,6 +207,9 @@ class ProcessSampler:
                     start_b = f[ST_START]
                     if st is None or start_b != st[_START_B]:
                         # New identity (first sight, or the pid was reused).
+                        status = _read_status(pdir)
+                        if not status:
+                            continue
                         st = self._first_sight(int(name), int(start_b), pdir,
                                                data[len(name) + 2:close],
                                                int(f[ST_FLAGS]), status)
@@ -229,23 +249,37 @@ class ProcessSampler:
                         dt = now - st[_WALL]
                         share = (ticks - st[_TICKS]) / hz / dt if dt > 0 else 0.0
 
-                # Affinity: corelane itself changes it on sleeping processes, so read it
-                # every sweep. Cpus_allowed_list sits a few lines before the end.
-                end = len(status)
-                a = status.rfind(_AFF, end - 1024 if end > 1024 else 0)
-                if a < 0:
-                    a = status.rfind(_AFF)
-                if a >= 0:
-                    a += _AFF_LEN
-                    aff_b = status[a:status.find(b"\n", a)]
-                    affinity = affinities.get(aff_b)
-                    if affinity is None:
-                        affinity = affinities[aff_b] = aff_b.strip().decode()
-                else:
-                    affinity = ""
-
                 single = threads == 1
-                if reuse and single and st[_SINGLE] and sched == st[_SCHED]:
+                quiet = reuse and single and st[_SINGLE] and sched == st[_SCHED]
+                # Affinity: corelane itself changes it on sleeping processes, so it is read
+                # every sweep. A process that has not run since the last one has nothing
+                # else new in its status: one syscall answers for much less than the file.
+                affinity = None
+                if quiet and live:
+                    try:
+                        affinity = cpulist_format(frozenset(getaffinity(int(name))))
+                    except OSError:            # gone, or not ours to ask: the file says
+                        pass
+                if affinity is None:
+                    if not status:
+                        status = _read_status(pdir)
+                        if not status:
+                            continue
+                    # Cpus_allowed_list sits a few lines before the end.
+                    end = len(status)
+                    a = status.rfind(_AFF, end - 1024 if end > 1024 else 0)
+                    if a < 0:
+                        a = status.rfind(_AFF)
+                    if a >= 0:
+                        a += _AFF_LEN
+                        aff_b = status[a:status.find(b"\n", a)]
+                        affinity = affinities.get(aff_b)
+                        if affinity is None:
+                            affinity = affinities[aff_b] = aff_b.strip().decode()
+                    else:
+                        affinity = ""
+
+                if quiet:
                     # Not run since the last sweep: no switches, no I/O of its own.
                     run, delay, slices = st[_SCHEDV]
                     vol, invol = st[_CTX]

@@ -128,6 +128,32 @@ def test_identity_matches_psutil_create_time(sleeper: subprocess.Popen,
         assert s.kernel_thread is False
 
 
+def cpus_allowed_list(pid: int) -> str:
+    """The kernel's Cpus_allowed_list for ``pid``, read from its status now."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(line.split(":", 1)[1].strip() for line in f
+                    if line.startswith("Cpus_allowed_list:"))
+
+
+def test_an_affinity_change_on_a_sleeping_process_shows_at_the_next_sweep() -> None:
+    # A single-threaded process blocked in one sleep: its stat and schedstat do not move
+    # between sweeps, and its affinity is asked of the kernel instead of read from status.
+    proc = start("print('ready', flush=True)\nimport time\ntime.sleep(3600)")
+    try:
+        sampler = ProcessSampler(LIVE)
+        allowed = sorted(os.sched_getaffinity(proc.pid))
+        first = find(sampler.sweep(), proc.pid)
+        assert first.affinity == cpus_allowed_list(proc.pid)
+        os.sched_setaffinity(proc.pid, {allowed[-1]})
+        quiet = find(sampler.sweep(), proc.pid)
+        assert quiet.run_time_ns == first.run_time_ns       # it has not run since
+        assert quiet.affinity == cpus_allowed_list(proc.pid) == str(allowed[-1])
+        os.sched_setaffinity(proc.pid, set(allowed))
+        assert find(sampler.sweep(), proc.pid).affinity == first.affinity
+    finally:
+        stop(proc)
+
+
 def test_a_process_that_exits_disappears_and_its_pid_is_forgotten() -> None:
     proc = start(BURNER)
     try:
