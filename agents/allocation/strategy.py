@@ -170,7 +170,10 @@ class StrategyTuner:
         self.load: str | None = None             # the batch load measured last
         self.memory: dict[str, Memory] = {}
         self.queue: list[str] = []
-        self.recent: deque[Check] = deque(maxlen=settings.undo_after_checks)
+        # The last checks of the strategy in force, per batch load: kept while critical
+        # work comes and goes or the load changes, so a choice that measures worse is
+        # undone even where no stretch of one load lasts undo_after_checks checks.
+        self.recent: dict[str, deque[Check]] = {}
 
     @property
     def trials(self) -> dict[str, Trial]:
@@ -182,6 +185,10 @@ class StrategyTuner:
 
     def _mem(self) -> Memory:
         return self.memory.setdefault(self.load or QUIET, Memory())
+
+    def _recent(self) -> deque[Check]:
+        return self.recent.setdefault(self.load or QUIET,
+                                      deque(maxlen=self.cfg.undo_after_checks))
 
     def _fresh(self, load: str | None, now: float) -> Memory | None:
         mem = self.memory.get(load or QUIET)
@@ -212,7 +219,6 @@ class StrategyTuner:
             return []
         if self._fresh(self.load, now) is not None:
             self.phase = "exploit"
-            self.recent.clear()
             return []
         self._settle(now)
         return []
@@ -263,7 +269,6 @@ class StrategyTuner:
 
     def _load_changed(self, load: str, now: float) -> list[Switch]:
         was, self.load = self.load or load, load
-        self.recent.clear()
         mem = self._fresh(load, now)
         if mem is None:
             self._settle(now)
@@ -305,7 +310,7 @@ class StrategyTuner:
                 how = f"{self.in_force} measured p99 {trial.p99_us:.0f} µs"
             return [self._switch(nxt, "trial", f"{how}; trying {nxt}")]
         self.phase = "exploit"
-        self.recent.clear()
+        self._recent().clear()
         chosen, why = self._choose()
         mem = self._mem()
         mem.chosen, mem.at = chosen, check.ts
@@ -317,10 +322,13 @@ class StrategyTuner:
     def _exploit_step(self, check: Check) -> list[Switch]:
         if self.explored_at is not None and check.ts - self.explored_at >= self.cfg.reexplore_s:
             return self._explore(check.ts, f"{self.cfg.reexplore_s:.0f} s since the last trials")
-        self.recent.append(check)
-        if len(self.recent) < self.cfg.undo_after_checks:
+        recent = self._recent()
+        if recent and recent[-1].strategy != self.in_force:
+            recent.clear()                       # checks of what was in force before
+        recent.append(check)
+        if len(recent) < self.cfg.undo_after_checks:
             return []
-        now_p99 = percentile([x for c in self.recent for x in c.latencies_us], 99)
+        now_p99 = percentile([x for c in recent for x in c.latencies_us], 99)
         others = {n: t for n, t in eligible(self.trials, self.load or QUIET, self.cfg).items()
                   if n != self.in_force}
         if not others:
@@ -331,9 +339,9 @@ class StrategyTuner:
             return []
         # what the strategy measures now replaces its trial: the next choice weighs that
         mine = self.trials[self.in_force] = Trial(self.in_force)
-        for c in self.recent:
+        for c in recent:
             mine.add(c)
-        self.recent.clear()
+        recent.clear()
         self._mem().chosen = alt
         return [self._switch(alt, "undone",
                              f"{self.in_force} now measures p99 {now_p99:.0f} µs over its last "

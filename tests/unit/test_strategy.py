@@ -96,6 +96,33 @@ def test_a_choice_that_turns_worse_than_the_best_alternative_is_undone() -> None
     assert tuner.trials["exclusive_poll"].p99_us >= 400      # the new figure counts now
 
 
+def test_a_worse_choice_is_undone_across_short_stretches_of_critical_work() -> None:
+    # Critical work that lasts one check at a time (a job that comes and goes): the checks
+    # of the strategy in force add up across the stretches, so a choice gone worse is
+    # still undone.
+    tuner = StrategyTuner(cfg())
+    run(tuner, {"exclusive_poll": (60.0, 1.0), "exclusive": (65.0, 1.0),
+                "exclusive_lend": (200.0, 1.9), "shared": (300.0, 2.0)})
+    assert tuner.in_force == "exclusive_poll"
+    assert tuner.on_check(check("exclusive_poll", 100, 400.0)) == []
+    assert tuner.on_critical(False, 105) == []
+    assert tuner.on_critical(True, 110) == [] and tuner.phase == "exploit"
+    (undo,) = tuner.on_check(check("exclusive_poll", 120, 420.0))
+    assert (undo.state, undo.strategy) == ("undone", "exclusive")
+
+
+def test_checks_under_one_load_do_not_count_for_the_other() -> None:
+    tuner = StrategyTuner(cfg())
+    run(tuner, {"exclusive_poll": (60.0, 1.0), "exclusive": (65.0, 1.0),
+                "exclusive_lend": (200.0, 1.9), "shared": (300.0, 2.0)})
+    assert tuner.in_force == "exclusive_poll" and tuner.load == "quiet"
+    assert tuner.on_check(check("exclusive_poll", 100, 400.0)) == []
+    # batch work wakes up: nothing measured for that yet, so settle and try strategies
+    assert tuner.on_check(check("exclusive_poll", 110, 400.0, busy=2)) == []
+    assert tuner.phase == "settle"
+    assert list(tuner.recent["quiet"]) and "loaded" not in tuner.recent
+
+
 def test_checks_of_another_placement_are_ignored() -> None:
     tuner = StrategyTuner(cfg())
     tuner.on_critical(True, 0.0)
