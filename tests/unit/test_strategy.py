@@ -80,10 +80,14 @@ def test_a_clearly_worse_trial_is_cut_after_one_check() -> None:
     assert tuner.trials["shared"].checks == 3
 
 
+# exclusive_poll measures best, with exclusive close behind; the others far worse
+POLL_BEST = {"exclusive_poll": (60.0, 1.0), "exclusive": (65.0, 1.0),
+             "exclusive_lend": (200.0, 1.9), "shared": (300.0, 2.0)}
+
+
 def test_a_choice_that_turns_worse_than_the_best_alternative_is_undone() -> None:
     tuner = StrategyTuner(cfg())
-    run(tuner, {"exclusive_poll": (60.0, 1.0), "exclusive": (65.0, 1.0),
-                "exclusive_lend": (200.0, 1.9), "shared": (300.0, 2.0)})
+    run(tuner, POLL_BEST)
     assert tuner.in_force == "exclusive_poll"
     # still as good: kept
     assert tuner.on_check(check("exclusive_poll", 100, 62.0)) == []
@@ -101,8 +105,7 @@ def test_a_worse_choice_is_undone_across_short_stretches_of_critical_work() -> N
     # of the strategy in force add up across the stretches, so a choice gone worse is
     # still undone.
     tuner = StrategyTuner(cfg())
-    run(tuner, {"exclusive_poll": (60.0, 1.0), "exclusive": (65.0, 1.0),
-                "exclusive_lend": (200.0, 1.9), "shared": (300.0, 2.0)})
+    run(tuner, POLL_BEST)
     assert tuner.in_force == "exclusive_poll"
     assert tuner.on_check(check("exclusive_poll", 100, 400.0)) == []
     assert tuner.on_critical(False, 105) == []
@@ -113,8 +116,7 @@ def test_a_worse_choice_is_undone_across_short_stretches_of_critical_work() -> N
 
 def test_checks_under_one_load_do_not_count_for_the_other() -> None:
     tuner = StrategyTuner(cfg())
-    run(tuner, {"exclusive_poll": (60.0, 1.0), "exclusive": (65.0, 1.0),
-                "exclusive_lend": (200.0, 1.9), "shared": (300.0, 2.0)})
+    run(tuner, POLL_BEST)
     assert tuner.in_force == "exclusive_poll" and tuner.load == "quiet"
     assert tuner.on_check(check("exclusive_poll", 100, 400.0)) == []
     # batch work wakes up: nothing measured for that yet, so settle and try strategies
