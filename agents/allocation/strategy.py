@@ -102,10 +102,14 @@ QUIET, LOADED = "quiet", "loaded"
 
 @dataclass
 class Memory:
-    """What was measured for one batch load: the trials and the choice made from them."""
+    """What was measured for one batch load: the trials, the choice made from them, and
+    the last checks of the strategy in force (kept while critical work comes and goes or
+    the load changes, so a choice that measures worse is undone even where no stretch of
+    one load lasts ``undo_after_checks`` checks)."""
     trials: dict[str, Trial] = field(default_factory=dict)
     chosen: str | None = None
     at: float | None = None
+    recent: deque[Check] = field(default_factory=deque)
 
 
 def starves_batch(trial: Trial, trials: Mapping[str, Trial], load: str,
@@ -170,10 +174,6 @@ class StrategyTuner:
         self.load: str | None = None             # the batch load measured last
         self.memory: dict[str, Memory] = {}
         self.queue: list[str] = []
-        # The last checks of the strategy in force, per batch load: kept while critical
-        # work comes and goes or the load changes, so a choice that measures worse is
-        # undone even where no stretch of one load lasts undo_after_checks checks.
-        self.recent: dict[str, deque[Check]] = {}
 
     @property
     def trials(self) -> dict[str, Trial]:
@@ -186,9 +186,10 @@ class StrategyTuner:
     def _mem(self) -> Memory:
         return self.memory.setdefault(self.load or QUIET, Memory())
 
-    def _recent(self) -> deque[Check]:
-        return self.recent.setdefault(self.load or QUIET,
-                                      deque(maxlen=self.cfg.undo_after_checks))
+    @property
+    def recent(self) -> dict[str, deque[Check]]:
+        """The last checks of the strategy in force, for each load that has some."""
+        return {load: mem.recent for load, mem in self.memory.items() if mem.recent}
 
     def _fresh(self, load: str | None, now: float) -> Memory | None:
         mem = self.memory.get(load or QUIET)
@@ -310,7 +311,6 @@ class StrategyTuner:
                 how = f"{self.in_force} measured p99 {trial.p99_us:.0f} µs"
             return [self._switch(nxt, "trial", f"{how}; trying {nxt}")]
         self.phase = "exploit"
-        self._recent().clear()
         chosen, why = self._choose()
         mem = self._mem()
         mem.chosen, mem.at = chosen, check.ts
@@ -322,10 +322,12 @@ class StrategyTuner:
     def _exploit_step(self, check: Check) -> list[Switch]:
         if self.explored_at is not None and check.ts - self.explored_at >= self.cfg.reexplore_s:
             return self._explore(check.ts, f"{self.cfg.reexplore_s:.0f} s since the last trials")
-        recent = self._recent()
+        recent = self._mem().recent
         if recent and recent[-1].strategy != self.in_force:
             recent.clear()                       # checks of what was in force before
         recent.append(check)
+        while len(recent) > self.cfg.undo_after_checks:
+            recent.popleft()
         if len(recent) < self.cfg.undo_after_checks:
             return []
         now_p99 = percentile([x for c in recent for x in c.latencies_us], 99)

@@ -48,32 +48,6 @@ _read = os.read
 _close = os.close
 
 
-def _read_rest(fd: int) -> bytes:
-    parts = []
-    while True:
-        more = _read(fd, 65536)
-        if not more:
-            return b"".join(parts)
-        parts.append(more)
-
-
-def _read_status(pdir: str) -> bytes:
-    """/proc/PID/status whole; empty when the process is gone."""
-    try:
-        fd = _open(pdir + "status", _O_RDONLY)
-    except OSError:
-        return b""
-    try:
-        status = _read(fd, 4096)
-        if len(status) == 4096:
-            status += _read_rest(fd)
-        return status
-    except OSError:
-        return b""
-    finally:
-        _close(fd)
-
-
 class ProcessSampler:
     """Sweeps every process under ``paths.proc``.
 
@@ -94,8 +68,7 @@ class ProcessSampler:
             raise ValueError(f"thread_detail must be 'all' or 'leader', not {thread_detail!r}")
         self.thread_detail: ThreadDetail = thread_detail
         self._proc = paths.proc
-        # This kernel's own /proc: an affinity can be asked of the kernel by pid.
-        self._live_proc = os.path.realpath(paths.proc) == "/proc"
+        self._live = paths.is_live      # an affinity can be asked of the kernel by pid
         self._clock = clock
         self._state: dict[str, list] = {}
         self._last_sweep: float | None = None
@@ -130,6 +103,21 @@ class ProcessSampler:
         return [b"", 0, 0.0, template, comm, pdir, b"", None, b"", None, None, _NO_IO, {},
                 False]
 
+    def _status_affinity(self, status: bytes) -> str:
+        """Cpus_allowed_list from a status file, which has it a few lines before the end."""
+        end = len(status)
+        a = status.rfind(_AFF, end - 1024 if end > 1024 else 0)
+        if a < 0:
+            a = status.rfind(_AFF)
+        if a < 0:
+            return ""
+        a += _AFF_LEN
+        aff_b = status[a:status.find(b"\n", a)]
+        affinity = self._affinities.get(aff_b)
+        if affinity is None:
+            affinity = self._affinities[aff_b] = aff_b.strip().decode()
+        return affinity
+
     def sweep(self) -> list[ProcessSample]:
         """One sample per live process. Processes that vanish mid-read are left out."""
         now = self._clock()
@@ -160,8 +148,8 @@ class ProcessSampler:
         append = out.append
         hz = float(procfs.CLOCK_TICKS)
         page = procfs.PAGE_SIZE
-        affinities = self._affinities
-        live = self._live_proc
+        live = self._live
+        read = procfs.read_bytes
         getaffinity = os.sched_getaffinity
         states = self._states
         all_threads = self.thread_detail == "all"
@@ -207,7 +195,7 @@ class ProcessSampler:
                     start_b = f[ST_START]
                     if st is None or start_b != st[_START_B]:
                         # New identity (first sight, or the pid was reused).
-                        status = _read_status(pdir)
+                        status = read(pdir + "status")
                         if not status:
                             continue
                         st = self._first_sight(int(name), int(start_b), pdir,
@@ -261,23 +249,10 @@ class ProcessSampler:
                     except OSError:            # gone, or not ours to ask: the file says
                         pass
                 if affinity is None:
+                    status = status or read(pdir + "status")
                     if not status:
-                        status = _read_status(pdir)
-                        if not status:
-                            continue
-                    # Cpus_allowed_list sits a few lines before the end.
-                    end = len(status)
-                    a = status.rfind(_AFF, end - 1024 if end > 1024 else 0)
-                    if a < 0:
-                        a = status.rfind(_AFF)
-                    if a >= 0:
-                        a += _AFF_LEN
-                        aff_b = status[a:status.find(b"\n", a)]
-                        affinity = affinities.get(aff_b)
-                        if affinity is None:
-                            affinity = affinities[aff_b] = aff_b.strip().decode()
-                    else:
-                        affinity = ""
+                        continue
+                    affinity = self._status_affinity(status)
 
                 if quiet:
                     # Not run since the last sweep: no switches, no I/O of its own.
